@@ -1,0 +1,343 @@
+using System.Diagnostics;
+using InferPool.Devices;
+using InferPool.Diagnostics;
+using InferPool.Replicas;
+using InferPool.Results;
+using Microsoft.Extensions.Logging;
+
+namespace InferPool.Scheduling;
+
+/// <summary>The replica side of a job: one loop per slot that builds its replica, pulls batches and recovers from faults.</summary>
+internal sealed partial class PoolRun<TIn, TPrepared, TOut>
+{
+    private async Task ReplicaLoopAsync(ReplicaSlot slot)
+    {
+        IReplica<TPrepared, TOut>? replica = null;
+        var startFailures = 0;
+        var faultsInRow = 0;
+        var reader = _batches.Reader;
+        try
+        {
+            while (true)
+            {
+                if (replica is null)
+                {
+                    await DelayAsync(Backoff(_options.RestartBackoff, Math.Max(startFailures, faultsInRow))).ConfigureAwait(false);
+                    try
+                    {
+                        replica = await _factory.CreateAsync(slot, Token).ConfigureAwait(false);
+                    }
+                    catch (Exception ex) when (!Token.IsCancellationRequested)
+                    {
+                        startFailures++;
+                        if (startFailures >= _options.MaxReplicaStartFailures)
+                        {
+                            RemoveSlot(slot, startFailures, ex);
+                            return;
+                        }
+
+                        Raise(new ReplicaEvent(slot, ReplicaEventKind.StartFailed, $"Replica {slot} failed to start ({startFailures} of {_options.MaxReplicaStartFailures} tries): {ex.Message}", ex));
+                        continue;
+                    }
+
+                    startFailures = 0;
+                    Raise(new ReplicaEvent(slot, ReplicaEventKind.Started, $"Replica {slot} started."));
+                }
+
+                if (!reader.TryRead(out var batch))
+                {
+                    if (!await reader.WaitToReadAsync(Token).ConfigureAwait(false))
+                    {
+                        return;
+                    }
+
+                    continue;
+                }
+
+                InferPoolMetrics.QueueDepth.Add(-1);
+                if (batch.HoldsSlot)
+                {
+                    batch.HoldsSlot = false;
+                    _batchSlots.Release();
+                }
+
+                if (await ProcessAsync(slot, replica, batch.Items).ConfigureAwait(false))
+                {
+                    faultsInRow = 0;
+                }
+                else
+                {
+                    faultsInRow++;
+                    _monitor?.Raise(new ReplicaEvent(slot, ReplicaEventKind.Faulted, $"Replica {slot} faulted and will be rebuilt."));
+                    await DisposeReplicaAsync(slot, replica).ConfigureAwait(false);
+                    replica = null;
+                }
+            }
+        }
+        catch (OperationCanceledException) when (Token.IsCancellationRequested)
+        {
+            // Cancelled: fall through to dispose.
+        }
+        catch (Exception ex)
+        {
+            // A bug in the pool itself, not in a replica: fail the job loudly rather than hang it.
+            Fail(new InferencePoolException($"Replica loop {slot} failed unexpectedly: {ex.Message}", ex));
+        }
+        finally
+        {
+            if (replica is not null)
+            {
+                _monitor?.ReplicaStopped(slot);
+                await DisposeReplicaAsync(slot, replica).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Runs one batch. A batch that throws an item fault is split in halves on this replica until the bad
+    /// item is alone. A replica fault puts the batch back in the queue in halves and returns false.
+    /// </summary>
+    private async Task<bool> ProcessAsync(ReplicaSlot slot, IReplica<TPrepared, TOut> replica, WorkItem<TIn, TPrepared>[] items)
+    {
+        var pending = new Stack<ArraySegment<WorkItem<TIn, TPrepared>>>();
+        pending.Push(items);
+        while (pending.Count > 0)
+        {
+            var segment = pending.Pop();
+            var (outcomes, error, kind) = await CallAsync(slot, replica, segment).ConfigureAwait(false);
+            if (error is null)
+            {
+                EmitOutcomes(slot, segment, outcomes!);
+                continue;
+            }
+
+            if (kind == FaultKind.Replica)
+            {
+                LogReplicaFault(_log, slot.Name, segment.Count, error.Message, error);
+                InferPoolMetrics.ReplicaFaults.Add(1, new KeyValuePair<string, object?>("device", slot.Device.ToString()));
+                RequeueAfterReplicaFault(slot, segment, error);
+                while (pending.Count > 0)
+                {
+                    Requeue([.. pending.Pop()]);
+                }
+
+                return false;
+            }
+
+            if (segment.Count > 1)
+            {
+                var half = segment.Count / 2;
+                pending.Push(segment[half..]);
+                pending.Push(segment[..half]);
+                continue;
+            }
+
+            ref var item = ref segment.Array![segment.Offset];
+            item.Failures++;
+            if (kind == FaultKind.Transient && item.Failures < _options.MaxAttempts)
+            {
+                pending.Push(segment);
+                continue;
+            }
+
+            EmitFailure(item, ItemError.FromException(error, FailureStage.Infer), slot, item.Failures);
+        }
+
+        return true;
+    }
+
+    private async Task<(IReadOnlyList<Outcome<TOut>>? Outcomes, Exception? Error, FaultKind Kind)> CallAsync(
+        ReplicaSlot slot,
+        IReplica<TPrepared, TOut> replica,
+        ArraySegment<WorkItem<TIn, TPrepared>> segment)
+    {
+        var inputs = new TPrepared[segment.Count];
+        for (var i = 0; i < inputs.Length; i++)
+        {
+            inputs[i] = segment[i].Prepared;
+        }
+
+        using var timeout = _options.BatchTimeout is { } limit ? new CancellationTokenSource(limit, _time) : null;
+        using var linked = timeout is null ? null : CancellationTokenSource.CreateLinkedTokenSource(Token, timeout.Token);
+        var token = linked?.Token ?? Token;
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            var call = replica.InferAsync(inputs, token);
+            var outcomes = call.IsCompletedSuccessfully
+                ? call.Result
+                : await call.AsTask().WaitAsync(token).ConfigureAwait(false);
+            if (outcomes is null || outcomes.Count != inputs.Length)
+            {
+                return (null, new InvalidOperationException($"Replica {slot} returned {outcomes?.Count ?? 0} outcomes for a batch of {inputs.Length}; a replica must return one outcome per input."), FaultKind.Item);
+            }
+
+            var elapsed = Stopwatch.GetElapsedTime(started);
+            var device = new KeyValuePair<string, object?>("device", slot.Device.ToString());
+            InferPoolMetrics.Batches.Add(1, device);
+            InferPoolMetrics.BatchSize.Record(inputs.Length);
+            InferPoolMetrics.BatchDuration.Record(elapsed.TotalMilliseconds, device);
+            _monitor?.BatchDone(slot, inputs.Length, elapsed);
+            return (outcomes, null, default);
+        }
+        catch (OperationCanceledException) when (Token.IsCancellationRequested)
+        {
+            throw;
+        }
+        catch (OperationCanceledException) when (timeout?.IsCancellationRequested == true)
+        {
+            var error = new TimeoutException($"Replica {slot} did not finish a batch of {inputs.Length} item(s) within {_options.BatchTimeout}; it is treated as hung.");
+            return (null, error, FaultKind.Replica);
+        }
+        catch (Exception ex)
+        {
+            // Classified, not swallowed: the caller splits, retries or reports the items.
+            return (null, ex, _classify(ex));
+        }
+    }
+
+    private void RequeueAfterReplicaFault(ReplicaSlot slot, ArraySegment<WorkItem<TIn, TPrepared>> segment, Exception error)
+    {
+        if (segment.Count > 1)
+        {
+            var half = segment.Count / 2;
+            Requeue([.. segment[..half]]);
+            Requeue([.. segment[half..]]);
+            return;
+        }
+
+        var item = segment[0];
+        item.Failures++;
+        if (item.Failures < _options.MaxAttempts)
+        {
+            Requeue([item]);
+            return;
+        }
+
+        var poison = new ItemError(
+            error.GetType().Name,
+            $"The item broke or hung its replica on each of {item.Failures} attempts (last on {slot}): {error.Message}",
+            FailureStage.Replica,
+            error);
+        EmitFailure(item, poison, slot, item.Failures);
+    }
+
+    private void EmitOutcomes(ReplicaSlot slot, ArraySegment<WorkItem<TIn, TPrepared>> segment, IReadOnlyList<Outcome<TOut>> outcomes)
+    {
+        var results = new InferenceResult<TIn, TOut>[segment.Count];
+        var failed = 0;
+        var latency = InferPoolMetrics.ItemLatency.Enabled;
+        for (var i = 0; i < results.Length; i++)
+        {
+            var work = segment[i];
+            var outcome = outcomes[i];
+            if (!outcome.IsSuccess)
+            {
+                failed++;
+            }
+
+            results[i] = new InferenceResult<TIn, TOut>(work.Index, work.Item, outcome, slot, work.Failures + 1);
+            if (latency && work.AdmittedAt != 0)
+            {
+                InferPoolMetrics.ItemLatency.Record(Stopwatch.GetElapsedTime(work.AdmittedAt).TotalMilliseconds);
+            }
+        }
+
+        var device = new KeyValuePair<string, object?>("device", slot.Device.ToString());
+        if (failed < results.Length)
+        {
+            InferPoolMetrics.Items.Add(results.Length - failed, new KeyValuePair<string, object?>("status", "ok"), device);
+        }
+
+        if (failed > 0)
+        {
+            InferPoolMetrics.Items.Add(failed, new KeyValuePair<string, object?>("status", "failed"), device);
+        }
+
+        Emit(results);
+    }
+
+    private void RemoveSlot(ReplicaSlot slot, int failures, Exception error)
+    {
+        var message = $"Replica {slot} was given up after {failures} failed starts in a row: {error.Message}";
+        Raise(new ReplicaEvent(slot, ReplicaEventKind.Removed, message, error));
+        bool deviceGone;
+        bool allGone;
+        lock (_slotLock)
+        {
+            deviceGone = --_liveSlotsPerDevice[slot.Device] == 0;
+            allGone = --_liveSlots == 0;
+            if (deviceGone)
+            {
+                _removalReasons.Add($"{slot.Device}: {error.Message}");
+            }
+        }
+
+        if (deviceGone)
+        {
+            Raise(new ReplicaEvent(
+                slot,
+                ReplicaEventKind.DeviceRemoved,
+                $"Device {slot.Device} was removed from the job: none of its replicas could be started (last error: {error.Message}). The job goes on with the other devices.",
+                error));
+        }
+
+        if (allGone)
+        {
+            string reasons;
+            lock (_slotLock)
+            {
+                reasons = string.Join("; ", _removalReasons);
+            }
+
+            Fail(new InferencePoolException($"No replica is left to run the job: every device failed to start its replicas ({reasons})."));
+        }
+    }
+
+    private void Raise(ReplicaEvent e)
+    {
+        switch (e.Kind)
+        {
+            case ReplicaEventKind.Started:
+                LogReplicaEvent(_log, LogLevel.Debug, e.Message, e.Exception);
+                break;
+            case ReplicaEventKind.StartFailed:
+            case ReplicaEventKind.Removed:
+                LogReplicaEvent(_log, LogLevel.Warning, e.Message, e.Exception);
+                break;
+            default:
+                LogReplicaEvent(_log, LogLevel.Error, e.Message, e.Exception);
+                break;
+        }
+
+        _monitor?.Raise(e);
+    }
+
+    private async Task DisposeReplicaAsync(ReplicaSlot slot, IReplica<TPrepared, TOut> replica)
+    {
+        try
+        {
+            await replica.DisposeAsync().AsTask().WaitAsync(_options.DrainTimeout, _time).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            LogDisposeFailed(_log, slot.Name, $"it did not finish within {_options.DrainTimeout} and was left behind", null);
+        }
+        catch (Exception ex)
+        {
+            // A replica that fails to dispose must not fail the job; it is recorded and left.
+            LogDisposeFailed(_log, slot.Name, ex.Message, ex);
+        }
+    }
+
+    private Task DelayAsync(TimeSpan delay) => delay <= TimeSpan.Zero ? Task.CompletedTask : Task.Delay(delay, _time, Token);
+
+    [LoggerMessage(Message = "{Message}")]
+    private static partial void LogReplicaEvent(ILogger logger, LogLevel level, string message, Exception? exception);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Replica {Slot} faulted on a batch of {Count} item(s); it will be rebuilt and the batch retried: {Reason}")]
+    private static partial void LogReplicaFault(ILogger logger, string slot, int count, string reason, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Disposing replica {Slot} failed: {Reason}")]
+    private static partial void LogDisposeFailed(ILogger logger, string slot, string reason, Exception? exception);
+}

@@ -1,0 +1,151 @@
+using System.Collections.Concurrent;
+using InferPool.Replicas;
+using InferPool.Results;
+using Microsoft.Extensions.Time.Testing;
+using static InferPool.Tests.PoolTestKit;
+using static InferPool.Tests.Scheduling.FailureTests;
+
+namespace InferPool.Tests.Scheduling;
+
+public class BatchingAndPrepareTests
+{
+    [Fact]
+    public async Task Run_PlentyOfInput_SendsFullBatches()
+    {
+        var sizes = new ConcurrentQueue<int>();
+        var options = new InferencePoolOptions
+        {
+            MaxBatchSize = 8,
+            MaxBatchDelay = TimeSpan.FromMinutes(5), // never reached: the fake clock does not move
+            TimeProvider = new FakeTimeProvider(),
+        };
+
+        var results = await CollectBoundedAsync(InferencePool.RunAsync(
+            Enumerable.Range(0, 100),
+            _ => 0,
+            (_, batch, _) =>
+            {
+                sizes.Enqueue(batch.Count);
+                return batch;
+            },
+            options));
+
+        Assert.Equal(100, results.Count);
+        Assert.Equal([.. Enumerable.Repeat(8, 12), 4], sizes);
+    }
+
+    [Fact]
+    public async Task Run_BatchSizeOne_SendsSingleItems()
+    {
+        var sizes = new ConcurrentQueue<int>();
+
+        await CollectBoundedAsync(InferencePool.RunAsync(
+            Enumerable.Range(0, 30),
+            _ => 0,
+            (_, batch, _) =>
+            {
+                sizes.Enqueue(batch.Count);
+                return batch;
+            },
+            new InferencePoolOptions { Replicas = Plan(("cpu", 2)), MaxBatchSize = 1 }));
+
+        Assert.Equal(30, sizes.Count);
+        Assert.All(sizes, s => Assert.Equal(1, s));
+    }
+
+    [Fact]
+    public async Task Run_InputStalls_PartialBatchLeavesAfterMaxDelay()
+    {
+        var time = new FakeTimeProvider();
+        var firstBatch = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var options = new InferencePoolOptions { MaxBatchSize = 16, MaxBatchDelay = TimeSpan.FromMilliseconds(50), TimeProvider = time };
+
+        async IAsyncEnumerable<int> Source()
+        {
+            for (var i = 0; i < 3; i++)
+            {
+                yield return i;
+            }
+
+            // The input stalls until the partial batch has been sent on its own.
+            await firstBatch.Task;
+            yield return 3;
+        }
+
+        var run = CollectBoundedAsync(InferencePool.RunAsync(
+            Source(),
+            ReplicaFactory.FromBlocking<int, int, int>(_ => 0, (_, batch, _) =>
+            {
+                firstBatch.TrySetResult(batch.Count);
+                return batch;
+            }),
+            options));
+
+        // Move the fake clock until the batcher's delay has passed; each step is a bounded wait, not a sleep.
+        for (var step = 0; step < 2000 && !firstBatch.Task.IsCompleted; step++)
+        {
+            time.Advance(TimeSpan.FromMilliseconds(50));
+            await Task.WhenAny(firstBatch.Task, Task.Delay(5));
+        }
+
+        Assert.Equal(3, await firstBatch.Task.WaitAsync(Bound));
+        Assert.Equal(4, (await run).Count);
+    }
+
+    [Fact]
+    public async Task Run_PrepareStage_RunsInParallelAndOverlapsInference()
+    {
+        // Item 0's inference waits until item 6 has been prepared: if preparation did not overlap
+        // inference, this would never finish. Two prepares must be in the barrier at once.
+        using var barrier = new Barrier(2);
+        using var sixPrepared = new ManualResetEventSlim();
+        var options = new InferencePoolOptions { PrepareParallelism = 2, MaxInFlight = 16 };
+
+        var results = await CollectBoundedAsync(InferencePool.RunAsync(
+            AsyncRange(20),
+            (item, _) =>
+            {
+                if (item < 2)
+                {
+                    Assert.True(barrier.SignalAndWait(Bound, CancellationToken.None), "two prepare workers never ran at the same time");
+                }
+
+                if (item == 6)
+                {
+                    sixPrepared.Set();
+                }
+
+                return ValueTask.FromResult($"prepared {item}");
+            },
+            ReplicaFactory.FromBlocking<string, int, string>(_ => 0, (_, batch, ct) =>
+            {
+                if (batch[0] == "prepared 0")
+                {
+                    Assert.True(sixPrepared.Wait(Bound, ct));
+                }
+
+                return batch;
+            }),
+            options));
+
+        Assert.Equal(Enumerable.Range(0, 20).Select(i => $"prepared {i}"), results.Select(r => r.Value));
+        Assert.Equal(Enumerable.Range(0, 20), results.Select(r => r.Item));
+    }
+
+    [Fact]
+    public async Task Run_PrepareThrows_ItemFailsInPrepareStageAndOthersGoOn()
+    {
+        var results = await CollectBoundedAsync(InferencePool.RunAsync(
+            AsyncRange(10),
+            (item, _) => item == 4 ? throw new InvalidDataException("not an image") : ValueTask.FromResult(item * 10),
+            ReplicaFactory.FromBlocking<int, int, int>(_ => 0, (_, batch, _) => batch),
+            new InferencePoolOptions { MaxBatchSize = 4 }));
+
+        Assert.Equal(Enumerable.Range(0, 10), results.Select(r => r.Item));
+        var bad = Assert.Single(results, r => !r.IsSuccess);
+        Assert.Equal(4, bad.Item);
+        Assert.Equal(FailureStage.Prepare, bad.Error!.Stage);
+        Assert.Null(bad.Replica);
+        Assert.Equal(90, results[9].Value);
+    }
+}
