@@ -82,7 +82,10 @@ internal sealed class DedicatedThreadReplica<TIn, TModel, TOut> : IReplica<TIn, 
 
     private Task<T> OnThreadAsync<T>(Func<T> func, CancellationToken cancellationToken)
     {
-        var tcs = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        // Continuations run inline on this replica's thread: the pool's loop for this replica then emits the
+        // results and hands in the next batch without a hop through the thread pool, which on a machine whose
+        // cores are all busy with replicas would leave the replica idle until a pool thread got a time slice.
+        var tcs = new TaskCompletionSource<T>();
         _work.Add(() =>
         {
             try
