@@ -1,0 +1,118 @@
+using System.ComponentModel;
+using InferPool.Devices;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace InferPool.Cli.Commands;
+
+/// <summary>The arguments of <c>inferpool run</c>.</summary>
+internal sealed class RunSettings : CommandSettings
+{
+    [CommandArgument(0, "[INPUT]")]
+    [Description("A folder of images (recursive), a list file of paths, or a .jsonl file of records. Default: the sample images shipped with the tool.")]
+    public string? Input { get; init; }
+
+    [CommandOption("-o|--output <DIR>")]
+    [Description("Output folder for the parts. Default: inferpool-out")]
+    [DefaultValue("inferpool-out")]
+    public string Output { get; init; } = "inferpool-out";
+
+    [CommandOption("--model <MODEL>")]
+    [Description("'resnet18' (built in) or a path to an .onnx file. Default: resnet18")]
+    [DefaultValue("resnet18")]
+    public string Model { get; init; } = "resnet18";
+
+    [CommandOption("--devices <DEVICES>")]
+    [Description("auto, cpu, cuda, cuda:0,1, or per-device counts like cuda:0=2,cpu. Default: auto")]
+    [DefaultValue("auto")]
+    public string Devices { get; init; } = "auto";
+
+    [CommandOption("--replicas <N>")]
+    [Description("Replicas per device. Default: on the CPU, one per core (one per two cores above 4 cores); 2 per GPU")]
+    public int? Replicas { get; init; }
+
+    [CommandOption("--threads <N>")]
+    [Description("ONNX Runtime intra-op threads per CPU replica. Default: cores / CPU replicas")]
+    public int? Threads { get; init; }
+
+    [CommandOption("--batch <N>")]
+    [Description("Most items per model call. Default: 1 on the CPU, 32 with a GPU (1 if the model cannot batch)")]
+    public int? Batch { get; init; }
+
+    [CommandOption("--format <FORMAT>")]
+    [Description("parquet or jsonl. Default: parquet")]
+    [DefaultValue("parquet")]
+    public string Format { get; init; } = "parquet";
+
+    [CommandOption("--prepare-workers <N>")]
+    [Description("Parallel image decoders. Default: the core count")]
+    public int? PrepareWorkers { get; init; }
+
+    [CommandOption("--batch-timeout <SECONDS>")]
+    [Description("A model call taking longer is treated as hung: the replica is rebuilt and the batch retried. Default: 300")]
+    [DefaultValue(300.0)]
+    public double BatchTimeoutSeconds { get; init; } = 300;
+
+    [CommandOption("--max-pixels <N>")]
+    [Description("Images with more pixels are refused from their header, before decoding. Default: 100000000")]
+    [DefaultValue(100_000_000L)]
+    public long MaxPixels { get; init; } = 100_000_000;
+
+    [CommandOption("--part-rows <N>")]
+    [Description("Rows per output part. Default: 10000")]
+    [DefaultValue(10_000)]
+    public int PartRows { get; init; } = 10_000;
+
+    [CommandOption("-q|--quiet")]
+    [Description("No progress display.")]
+    public bool Quiet { get; init; }
+
+    public override ValidationResult Validate()
+    {
+        if (Replicas is < 1)
+        {
+            return ValidationResult.Error($"--replicas is {Replicas}; it must be at least 1.");
+        }
+
+        if (Threads is < 1)
+        {
+            return ValidationResult.Error($"--threads is {Threads}; it must be at least 1.");
+        }
+
+        if (Batch is < 1)
+        {
+            return ValidationResult.Error($"--batch is {Batch}; it must be at least 1.");
+        }
+
+        if (PrepareWorkers is < 1)
+        {
+            return ValidationResult.Error($"--prepare-workers is {PrepareWorkers}; it must be at least 1.");
+        }
+
+        if (BatchTimeoutSeconds <= 0)
+        {
+            return ValidationResult.Error($"--batch-timeout is {BatchTimeoutSeconds}; it must be more than 0 seconds.");
+        }
+
+        if (MaxPixels < 1 || PartRows < 1)
+        {
+            return ValidationResult.Error("--max-pixels and --part-rows must be at least 1.");
+        }
+
+        if (Format is not ("parquet" or "jsonl"))
+        {
+            return ValidationResult.Error($"--format '{Format}' is not supported: use parquet or jsonl.");
+        }
+
+        try
+        {
+            DeviceSpec.Parse(Devices);
+        }
+        catch (FormatException ex)
+        {
+            return ValidationResult.Error($"--devices: {ex.Message}");
+        }
+
+        return ValidationResult.Success();
+    }
+}

@@ -1,0 +1,161 @@
+using SkiaSharp;
+
+namespace InferPool.Cli.Images;
+
+/// <summary>
+/// Turns an image file into a model input: decode (refusing oversized images by their header first), apply
+/// the EXIF orientation, resize the shorter side to <see cref="ResizeShorter"/>, take the centre
+/// <see cref="Size"/>×<see cref="Size"/> crop, and write normalised CHW floats. Thread-safe; the pool runs it
+/// on several prepare workers at once.
+/// </summary>
+internal sealed class ImagePreprocessor
+{
+    private static readonly SKSamplingOptions Sampling = new(SKFilterMode.Linear, SKMipmapMode.Linear);
+
+    private readonly PixelNormalization _normalization;
+
+    public ImagePreprocessor(PixelNormalization normalization, int size = 224, int resizeShorter = 256, long maxPixels = 100_000_000)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(size, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(resizeShorter, size);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxPixels, 1);
+        _normalization = normalization;
+        Size = size;
+        ResizeShorter = resizeShorter;
+        MaxPixels = maxPixels;
+    }
+
+    /// <summary>The side of the square crop fed to the model.</summary>
+    public int Size { get; }
+
+    /// <summary>The shorter side after resizing, before the crop.</summary>
+    public int ResizeShorter { get; }
+
+    /// <summary>Images with more pixels than this are refused from their header, before decoding (decompression bombs).</summary>
+    public long MaxPixels { get; }
+
+    /// <summary>Values per prepared image: 3 × size × size.</summary>
+    public int OutputLength => 3 * Size * Size;
+
+    /// <summary>Reads and prepares an image file.</summary>
+    /// <exception cref="InvalidDataException">The file is empty, not an image, truncated, or too large.</exception>
+    /// <exception cref="IOException">The file cannot be read.</exception>
+    /// <exception cref="UnauthorizedAccessException">The file may not be read.</exception>
+    public float[] PrepareFile(string path)
+    {
+        var bytes = File.ReadAllBytes(path);
+        return Prepare(bytes);
+    }
+
+    /// <summary>Prepares an encoded image.</summary>
+    /// <exception cref="InvalidDataException">The bytes are empty, not an image, truncated, or too large.</exception>
+    public float[] Prepare(byte[] encoded)
+    {
+        ArgumentNullException.ThrowIfNull(encoded);
+        if (encoded.Length == 0)
+        {
+            throw new InvalidDataException("The file is empty (0 bytes).");
+        }
+
+        using var codec = SKCodec.Create(new MemoryStream(encoded, writable: false), out var result)
+            ?? throw new InvalidDataException($"Not a decodable image ({Describe(result)}).");
+        var (width, height) = (codec.Info.Width, codec.Info.Height);
+        if (width <= 0 || height <= 0 || (long)width * height > MaxPixels)
+        {
+            throw new InvalidDataException($"The image is {width}x{height} = {(long)width * height:N0} pixels, over the limit of {MaxPixels:N0}; it is refused before decoding.");
+        }
+
+        using var decoded = Decode(codec);
+        using var oriented = Orient(decoded, codec.EncodedOrigin);
+        using var cropped = ResizeAndCrop(oriented);
+        var chw = new float[OutputLength];
+        _normalization.Write(cropped.GetPixelSpan(), Size, chw);
+        return chw;
+    }
+
+    private SKBitmap Decode(SKCodec codec)
+    {
+        // Decode straight to a smaller size when the codec can (JPEG scales by 1/2, 1/4, 1/8): most of the
+        // work for a large photo, for no loss once it is resized anyway.
+        var shorter = Math.Min(codec.Info.Width, codec.Info.Height);
+        var scaled = codec.GetScaledDimensions((float)ResizeShorter / shorter);
+        var size = Math.Min(scaled.Width, scaled.Height) >= ResizeShorter ? scaled : codec.Info.Size;
+        var info = new SKImageInfo(size.Width, size.Height, SKColorType.Rgba8888, SKAlphaType.Premul);
+        var bitmap = new SKBitmap(info);
+        try
+        {
+            var result = codec.GetPixels(info, bitmap.GetPixels());
+            if (result != SKCodecResult.Success)
+            {
+                throw new InvalidDataException($"The image data could not be decoded ({Describe(result)}).");
+            }
+
+            return bitmap;
+        }
+        catch
+        {
+            bitmap.Dispose();
+            throw;
+        }
+    }
+
+    private static SKBitmap Orient(SKBitmap source, SKEncodedOrigin origin)
+    {
+        if (origin is SKEncodedOrigin.TopLeft or SKEncodedOrigin.Default)
+        {
+            return source.Copy();
+        }
+
+        var swap = origin is SKEncodedOrigin.LeftTop or SKEncodedOrigin.RightTop or SKEncodedOrigin.RightBottom or SKEncodedOrigin.LeftBottom;
+        var (w, h) = swap ? (source.Height, source.Width) : (source.Width, source.Height);
+        var result = new SKBitmap(new SKImageInfo(w, h, SKColorType.Rgba8888, SKAlphaType.Premul));
+        using var canvas = new SKCanvas(result);
+        canvas.SetMatrix(OrientationMatrix(origin, source.Width, source.Height));
+        using var image = SKImage.FromBitmap(source);
+        canvas.DrawImage(image, 0, 0, new SKSamplingOptions(SKFilterMode.Nearest), null);
+        return result;
+    }
+
+    /// <summary>The transform that maps stored pixels to display orientation (EXIF orientations 2–8).</summary>
+    private static SKMatrix OrientationMatrix(SKEncodedOrigin origin, int w, int h) => origin switch
+    {
+        SKEncodedOrigin.TopRight => new SKMatrix(-1, 0, w, 0, 1, 0, 0, 0, 1),
+        SKEncodedOrigin.BottomRight => new SKMatrix(-1, 0, w, 0, -1, h, 0, 0, 1),
+        SKEncodedOrigin.BottomLeft => new SKMatrix(1, 0, 0, 0, -1, h, 0, 0, 1),
+        SKEncodedOrigin.LeftTop => new SKMatrix(0, 1, 0, 1, 0, 0, 0, 0, 1),
+        SKEncodedOrigin.RightTop => new SKMatrix(0, -1, h, 1, 0, 0, 0, 0, 1),
+        SKEncodedOrigin.RightBottom => new SKMatrix(0, -1, h, -1, 0, w, 0, 0, 1),
+        SKEncodedOrigin.LeftBottom => new SKMatrix(0, 1, 0, -1, 0, w, 0, 0, 1),
+        _ => SKMatrix.Identity,
+    };
+
+    private SKBitmap ResizeAndCrop(SKBitmap source)
+    {
+        // Resize so the shorter side is ResizeShorter, then take the centre Size×Size: done as one draw of
+        // the matching source rectangle, with mipmapped linear sampling so large reductions are antialiased.
+        var scale = (double)ResizeShorter / Math.Min(source.Width, source.Height);
+        var scaledW = source.Width * scale;
+        var scaledH = source.Height * scale;
+        var left = (scaledW - Size) / 2 / scale;
+        var top = (scaledH - Size) / 2 / scale;
+        var side = Size / scale;
+        var sourceRect = SKRect.Create((float)left, (float)top, (float)side, (float)side);
+
+        var result = new SKBitmap(new SKImageInfo(Size, Size, SKColorType.Rgba8888, SKAlphaType.Premul));
+        using var canvas = new SKCanvas(result);
+        using var image = SKImage.FromBitmap(source);
+        canvas.Clear(SKColors.Black);
+        canvas.DrawImage(image, sourceRect, SKRect.Create(0, 0, Size, Size), Sampling);
+        canvas.Flush();
+        return result;
+    }
+
+    private static string Describe(SKCodecResult result) => result switch
+    {
+        SKCodecResult.IncompleteInput => "the file is truncated",
+        SKCodecResult.ErrorInInput => "the file is corrupt",
+        SKCodecResult.InvalidInput or SKCodecResult.Unimplemented => "unrecognised or unsupported image format",
+        SKCodecResult.InvalidConversion => "unsupported pixel format",
+        _ => result.ToString(),
+    };
+}

@@ -1,0 +1,22 @@
+using InferPool.Cli.Inputs;
+using InferPool.Cli.Models;
+using InferPool.Cli.Output;
+using InferPool.Devices;
+using InferPool.Onnx;
+
+namespace InferPool.Cli.Jobs;
+
+/// <summary>Everything a run needs, checked and resolved before any work starts.</summary>
+internal sealed record JobSpec(
+    InputSource Input,
+    ModelChoice Model,
+    OnnxModel Onnx,
+    ReplicaPlan Plan,
+    int? IntraOpThreads,
+    int BatchSize,
+    OutputFormat Format,
+    string OutputDirectory,
+    int PrepareWorkers,
+    TimeSpan? BatchTimeout,
+    long MaxPixels,
+    int RowsPerPart);

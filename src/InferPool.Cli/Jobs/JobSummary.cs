@@ -1,0 +1,21 @@
+using InferPool.Diagnostics;
+using InferPool.Onnx;
+
+namespace InferPool.Cli.Jobs;
+
+/// <summary>What a run did: counts, speed, where it ran, what failed and why, where the output is.</summary>
+internal sealed record JobSummary(
+    long Items,
+    long Failed,
+    TimeSpan Elapsed,
+    PoolSnapshot Final,
+    IReadOnlyList<string> Parts,
+    IReadOnlyList<(string Key, string Reason)> FirstFailures,
+    IReadOnlyDictionary<string, int> FailuresByReason,
+    IReadOnlyCollection<OnnxReplicaInfo> Replicas,
+    bool Interrupted)
+{
+    public const int FailuresListed = 20;
+
+    public double ItemsPerSecond => Elapsed.TotalSeconds > 0 ? Items / Elapsed.TotalSeconds : 0;
+}

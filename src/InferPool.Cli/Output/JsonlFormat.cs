@@ -1,0 +1,50 @@
+using System.Text.Json;
+
+namespace InferPool.Cli.Output;
+
+/// <summary>JSONL parts: one object per row with the same fields as the Parquet columns; a failed row's outputs are null.</summary>
+internal sealed class JsonlFormat : OutputFormat
+{
+    private static readonly byte[] NewLine = "\n"u8.ToArray();
+
+    public override string Name => "jsonl";
+
+    public override string Extension => ".jsonl";
+
+    public override async Task WriteAsync(Stream stream, IReadOnlyList<ResultRow> rows, IReadOnlyList<string> columns, CancellationToken cancellationToken)
+    {
+        var writer = new Utf8JsonWriter(stream);
+        await using var _ = writer.ConfigureAwait(false);
+        foreach (var row in rows)
+        {
+            writer.WriteStartObject();
+            writer.WriteString("key", row.Key);
+            writer.WriteString("status", row.Status);
+            writer.WriteString("error", row.Error);
+            for (var c = 0; c < columns.Count; c++)
+            {
+                if (row.Outputs is null)
+                {
+                    writer.WriteNull(columns[c]);
+                    continue;
+                }
+
+                writer.WriteStartArray(columns[c]);
+                foreach (var value in row.Outputs[c])
+                {
+                    writer.WriteNumberValue(value);
+                }
+
+                writer.WriteEndArray();
+            }
+
+            writer.WriteString("device", row.Device);
+            writer.WriteString("replica", row.Replica);
+            writer.WriteNumber("attempts", row.Attempts);
+            writer.WriteEndObject();
+            await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
+            writer.Reset();
+            await stream.WriteAsync(NewLine, cancellationToken).ConfigureAwait(false);
+        }
+    }
+}

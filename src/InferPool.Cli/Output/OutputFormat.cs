@@ -1,0 +1,19 @@
+namespace InferPool.Cli.Output;
+
+/// <summary>How a part file is encoded.</summary>
+internal abstract class OutputFormat
+{
+    public abstract string Name { get; }
+
+    public abstract string Extension { get; }
+
+    /// <summary>Writes a whole part; <paramref name="columns"/> names each model output's column.</summary>
+    public abstract Task WriteAsync(Stream stream, IReadOnlyList<ResultRow> rows, IReadOnlyList<string> columns, CancellationToken cancellationToken);
+
+    public static OutputFormat Parse(string name) => name.ToLowerInvariant() switch
+    {
+        "parquet" => new ParquetFormat(),
+        "jsonl" => new JsonlFormat(),
+        _ => throw new ArgumentException($"--format '{name}' is not supported: use parquet or jsonl."),
+    };
+}

@@ -1,0 +1,36 @@
+using InferPool.Cli;
+using InferPool.Cli.Commands;
+using Spectre.Console.Cli;
+
+using var interrupts = Interrupts.ForConsole();
+if (Console.IsOutputRedirected)
+{
+    // Logs and pipes: one line per message, not wrapped at 80 columns.
+    Spectre.Console.AnsiConsole.Console.Profile.Width = 400;
+}
+
+Program.Interrupts = interrupts;
+var app = new CommandApp();
+app.Configure(config =>
+{
+    config.SetApplicationName("inferpool");
+    config.AddCommand<RunCommand>("run")
+        .WithDescription("Run a model over every input on every device; with no arguments, embed the sample images with the built-in ResNet-18.")
+        .WithExample("run")
+        .WithExample("run", "photos/", "-o", "embeddings", "--devices", "auto")
+        .WithExample("run", "inputs.jsonl", "--model", "model.onnx", "--format", "jsonl");
+    config.AddCommand<DevicesCommand>("devices").WithDescription("List the CPU cores and GPUs this machine offers.");
+    config.SetExceptionHandler((ex, _) =>
+    {
+        Console.Error.WriteLine($"inferpool: {ex.Message}");
+        return ExitCodes.JobFailed;
+    });
+});
+return await app.RunAsync(args, interrupts.StopNow).ConfigureAwait(false);
+
+/// <summary>The entry point's shared state.</summary>
+internal static partial class Program
+{
+    /// <summary>Ctrl+C handling for this process.</summary>
+    public static Interrupts Interrupts { get; set; } = new();
+}

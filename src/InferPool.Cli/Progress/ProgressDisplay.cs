@@ -1,0 +1,104 @@
+using System.Globalization;
+using InferPool.Diagnostics;
+using Spectre.Console;
+
+namespace InferPool.Cli.Progress;
+
+/// <summary>
+/// Shows a job's progress while it runs: a live bar with items/s, ETA, failures and per-device activity
+/// on a terminal; a plain line every few seconds otherwise (CI logs); nothing with --quiet.
+/// </summary>
+internal sealed class ProgressDisplay(IAnsiConsole console, TimeProvider timeProvider, bool quiet)
+{
+    private static readonly TimeSpan LiveRefresh = TimeSpan.FromMilliseconds(250);
+    private static readonly TimeSpan PlainInterval = TimeSpan.FromSeconds(5);
+
+    /// <summary>Runs <paramref name="job"/> while showing <paramref name="monitor"/>; <paramref name="total"/> is read when known.</summary>
+    public async Task<T> RunAsync<T>(Func<Task<T>> job, PoolMonitor monitor, Func<long?> total)
+    {
+        if (quiet)
+        {
+            return await job().ConfigureAwait(false);
+        }
+
+        return console.Profile.Capabilities.Interactive
+            ? await LiveAsync(job, monitor, total).ConfigureAwait(false)
+            : await PlainAsync(job, monitor, total).ConfigureAwait(false);
+    }
+
+    /// <summary>One line of progress, e.g. <c>12/20 (60%) · 8.4 items/s · 0 failed · ETA 1s · cpu 2/2 busy 97%</c>.</summary>
+    public static string Line(PoolSnapshot s, long? total)
+    {
+        var done = s.Completed;
+        var parts = new List<string>
+        {
+            total is { } t ? string.Create(CultureInfo.InvariantCulture, $"{done}/{t} ({(t == 0 ? 100 : 100.0 * done / t):F0}%)") : $"{done} done",
+            string.Create(CultureInfo.InvariantCulture, $"{s.ItemsPerSecond:F1} items/s"),
+            $"{s.Failed} failed",
+        };
+        if (total is { } all && s.ItemsPerSecond > 0 && done < all)
+        {
+            parts.Add($"ETA {Duration(TimeSpan.FromSeconds((all - done) / s.ItemsPerSecond))}");
+        }
+
+        parts.AddRange(s.Devices.Select(d => string.Create(
+            CultureInfo.InvariantCulture,
+            $"{d.Device} {d.ReplicasAlive}/{d.ReplicasPlanned} busy {d.BusyFraction:P0}{(d.Removed ? " (removed)" : "")}")));
+        return string.Join(" · ", parts);
+    }
+
+    public static string Duration(TimeSpan t) =>
+        t.TotalHours >= 1 ? t.ToString(@"h\:mm\:ss", CultureInfo.InvariantCulture)
+        : t.TotalMinutes >= 1 ? t.ToString(@"m\:ss", CultureInfo.InvariantCulture)
+        : string.Create(CultureInfo.InvariantCulture, $"{t.TotalSeconds:F1}s");
+
+    private async Task<T> LiveAsync<T>(Func<Task<T>> job, PoolMonitor monitor, Func<long?> total)
+    {
+        T result = default!;
+        await console.Progress()
+            .AutoClear(false)
+            .HideCompleted(false)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+            .StartAsync(async ctx =>
+            {
+                var bar = ctx.AddTask("starting replicas", autoStart: true, maxValue: 1);
+                bar.IsIndeterminate = true;
+                var running = job();
+                while (!running.IsCompleted)
+                {
+                    Update(bar, monitor.Snapshot(), total());
+                    await Task.WhenAny(running, Task.Delay(LiveRefresh, timeProvider)).ConfigureAwait(false);
+                }
+
+                Update(bar, monitor.Snapshot(), total());
+                result = await running.ConfigureAwait(false);
+            }).ConfigureAwait(false);
+        return result;
+    }
+
+    private static void Update(ProgressTask bar, PoolSnapshot s, long? total)
+    {
+        bar.Description = Markup.Escape(Line(s, total));
+        if (total is { } t)
+        {
+            bar.IsIndeterminate = false;
+            bar.MaxValue = Math.Max(1, t);
+            bar.Value = Math.Min(s.Completed, bar.MaxValue);
+        }
+    }
+
+    private async Task<T> PlainAsync<T>(Func<Task<T>> job, PoolMonitor monitor, Func<long?> total)
+    {
+        var running = job();
+        while (!running.IsCompleted)
+        {
+            await Task.WhenAny(running, Task.Delay(PlainInterval, timeProvider)).ConfigureAwait(false);
+            if (!running.IsCompleted)
+            {
+                console.WriteLine(Line(monitor.Snapshot(), total()));
+            }
+        }
+
+        return await running.ConfigureAwait(false);
+    }
+}

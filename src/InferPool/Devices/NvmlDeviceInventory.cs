@@ -1,0 +1,115 @@
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace InferPool.Devices;
+
+/// <summary>
+/// Finds NVIDIA GPUs through NVML (<c>libnvidia-ml.so.1</c>, installed with the driver). Without the library
+/// or a driver it reports no GPU and says why, instead of failing.
+/// </summary>
+public sealed partial class NvmlDeviceInventory : IDeviceInventory
+{
+    private const string Library = "libnvidia-ml.so.1";
+
+    private NvmlDeviceInventory(int cpuCores, IReadOnlyList<GpuInfo> gpus, string? unavailableReason)
+    {
+        CpuCores = cpuCores;
+        GpuDetails = gpus;
+        Gpus = [.. gpus.Select(g => g.Device)];
+        UnavailableReason = unavailableReason;
+    }
+
+    /// <inheritdoc />
+    public int CpuCores { get; }
+
+    /// <inheritdoc />
+    public IReadOnlyList<Device> Gpus { get; }
+
+    /// <summary>Name and memory of each GPU found.</summary>
+    public IReadOnlyList<GpuInfo> GpuDetails { get; }
+
+    /// <summary>Why no GPU could be listed (no library, no driver), or null when NVML answered.</summary>
+    public string? UnavailableReason { get; }
+
+    /// <summary>Asks NVML what GPUs this machine has.</summary>
+    public static NvmlDeviceInventory Discover()
+    {
+        var cores = Environment.ProcessorCount;
+        if (!OperatingSystem.IsLinux() || !NativeLibrary.TryLoad(Library, out var handle))
+        {
+            return new NvmlDeviceInventory(cores, [], $"no NVIDIA GPU found ({Library} is not installed)");
+        }
+
+        NativeLibrary.Free(handle);
+        try
+        {
+            var init = NvmlInit();
+            if (init != 0)
+            {
+                return new NvmlDeviceInventory(cores, [], $"no NVIDIA GPU found (NVML could not start: error {init}; is the driver loaded?)");
+            }
+
+            try
+            {
+                if (NvmlDeviceGetCount(out var count) != 0)
+                {
+                    return new NvmlDeviceInventory(cores, [], "no NVIDIA GPU found (NVML could not count devices)");
+                }
+
+                var gpus = new List<GpuInfo>();
+                for (var i = 0u; i < count; i++)
+                {
+                    if (NvmlDeviceGetHandleByIndex(i, out var device) != 0)
+                    {
+                        continue;
+                    }
+
+                    var name = new byte[96];
+                    var gotName = NvmlDeviceGetName(device, name, (uint)name.Length) == 0;
+                    var gotMemory = NvmlDeviceGetMemoryInfo(device, out var memory) == 0;
+                    gpus.Add(new GpuInfo(
+                        Device.Cuda((int)i),
+                        gotName ? Encoding.UTF8.GetString(name).TrimEnd('\0') : "unknown",
+                        gotMemory ? (long)memory.Total : 0,
+                        gotMemory ? (long)memory.Free : 0));
+                }
+
+                return new NvmlDeviceInventory(cores, gpus, gpus.Count == 0 ? "no NVIDIA GPU found (NVML lists none)" : null);
+            }
+            finally
+            {
+                _ = NvmlShutdown();
+            }
+        }
+        catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return new NvmlDeviceInventory(cores, [], $"no NVIDIA GPU found ({ex.Message})");
+        }
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct NvmlMemory
+    {
+        public ulong Total;
+        public ulong Free;
+        public ulong Used;
+    }
+
+    [LibraryImport(Library, EntryPoint = "nvmlInit_v2")]
+    private static partial int NvmlInit();
+
+    [LibraryImport(Library, EntryPoint = "nvmlShutdown")]
+    private static partial int NvmlShutdown();
+
+    [LibraryImport(Library, EntryPoint = "nvmlDeviceGetCount_v2")]
+    private static partial int NvmlDeviceGetCount(out uint count);
+
+    [LibraryImport(Library, EntryPoint = "nvmlDeviceGetHandleByIndex_v2")]
+    private static partial int NvmlDeviceGetHandleByIndex(uint index, out IntPtr device);
+
+    [LibraryImport(Library, EntryPoint = "nvmlDeviceGetName")]
+    private static partial int NvmlDeviceGetName(IntPtr device, [Out] byte[] name, uint length);
+
+    [LibraryImport(Library, EntryPoint = "nvmlDeviceGetMemoryInfo")]
+    private static partial int NvmlDeviceGetMemoryInfo(IntPtr device, out NvmlMemory memory);
+}
