@@ -1,0 +1,71 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace InferPool.Cli.Tests;
+
+/// <summary>Runs the real <c>inferpool</c> as a child process (the CLI assembly built next to the tests) and captures what it prints.</summary>
+internal static class Cli
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromMinutes(3);
+
+    public static string ToolDirectory => AppContext.BaseDirectory;
+
+    public static string SampleImages => Path.Combine(ToolDirectory, "samples", "images");
+
+    public static string BuiltInModel => Path.Combine(ToolDirectory, "models", "resnet18", "ResNet18.onnx");
+
+    public static async Task<(int ExitCode, string Out, string Err)> RunAsync(string workingDirectory, params string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet")
+        {
+            WorkingDirectory = workingDirectory,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add(Path.Combine(ToolDirectory, "InferPool.Cli.dll"));
+        foreach (var arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        try
+        {
+            await process.WaitForExitAsync().WaitAsync(Bound);
+        }
+        catch (TimeoutException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw;
+        }
+
+        return (process.ExitCode, await stdout, await stderr);
+    }
+}
+
+/// <summary>A temporary folder per test.</summary>
+public abstract class TempFolderTest : IDisposable
+{
+    protected TempFolderTest() => Dir = Directory.CreateTempSubdirectory("inferpool-cli-").FullName;
+
+    protected string Dir { get; }
+
+    public void Dispose()
+    {
+        Directory.Delete(Dir, recursive: true);
+        GC.SuppressFinalize(this);
+    }
+
+    protected string Write(string name, byte[] bytes)
+    {
+        var path = Path.Combine(Dir, name);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllBytes(path, bytes);
+        return path;
+    }
+
+    protected string Write(string name, string text) => Write(name, Encoding.UTF8.GetBytes(text));
+}

@@ -1,0 +1,97 @@
+using InferPool.Devices;
+using InferPool.Results;
+
+namespace InferPool.Onnx.Tests;
+
+public sealed class OnnxReplicaTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("inferpool-onnx-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Theory]
+    [InlineData(false, 4)]
+    [InlineData(true, 8)]
+    public async Task Run_TwoReplicasWithBatches_ComputesEveryItem(bool symbolicBatch, int batch)
+    {
+        var model = OnnxModel.Load(TinyModels.Affine(_dir, symbolicBatch));
+        using var factory = new OnnxReplicaFactory(model, new OnnxReplicaOptions { CpuCores = 2 });
+        var inputs = Enumerable.Range(0, 100).Select(i => new float[] { i, -i, i * 0.5f, 1 }).ToArray();
+        var options = new InferencePoolOptions { Replicas = ReplicaPlan.Cpu(2), MaxBatchSize = batch };
+
+        var results = new List<InferenceResult<float[], float[][]>>();
+        await foreach (var r in InferencePool.RunAsync(inputs.ToAsyncEnumerable(), factory, options))
+        {
+            results.Add(r);
+        }
+
+        Assert.Equal(100, results.Count);
+        Assert.All(results, r =>
+        {
+            Assert.True(r.IsSuccess, r.Error?.ToString());
+            Assert.Equal(r.Item.Select(x => (2 * x) + 1), r.Value![0]);
+        });
+        Assert.Equal(2, factory.Replicas.Count);
+        Assert.All(factory.Replicas, info => Assert.Equal(1, info.IntraOpThreads));
+    }
+
+    [Fact]
+    public async Task Run_InputOfWrongLength_FailsThatItemAndNamesTheShape()
+    {
+        var model = OnnxModel.Load(TinyModels.Affine(_dir));
+        using var factory = new OnnxReplicaFactory(model);
+        float[][] inputs = [[1, 2, 3, 4], [1, 2, 3], [5, 6, 7, 8]];
+
+        var results = new List<InferenceResult<float[], float[][]>>();
+        await foreach (var r in InferencePool.RunAsync(inputs.ToAsyncEnumerable(), factory, new InferencePoolOptions { MaxBatchSize = 3 }))
+        {
+            results.Add(r);
+        }
+
+        Assert.True(results[0].IsSuccess);
+        Assert.True(results[2].IsSuccess);
+        Assert.False(results[1].IsSuccess);
+        Assert.Contains("has 3 values", results[1].Error!.Message, StringComparison.Ordinal);
+        Assert.Contains("x Float [N,4]", results[1].Error!.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Run_SingleItemModel_StillTakesBatchesFromThePool()
+    {
+        var model = OnnxModel.Load(TinyModels.HardCodedReshape(_dir));
+        using var factory = new OnnxReplicaFactory(model);
+        var inputs = Enumerable.Range(0, 10).Select(i => new float[] { i, i + 1, i + 2, i + 3 }).ToArray();
+
+        var results = new List<InferenceResult<float[], float[][]>>();
+        await foreach (var r in InferencePool.RunAsync(inputs.ToAsyncEnumerable(), factory, new InferencePoolOptions { MaxBatchSize = 4 }))
+        {
+            results.Add(r);
+        }
+
+        Assert.All(results, r => Assert.Equal(r.Item, r.Value![0]));
+    }
+
+    [Fact]
+    public async Task Create_CudaSlotOnCpuBuild_SaysHowToGetGpuSupport()
+    {
+        var model = OnnxModel.Load(TinyModels.Affine(_dir));
+        using var factory = new OnnxReplicaFactory(model);
+        var slot = ReplicaPlan.Create(new DeviceAllocation(Device.Cuda(0), 1)).Slots[0];
+
+        var ex = await Assert.ThrowsAsync<InvalidOperationException>(async () => await factory.CreateAsync(slot));
+        Assert.Contains("cuda:0", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("InferPoolGpu", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(2, 2, null, 1)]
+    [InlineData(2, 1, null, 2)]
+    [InlineData(16, 4, null, 4)]
+    [InlineData(2, 4, null, 1)]
+    [InlineData(8, 2, 3, 3)]
+    public void ThreadsFor_NeverOversubscribesUnlessTold(int cores, int replicas, int? explicitThreads, int expected)
+    {
+        var options = new OnnxReplicaOptions { CpuCores = cores, IntraOpThreads = explicitThreads };
+        Assert.Equal(expected, options.ThreadsFor(replicas));
+    }
+}
