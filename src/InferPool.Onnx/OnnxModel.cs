@@ -87,6 +87,8 @@ public sealed partial class OnnxModel
             outputs = [.. outputs.Select(o => o with { Shape = [-1, .. o.ItemShape] })];
         }
 
+        original.Dispose();
+        ProcessMemory.ReturnFreedMemory();
         return new OnnxModel(path, sha, sessionBytes, input, outputs, batching, report);
     }
 

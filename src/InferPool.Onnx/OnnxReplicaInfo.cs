@@ -3,5 +3,5 @@ namespace InferPool.Onnx;
 /// <summary>What one ONNX Runtime replica took when it was built.</summary>
 /// <param name="Replica">The replica's slot name, e.g. <c>cpu#0</c>.</param>
 /// <param name="IntraOpThreads">Its intra-op threads.</param>
-/// <param name="ResidentBytes">How much the process's resident memory grew while its session was built.</param>
+/// <param name="ResidentBytes">How much the process's resident memory grew while its session was built (freed heap pages given back first).</param>
 public sealed record OnnxReplicaInfo(string Replica, int IntraOpThreads, long ResidentBytes);

@@ -20,13 +20,12 @@ internal sealed class OnnxSession : IDisposable
     private float[] _input = [];
     private float[][] _outputs;
 
-    public OnnxSession(InferenceSession session, OnnxModel model, ReplicaSlot slot, int threads, long residentBytes)
+    public OnnxSession(InferenceSession session, OnnxModel model, ReplicaSlot slot, int threads)
     {
         _session = session;
         _model = model;
         Slot = slot;
         Threads = threads;
-        ResidentBytes = residentBytes;
         _inputNames = [model.Input.Name];
         _outputNames = [.. model.Outputs.Select(o => o.Name)];
         _inputLength = model.Input.ItemLength;
@@ -38,9 +37,6 @@ internal sealed class OnnxSession : IDisposable
     public ReplicaSlot Slot { get; }
 
     public int Threads { get; }
-
-    /// <summary>How much the process's resident memory grew while this session was built.</summary>
-    public long ResidentBytes { get; }
 
     public float[][][] Run(IReadOnlyList<float[]> items, CancellationToken cancellationToken)
     {

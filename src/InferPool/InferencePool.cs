@@ -64,7 +64,7 @@ public static class InferencePool
         ArgumentNullException.ThrowIfNull(inputs);
         ArgumentNullException.ThrowIfNull(factory);
         var snapshot = (options ?? new InferencePoolOptions()).ValidateAndSnapshot();
-        return new PoolRun<TIn, TIn, TOut>(inputs, null, factory, snapshot).RunAsync(cancellationToken);
+        return new PoolRun<TIn, TIn, TOut>(inputs, null, null, factory, snapshot).RunAsync(cancellationToken);
     }
 
     /// <summary>
@@ -86,12 +86,34 @@ public static class InferencePool
         Func<TIn, CancellationToken, ValueTask<TPrepared>> prepare,
         IReplicaFactory<TPrepared, TOut> factory,
         InferencePoolOptions? options = null,
+        CancellationToken cancellationToken = default) =>
+        RunAsync(inputs, new PrepareStage<TIn, TPrepared>(prepare), factory, options, cancellationToken);
+
+    /// <summary>
+    /// Runs a prepare stage, with its options (such as returning prepared buffers to a pool), then replicas
+    /// built by <paramref name="factory"/> over the prepared items.
+    /// </summary>
+    /// <typeparam name="TIn">The input item type (kept as the result's key).</typeparam>
+    /// <typeparam name="TPrepared">What the replicas take.</typeparam>
+    /// <typeparam name="TOut">The per-item output type.</typeparam>
+    /// <param name="inputs">The inputs; enumerated lazily, once.</param>
+    /// <param name="prepare">The prepare stage.</param>
+    /// <param name="factory">Builds one replica per slot.</param>
+    /// <param name="options">How to run; null for the defaults.</param>
+    /// <param name="cancellationToken">Stops the job now.</param>
+    /// <exception cref="ArgumentNullException">An argument is null.</exception>
+    /// <exception cref="ArgumentException">An option is out of range.</exception>
+    public static IAsyncEnumerable<InferenceResult<TIn, TOut>> RunAsync<TIn, TPrepared, TOut>(
+        IAsyncEnumerable<TIn> inputs,
+        PrepareStage<TIn, TPrepared> prepare,
+        IReplicaFactory<TPrepared, TOut> factory,
+        InferencePoolOptions? options = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(inputs);
         ArgumentNullException.ThrowIfNull(prepare);
         ArgumentNullException.ThrowIfNull(factory);
         var snapshot = (options ?? new InferencePoolOptions()).ValidateAndSnapshot();
-        return new PoolRun<TIn, TPrepared, TOut>(inputs, prepare, factory, snapshot).RunAsync(cancellationToken);
+        return new PoolRun<TIn, TPrepared, TOut>(inputs, prepare.Prepare, prepare.Release, factory, snapshot).RunAsync(cancellationToken);
     }
 }

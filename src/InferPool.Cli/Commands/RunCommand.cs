@@ -1,3 +1,4 @@
+using System.Globalization;
 using InferPool.Cli.Inputs;
 using InferPool.Cli.Jobs;
 using InferPool.Cli.Models;
@@ -140,9 +141,14 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
         {
             var share = s.Items == 0 ? 0 : (double)d.Items / s.Items;
             var replicas = s.Replicas.Where(r => r.Replica.StartsWith(d.Device + "#", StringComparison.Ordinal)).ToList();
-            var memory = replicas.Count == 0 ? "" : $", resident memory per replica {string.Join(" / ", replicas.Select(r => $"{r.ResidentBytes / (1024 * 1024)} MB"))}";
             var threads = replicas.Count == 0 ? "" : $" × {replicas[0].IntraOpThreads} thread(s)";
-            _console.WriteLine($"  {d.Device}: {d.Items} items ({share:P0}), {d.ReplicasPlanned} replica(s){threads}, busy {d.BusyFraction:P0}{memory}{(d.Faults > 0 ? $", {d.Faults} replica fault(s)" : "")}{(d.Removed ? ", removed" : "")}");
+            _console.WriteLine($"  {d.Device}: {d.Items} items ({share:P0}), {d.ReplicasPlanned} replica(s){threads}, busy {d.BusyFraction:P0}{(d.Faults > 0 ? $", {d.Faults} replica fault(s)" : "")}{(d.Removed ? ", removed" : "")}");
+        }
+
+        if (s.Replicas.Count > 0)
+        {
+            var each = string.Join(", ", s.Replicas.Select(r => string.Create(CultureInfo.InvariantCulture, $"{r.Replica} {r.ResidentBytes / (1024.0 * 1024):F0} MB")));
+            _console.WriteLine($"  Resident memory per replica: {each} (pre-packed weights shared between CPU replicas).");
         }
 
         if (s.Failed > 0)

@@ -1,3 +1,4 @@
+using System.Buffers;
 using SkiaSharp;
 
 namespace InferPool.Cli.Images;
@@ -10,11 +11,21 @@ namespace InferPool.Cli.Images;
 /// </summary>
 internal sealed class ImagePreprocessor
 {
-    private static readonly SKSamplingOptions Sampling = new(SKFilterMode.Linear, SKMipmapMode.Linear);
+    // Bilinear is exact enough down to half size (at exactly 1/2 it is a 2x2 box filter); below that a
+    // mipmap chain keeps the reduction antialiased. Building the chain costs more than the rest of the
+    // preparation, so it is used only where it is needed.
+    private static readonly SKSamplingOptions Bilinear = new(SKFilterMode.Linear, SKMipmapMode.None);
+    private static readonly SKSamplingOptions Mipmapped = new(SKFilterMode.Linear, SKMipmapMode.Linear);
 
     private readonly PixelNormalization _normalization;
+    private readonly TensorPool? _tensors;
 
-    public ImagePreprocessor(PixelNormalization normalization, int size = 224, int resizeShorter = 256, long maxPixels = 100_000_000)
+    /// <param name="normalization">How pixels become floats.</param>
+    /// <param name="size">The side of the square crop.</param>
+    /// <param name="resizeShorter">The shorter side after resizing.</param>
+    /// <param name="maxPixels">The largest image accepted, checked from the header.</param>
+    /// <param name="tensors">Where output arrays come from; null to allocate each.</param>
+    public ImagePreprocessor(PixelNormalization normalization, int size = 224, int resizeShorter = 256, long maxPixels = 100_000_000, TensorPool? tensors = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(size, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(resizeShorter, size);
@@ -23,6 +34,7 @@ internal sealed class ImagePreprocessor
         Size = size;
         ResizeShorter = resizeShorter;
         MaxPixels = maxPixels;
+        _tensors = tensors is null || tensors.Length == OutputLength ? tensors : throw new ArgumentException($"The tensor pool holds arrays of {tensors.Length}; this preparation writes {OutputLength}.", nameof(tensors));
     }
 
     /// <summary>The side of the square crop fed to the model.</summary>
@@ -43,21 +55,49 @@ internal sealed class ImagePreprocessor
     /// <exception cref="UnauthorizedAccessException">The file may not be read.</exception>
     public float[] PrepareFile(string path)
     {
-        var bytes = File.ReadAllBytes(path);
-        return Prepare(bytes);
+        using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        var length = RandomAccess.GetLength(file);
+        if (length > int.MaxValue)
+        {
+            throw new InvalidDataException($"The file is {length:N0} bytes, too large for an image.");
+        }
+
+        var buffer = ArrayPool<byte>.Shared.Rent((int)Math.Max(length, 1));
+        try
+        {
+            var read = 0;
+            while (read < length)
+            {
+                var n = RandomAccess.Read(file, buffer.AsSpan(read, (int)length - read), read);
+                if (n == 0)
+                {
+                    break;
+                }
+
+                read += n;
+            }
+
+            return Prepare(buffer.AsSpan(0, read).Length == 0 ? [] : buffer, read);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
     /// <summary>Prepares an encoded image.</summary>
     /// <exception cref="InvalidDataException">The bytes are empty, not an image, truncated, or too large.</exception>
-    public float[] Prepare(byte[] encoded)
+    public float[] Prepare(byte[] encoded) => Prepare(encoded, encoded?.Length ?? 0);
+
+    private float[] Prepare(byte[] encoded, int length)
     {
         ArgumentNullException.ThrowIfNull(encoded);
-        if (encoded.Length == 0)
+        if (length == 0)
         {
             throw new InvalidDataException("The file is empty (0 bytes).");
         }
 
-        using var codec = SKCodec.Create(new MemoryStream(encoded, writable: false), out var result)
+        using var codec = SKCodec.Create(new MemoryStream(encoded, 0, length, writable: false), out var result)
             ?? throw new InvalidDataException($"Not a decodable image ({Describe(result)}).");
         var (width, height) = (codec.Info.Width, codec.Info.Height);
         if (width <= 0 || height <= 0 || (long)width * height > MaxPixels)
@@ -66,21 +106,26 @@ internal sealed class ImagePreprocessor
         }
 
         using var decoded = Decode(codec);
-        using var oriented = Orient(decoded, codec.EncodedOrigin);
-        using var cropped = ResizeAndCrop(oriented);
-        var chw = new float[OutputLength];
-        _normalization.Write(cropped.GetPixelSpan(), Size, chw);
-        return chw;
+        var oriented = Orient(decoded, codec.EncodedOrigin);
+        try
+        {
+            using var cropped = ResizeAndCrop(oriented);
+            var chw = _tensors?.Rent() ?? new float[OutputLength];
+            _normalization.Write(cropped.GetPixelSpan(), Size, chw);
+            return chw;
+        }
+        finally
+        {
+            if (!ReferenceEquals(oriented, decoded))
+            {
+                oriented.Dispose();
+            }
+        }
     }
 
     private SKBitmap Decode(SKCodec codec)
     {
-        // Decode straight to a smaller size when the codec can (JPEG scales by 1/2, 1/4, 1/8): most of the
-        // work for a large photo, for no loss once it is resized anyway.
-        var shorter = Math.Min(codec.Info.Width, codec.Info.Height);
-        var scaled = codec.GetScaledDimensions((float)ResizeShorter / shorter);
-        var size = Math.Min(scaled.Width, scaled.Height) >= ResizeShorter ? scaled : codec.Info.Size;
-        var info = new SKImageInfo(size.Width, size.Height, SKColorType.Rgba8888, SKAlphaType.Premul);
+        var info = new SKImageInfo(0, 0, SKColorType.Rgba8888, SKAlphaType.Premul).WithSize(DecodeSize(codec));
         var bitmap = new SKBitmap(info);
         try
         {
@@ -90,6 +135,7 @@ internal sealed class ImagePreprocessor
                 throw new InvalidDataException($"The image data could not be decoded ({Describe(result)}).");
             }
 
+            bitmap.SetImmutable();
             return bitmap;
         }
         catch
@@ -99,11 +145,32 @@ internal sealed class ImagePreprocessor
         }
     }
 
+    /// <summary>
+    /// The smallest size the codec can decode to directly (JPEG scales by n/8) that still leaves the shorter
+    /// side at least <see cref="ResizeShorter"/>: for a large photo most of the decoding work, for no loss
+    /// once it is resized anyway.
+    /// </summary>
+    private SKSizeI DecodeSize(SKCodec codec)
+    {
+        var full = codec.Info.Size;
+        for (var eighths = 1; eighths < 8; eighths++)
+        {
+            var scaled = codec.GetScaledDimensions(eighths / 8f);
+            if (Math.Min(scaled.Width, scaled.Height) >= ResizeShorter && scaled.Width < full.Width)
+            {
+                return scaled;
+            }
+        }
+
+        return full;
+    }
+
+    /// <summary>The image turned upright; the source itself when it already is (the caller disposes both, once).</summary>
     private static SKBitmap Orient(SKBitmap source, SKEncodedOrigin origin)
     {
         if (origin is SKEncodedOrigin.TopLeft or SKEncodedOrigin.Default)
         {
-            return source.Copy();
+            return source;
         }
 
         var swap = origin is SKEncodedOrigin.LeftTop or SKEncodedOrigin.RightTop or SKEncodedOrigin.RightBottom or SKEncodedOrigin.LeftBottom;
@@ -132,7 +199,7 @@ internal sealed class ImagePreprocessor
     private SKBitmap ResizeAndCrop(SKBitmap source)
     {
         // Resize so the shorter side is ResizeShorter, then take the centre Size×Size: done as one draw of
-        // the matching source rectangle, with mipmapped linear sampling so large reductions are antialiased.
+        // the matching source rectangle.
         var scale = (double)ResizeShorter / Math.Min(source.Width, source.Height);
         var scaledW = source.Width * scale;
         var scaledH = source.Height * scale;
@@ -143,9 +210,10 @@ internal sealed class ImagePreprocessor
 
         var result = new SKBitmap(new SKImageInfo(Size, Size, SKColorType.Rgba8888, SKAlphaType.Premul));
         using var canvas = new SKCanvas(result);
-        using var image = SKImage.FromBitmap(source);
+        using var pixels = source.PeekPixels();
+        using var image = SKImage.FromPixels(pixels);
         canvas.Clear(SKColors.Black);
-        canvas.DrawImage(image, sourceRect, SKRect.Create(0, 0, Size, Size), Sampling);
+        canvas.DrawImage(image, sourceRect, SKRect.Create(0, 0, Size, Size), scale >= 0.5 ? Bilinear : Mipmapped);
         canvas.Flush();
         return result;
     }

@@ -12,12 +12,28 @@ namespace InferPool.Cli.Jobs;
 /// Composes a run: inputs → image preparation (the pool's prepare stage) → ONNX Runtime replicas → parts.
 /// The CLI's commands only parse and print; this is the job itself, testable without a console.
 /// </summary>
-internal sealed class EmbeddingJob(JobSpec spec, ILogger logger, TimeProvider timeProvider)
+internal sealed class EmbeddingJob
 {
-    private readonly Lazy<ImagePreprocessor> _images = new(() => spec.Model.ImagePreparation(spec.Onnx, spec.MaxPixels));
+    private readonly JobSpec _spec;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _timeProvider;
+    private readonly TensorPool _tensors;
+    private readonly Lazy<ImagePreprocessor> _images;
+
+    public EmbeddingJob(JobSpec spec, ILogger logger, TimeProvider timeProvider)
+    {
+        _spec = spec;
+        _logger = logger;
+        _timeProvider = timeProvider;
+        Monitor = new PoolMonitor(timeProvider);
+
+        // Enough idle arrays for everything that can be in flight: prepared, queued, or in a batch.
+        _tensors = new TensorPool(spec.Onnx.Input.ItemLength, InFlight(spec) + spec.PrepareWorkers);
+        _images = new(() => spec.Model.ImagePreparation(spec.Onnx, spec.MaxPixels, _tensors));
+    }
 
     /// <summary>Live counters, for a progress display.</summary>
-    public PoolMonitor Monitor { get; } = new(timeProvider);
+    public PoolMonitor Monitor { get; }
 
     /// <summary>Runs the job to the end of the input (or until <paramref name="stopIntake"/> ends it early).</summary>
     /// <param name="stopIntake">Stops taking new input; what is in flight still finishes and is committed.</param>
@@ -25,30 +41,32 @@ internal sealed class EmbeddingJob(JobSpec spec, ILogger logger, TimeProvider ti
     /// <exception cref="InferencePoolException">The job as a whole failed (no replica could start, the input could not be read).</exception>
     public async Task<JobSummary> RunAsync(CancellationToken stopIntake, CancellationToken cancellationToken)
     {
-        Directory.CreateDirectory(spec.OutputDirectory);
-        PartWriter.RemovePreviousParts(spec.OutputDirectory, spec.Format);
-        var columns = spec.Onnx.Outputs.Select(o => spec.Model.ColumnFor(o.Name)).ToArray();
-        var writer = new PartWriter(spec.OutputDirectory, spec.Format, columns, spec.RowsPerPart);
-        using var factory = new OnnxReplicaFactory(spec.Onnx, new OnnxReplicaOptions { IntraOpThreads = spec.IntraOpThreads });
+        Directory.CreateDirectory(_spec.OutputDirectory);
+        PartWriter.RemovePreviousParts(_spec.OutputDirectory, _spec.Format);
+        var columns = _spec.Onnx.Outputs.Select(o => _spec.Model.ColumnFor(o.Name)).ToArray();
+        var writer = new PartWriter(_spec.OutputDirectory, _spec.Format, columns, _spec.RowsPerPart);
+        using var factory = new OnnxReplicaFactory(_spec.Onnx, new OnnxReplicaOptions { IntraOpThreads = _spec.IntraOpThreads });
         var options = new InferencePoolOptions
         {
-            Replicas = spec.Plan,
-            MaxBatchSize = spec.BatchSize,
-            PrepareParallelism = spec.PrepareWorkers,
-            BatchTimeout = spec.BatchTimeout,
+            Replicas = _spec.Plan,
+            MaxInFlight = InFlight(_spec),
+            MaxBatchSize = _spec.BatchSize,
+            PrepareParallelism = _spec.PrepareWorkers,
+            BatchTimeout = _spec.BatchTimeout,
             Order = ResultOrder.Input,
             Monitor = Monitor,
-            Logger = logger,
-            TimeProvider = timeProvider,
+            Logger = _logger,
+            TimeProvider = _timeProvider,
         };
 
-        var started = timeProvider.GetTimestamp();
+        var started = _timeProvider.GetTimestamp();
         long items = 0;
         long failed = 0;
         var firstFailures = new List<(string, string)>();
         var byReason = new Dictionary<string, int>(StringComparer.Ordinal);
-        var input = StopWhen(spec.Input.ReadAsync(cancellationToken), stopIntake);
-        await foreach (var result in InferencePool.RunAsync(input, Prepare, factory, options, cancellationToken).ConfigureAwait(false))
+        var input = StopWhen(_spec.Input.ReadAsync(cancellationToken), stopIntake);
+        var prepare = new PrepareStage<InputItem, float[]>(Prepare) { Release = _tensors.Return };
+        await foreach (var result in InferencePool.RunAsync(input, prepare, factory, options, cancellationToken).ConfigureAwait(false))
         {
             items++;
             if (!result.IsSuccess)
@@ -70,7 +88,7 @@ internal sealed class EmbeddingJob(JobSpec spec, ILogger logger, TimeProvider ti
         return new JobSummary(
             items,
             failed,
-            timeProvider.GetElapsedTime(started),
+            _timeProvider.GetElapsedTime(started),
             Monitor.Snapshot(),
             writer.Parts,
             firstFailures,
@@ -78,6 +96,9 @@ internal sealed class EmbeddingJob(JobSpec spec, ILogger logger, TimeProvider ti
             factory.Replicas,
             stopIntake.IsCancellationRequested);
     }
+
+    /// <summary>Items in flight: enough to keep every replica fed and the decoders ahead, few enough that memory stays small.</summary>
+    private static int InFlight(JobSpec spec) => Math.Max(32, 4 * spec.Plan.TotalReplicas * spec.BatchSize);
 
     private ValueTask<float[]> Prepare(InputItem item, CancellationToken cancellationToken)
     {
@@ -88,10 +109,10 @@ internal sealed class EmbeddingJob(JobSpec spec, ILogger logger, TimeProvider ti
 
         if (item.Tensor is { } tensor)
         {
-            var expected = spec.Onnx.Input.ItemLength;
+            var expected = _spec.Onnx.Input.ItemLength;
             return tensor.Length == expected
                 ? ValueTask.FromResult(tensor)
-                : throw new InvalidDataException($"The record's input has {tensor.Length} values; model input {spec.Onnx.Input} takes {expected} per item.");
+                : throw new InvalidDataException($"The record's input has {tensor.Length} values; model input {_spec.Onnx.Input} takes {expected} per item.");
         }
 
         return ValueTask.FromResult(_images.Value.PrepareFile(item.Path!));

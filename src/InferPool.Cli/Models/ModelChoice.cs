@@ -51,7 +51,7 @@ internal sealed record ModelChoice(string Name, string Path, PixelNormalization 
 
     /// <summary>The image preparation that fits a model's input: a square crop of the input's size.</summary>
     /// <exception cref="NotSupportedException">The input is not a square 3-channel image.</exception>
-    public ImagePreprocessor ImagePreparation(OnnxModel model, long maxPixels)
+    public ImagePreprocessor ImagePreparation(OnnxModel model, long maxPixels, TensorPool? tensors = null)
     {
         var shape = model.Input.ItemShape;
         if (shape.Count != 3 || shape[0] != 3 || shape[1] != shape[2] || shape[1] <= 0)
@@ -60,7 +60,7 @@ internal sealed record ModelChoice(string Name, string Path, PixelNormalization 
         }
 
         var size = (int)shape[1];
-        return new ImagePreprocessor(Normalization, size, size * 256 / 224, maxPixels);
+        return new ImagePreprocessor(Normalization, size, size * 256 / 224, maxPixels, tensors);
     }
 
     /// <summary>Reads the mean image (BGR, CHW) that the packaged preprocessing model subtracts.</summary>

@@ -237,6 +237,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
             }
 
             results[i] = new InferenceResult<TIn, TOut>(work.Index, work.Item, outcome, slot, work.Failures + 1);
+            _release?.Invoke(work.Prepared);
             if (latency && work.AdmittedAt != 0)
             {
                 InferPoolMetrics.ItemLatency.Record(Stopwatch.GetElapsedTime(work.AdmittedAt).TotalMilliseconds);

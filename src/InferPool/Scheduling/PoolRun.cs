@@ -24,6 +24,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
 
     private readonly IAsyncEnumerable<TIn> _source;
     private readonly Func<TIn, CancellationToken, ValueTask<TPrepared>>? _prepare;
+    private readonly Action<TPrepared>? _release;
     private readonly IReplicaFactory<TPrepared, TOut> _factory;
     private readonly InferencePoolOptions _options;
     private readonly TimeProvider _time;
@@ -50,11 +51,13 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
     public PoolRun(
         IAsyncEnumerable<TIn> source,
         Func<TIn, CancellationToken, ValueTask<TPrepared>>? prepare,
+        Action<TPrepared>? release,
         IReplicaFactory<TPrepared, TOut> factory,
         InferencePoolOptions options)
     {
         _source = source;
         _prepare = prepare;
+        _release = release;
         _factory = factory;
         _options = options;
         _time = options.TimeProvider;
@@ -447,6 +450,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
         if (slot is not null)
         {
             _monitor?.ItemFailedOn(slot);
+            _release?.Invoke(work.Prepared);
         }
 
         Emit([new InferenceResult<TIn, TOut>(work.Index, work.Item, Outcome<TOut>.Failure(error), slot, attempts)]);

@@ -149,3 +149,37 @@ public class BatchingAndPrepareTests
         Assert.Equal(90, results[9].Value);
     }
 }
+
+public class PrepareReleaseTests
+{
+    [Fact]
+    public async Task Release_IsCalledOnceForEveryPreparedItemWhenItsResultIsFinal()
+    {
+        var released = new System.Collections.Concurrent.ConcurrentBag<int>();
+        var attemptsOnThree = 0;
+        var stage = new PrepareStage<int, int>((item, _) => item == 9 ? throw new InvalidDataException("bad input") : ValueTask.FromResult(item))
+        {
+            Release = released.Add,
+        };
+        var factory = ReplicaFactory.FromBlocking<int, int, int>(_ => 0, (_, batch, _) =>
+        {
+            if (batch.Contains(3) && Interlocked.Increment(ref attemptsOnThree) == 1)
+            {
+                throw new ReplicaFaultException("crashed once while holding item 3");
+            }
+
+            return batch.Contains(5) ? throw new InvalidOperationException("5 fails") : batch;
+        });
+
+        var results = await CollectBoundedAsync(InferencePool.RunAsync(
+            AsyncRange(12),
+            stage,
+            factory,
+            new InferencePoolOptions { MaxBatchSize = 4, RestartBackoff = TimeSpan.Zero }));
+
+        Assert.Equal(12, results.Count);
+        // Item 9 never got prepared, so nothing of it is released; every other item exactly once,
+        // including item 3 (retried after the crash) and item 5 (failed in the model).
+        Assert.Equal(Enumerable.Range(0, 12).Where(i => i != 9), released.Order());
+    }
+}

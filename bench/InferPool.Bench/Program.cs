@@ -1,0 +1,147 @@
+// Whole-job benchmark: `inferpool run` end to end (decode included) against raw ONNX Runtime loops over the
+// same images already decoded, all measured in this one process, alternating, so the ratio is fair on a
+// noisy machine. Usage: dotnet run -c Release --project bench/InferPool.Bench -- [--repeat 10] [--rounds 3]
+using System.Diagnostics;
+using System.Globalization;
+using InferPool.Bench;
+using InferPool.Cli.Images;
+using InferPool.Cli.Inputs;
+using InferPool.Cli.Jobs;
+using InferPool.Cli.Models;
+using InferPool.Cli.Output;
+using InferPool.Devices;
+using InferPool.Onnx;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.ML.OnnxRuntime;
+
+var repeat = Arg("--repeat", 10);
+var rounds = Arg("--rounds", 3);
+var cores = Environment.ProcessorCount;
+var images = Path.Combine(AppContext.BaseDirectory, "samples", "images");
+var files = Directory.GetFiles(images).Where(f => InputSource.ImageExtensions.Contains(Path.GetExtension(f))).Order(StringComparer.Ordinal).ToArray();
+var work = Directory.CreateTempSubdirectory("inferpool-bench-").FullName;
+var list = Path.Combine(work, "inputs.txt");
+File.WriteAllLines(list, Enumerable.Repeat(files, repeat).SelectMany(f => f));
+var items = files.Length * repeat;
+
+var choice = ModelChoice.Resolve("resnet18");
+var onnx = OnnxModel.Load(choice.Path);
+var preprocessor = new ImagePreprocessor(choice.Normalization);
+var decoded = files.Select(preprocessor.PrepareFile).ToArray();
+if (args.Contains("--write-cost"))
+{
+    // What committing results costs on the consumer thread: one part of 500 rows of 512 floats.
+    var random = new Random(1);
+    var rows = Enumerable.Range(0, 500).Select(i => new ResultRow($"img-{i}.png", true, null, [[.. Enumerable.Range(0, 512).Select(_ => random.NextSingle())]], "cpu", "cpu#0", 1)).ToList();
+    foreach (var format in new[] { "parquet", "jsonl" })
+    {
+        var writer = OutputFormat.Parse(format);
+        await writer.WriteAsync(new MemoryStream(), rows, ["embedding"], CancellationToken.None);
+        var t0 = Stopwatch.GetTimestamp();
+        await writer.WriteAsync(new MemoryStream(), rows, ["embedding"], CancellationToken.None);
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{format}: {Stopwatch.GetElapsedTime(t0).TotalMilliseconds:F0} ms for 500 rows"));
+    }
+
+    return;
+}
+
+if (args.Contains("--prepare-cost"))
+{
+    // Where the end-to-end time goes besides inference: decode + resize + crop per file, one thread.
+    foreach (var file in files)
+    {
+        preprocessor.PrepareFile(file);
+        var t0 = Stopwatch.GetTimestamp();
+        for (var k = 0; k < 5; k++)
+        {
+            preprocessor.PrepareFile(file);
+        }
+
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Path.GetFileName(file),-24} {Stopwatch.GetElapsedTime(t0).TotalMilliseconds / 5,7:F1} ms"));
+    }
+
+    return;
+}
+
+Console.WriteLine($"{items} images ({files.Length} samples x {repeat}), {cores} cores, ResNet-18 on ONNX Runtime CPU, {rounds} rounds");
+
+var raw = new List<RawLoop>();
+for (var sessions = 1; sessions <= cores; sessions++)
+{
+    foreach (var threads in new[] { 1, cores }.Distinct())
+    {
+        raw.Add(new RawLoop(choice.Path, sessions, threads, decoded));
+    }
+}
+
+var results = new Dictionary<string, List<double>>();
+void Record(string name, double rate) => (results.TryGetValue(name, out var l) ? l : results[name] = []).Add(rate);
+
+for (var round = 0; round < rounds; round++)
+{
+    foreach (var loop in raw)
+    {
+        Record(loop.Name, loop.Measure(items));
+    }
+
+    Record("inferpool run (decode + infer + write parquet)", await EndToEndAsync());
+}
+
+var medians = results.ToDictionary(kv => kv.Key, kv => Median(kv.Value));
+var best = raw.Select(r => (r.Name, Rate: medians[r.Name])).MaxBy(r => r.Rate);
+var e2e = medians.Last();
+Console.WriteLine();
+Console.WriteLine($"| configuration | img/s (median of {rounds}) | ratio to best raw loop |");
+Console.WriteLine("| --- | ---: | ---: |");
+foreach (var (name, rate) in medians)
+{
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {name} | {rate:F1} | {rate / best.Rate:F2} |"));
+}
+
+Console.WriteLine();
+Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"inferpool run reaches {e2e.Value / best.Rate:P0} of the best raw loop ({best.Name}); target 90%."));
+foreach (var loop in raw)
+{
+    loop.Dispose();
+}
+
+Directory.Delete(work, recursive: true);
+
+async Task<double> EndToEndAsync()
+{
+    var output = Path.Combine(work, "out");
+    var spec = new JobSpec(
+        InputSource.Open(list),
+        choice,
+        onnx,
+        ReplicaPlan.Cpu(InferPool.Cli.Commands.RunCommand.CpuReplicas(cores, null)),
+        IntraOpThreads: null,
+        BatchSize: 1,
+        OutputFormat.Parse("parquet"),
+        output,
+        PrepareWorkers: cores,
+        BatchTimeout: null,
+        MaxPixels: 100_000_000,
+        RowsPerPart: 10_000);
+    var started = Stopwatch.GetTimestamp();
+    var summary = await new EmbeddingJob(spec, NullLogger.Instance, TimeProvider.System).RunAsync(CancellationToken.None, CancellationToken.None);
+    var elapsed = Stopwatch.GetElapsedTime(started).TotalSeconds;
+    if (summary.Failed != 0 || summary.Items != items)
+    {
+        throw new InvalidOperationException($"the job did {summary.Items} items with {summary.Failed} failures");
+    }
+
+    return items / elapsed;
+}
+
+static double Median(List<double> values)
+{
+    var sorted = values.Order().ToArray();
+    return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
+}
+
+int Arg(string name, int fallback)
+{
+    var i = Array.IndexOf(args, name);
+    return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;
+}
