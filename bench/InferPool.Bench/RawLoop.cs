@@ -12,16 +12,19 @@ internal sealed class RawLoop : IDisposable
     private readonly InferenceSession[] _sessions;
     private readonly float[][] _tensors;
 
-    public RawLoop(string model, int sessions, int threads, float[][] tensors)
+    private readonly int _batch;
+
+    public RawLoop(byte[] model, int sessions, int threads, int batch, float[][] tensors)
     {
         _tensors = tensors;
-        Name = $"raw ORT loop, pre-decoded: {sessions} session(s) x {threads} thread(s)";
+        _batch = batch;
+        Name = $"raw ORT loop, pre-decoded: {sessions} session(s) x {threads} thread(s), batch {batch}";
         _sessions = new InferenceSession[sessions];
         for (var i = 0; i < sessions; i++)
         {
             using var options = new SessionOptions { IntraOpNumThreads = threads, InterOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
             _sessions[i] = new InferenceSession(model, options);
-            Run(_sessions[i], tensors[0]);
+            Run(_sessions[i], tensors, 0, batch);
         }
     }
 
@@ -34,9 +37,9 @@ internal sealed class RawLoop : IDisposable
         var workers = _sessions.Select(session => new Thread(() =>
         {
             int i;
-            while ((i = Interlocked.Increment(ref next)) < items)
+            while ((i = Interlocked.Add(ref next, _batch) - _batch + 1) < items)
             {
-                Run(session, _tensors[i % _tensors.Length]);
+                Run(session, _tensors, i, Math.Min(_batch, items - i));
             }
         })).ToArray();
         foreach (var w in workers)
@@ -60,9 +63,16 @@ internal sealed class RawLoop : IDisposable
         }
     }
 
-    private static void Run(InferenceSession session, float[] tensor)
+    private static void Run(InferenceSession session, float[][] tensors, int first, int count)
     {
-        using var input = OrtValue.CreateTensorValueFromMemory(tensor, [1, 3, 224, 224]);
+        var length = tensors[0].Length;
+        var batch = new float[count * length];
+        for (var k = 0; k < count; k++)
+        {
+            tensors[(first + k) % tensors.Length].CopyTo(batch, k * length);
+        }
+
+        using var input = OrtValue.CreateTensorValueFromMemory(batch, [count, 3, 224, 224]);
         using var runOptions = new RunOptions();
         using var output = session.Run(runOptions, ["Input247"], [input], ["Pooling395_Output_0"]);
     }

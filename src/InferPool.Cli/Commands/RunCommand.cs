@@ -56,12 +56,26 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
 
         using var hardStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _interrupts.StopNow);
         var job = new EmbeddingJob(spec, logger, _time);
-        long? total = null;
-        _ = Task.Run(() => total = spec.Input.Count(), hardStop.Token);
+        // The total is counted beside the job, for the progress bar and ETA; until it is known (or if the
+        // count fails) progress shows counts without a total.
+        long total = -1;
+        _ = Task.Run(
+            () =>
+            {
+                try
+                {
+                    Interlocked.Exchange(ref total, spec.Input.Count());
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    // The job itself reports unreadable inputs, item by item.
+                }
+            },
+            hardStop.Token);
         try
         {
             var summary = await new ProgressDisplay(_console, _time, settings.Quiet)
-                .RunAsync(() => job.RunAsync(_interrupts.StopIntake, hardStop.Token), job.Monitor, () => total)
+                .RunAsync(() => job.RunAsync(_interrupts.StopIntake, hardStop.Token), job.Monitor, () => Interlocked.Read(ref total) is >= 0 and var t ? t : null)
                 .ConfigureAwait(false);
             PrintSummary(spec, summary);
             return summary.Interrupted ? ExitCodes.Interrupted : summary.Failed > 0 ? ExitCodes.ItemsFailed : ExitCodes.Ok;

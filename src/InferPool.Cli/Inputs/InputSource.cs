@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
 
@@ -58,22 +57,12 @@ internal sealed class InputSource
     }
 
     /// <summary>The items, read lazily.</summary>
-    public async IAsyncEnumerable<InputItem> ReadAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public IAsyncEnumerable<InputItem> ReadAsync() => (_kind switch
     {
-        var items = _kind switch
-        {
-            Kind.Folder => WalkFolder(_path).Select(f => new InputItem(Relative(f), f)),
-            Kind.List => ReadList(),
-            _ => ReadJsonl(),
-        };
-        foreach (var item in items)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            yield return item;
-        }
-
-        await Task.CompletedTask.ConfigureAwait(false);
-    }
+        Kind.Folder => WalkFolder(_path).Select(f => new InputItem(Relative(f), f)),
+        Kind.List => ReadList(),
+        _ => ReadJsonl(),
+    }).ToAsyncEnumerable();
 
     /// <summary>Counts the items without reading them, for progress and ETA.</summary>
     public long Count() => _kind == Kind.Folder ? WalkFolder(_path).LongCount() : ReadLines(_path).LongCount(l => !IsBlankOrComment(l.Bytes));

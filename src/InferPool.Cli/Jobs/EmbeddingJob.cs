@@ -64,7 +64,7 @@ internal sealed class EmbeddingJob
         long failed = 0;
         var firstFailures = new List<(string, string)>();
         var byReason = new Dictionary<string, int>(StringComparer.Ordinal);
-        var input = StopWhen(_spec.Input.ReadAsync(cancellationToken), stopIntake);
+        var input = StopWhen(_spec.Input.ReadAsync(), stopIntake);
         var prepare = new PrepareStage<InputItem, float[]>(Prepare) { Release = _tensors.Return };
         await foreach (var result in InferencePool.RunAsync(input, prepare, factory, options, cancellationToken).ConfigureAwait(false))
         {
