@@ -54,6 +54,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
                     continue;
                 }
 
+                Interlocked.Decrement(ref _queued);
                 InferPoolMetrics.QueueDepth.Add(-1);
                 if (batch.HoldsSlot)
                 {

@@ -46,6 +46,10 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
     // Admitted items not yet written to the results channel, plus one held by the reader until the input ends.
     private long _outstanding = 1;
     private long _admittedCount;
+
+    // What this job has added to the process-wide in-flight and queue-depth gauges, to take back on cancel.
+    private long _inFlight;
+    private long _queued;
     private Exception? _sourceError;
 
     public PoolRun(
@@ -179,11 +183,19 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
         {
             LogAbandoned(_log, _options.DrainTimeout);
         }
+        finally
+        {
+            // Whatever a stopped job leaves admitted or queued no longer counts in the process-wide gauges.
+            // Taken once every stage has stopped, so no stage changes the counts afterwards.
+            InferPoolMetrics.InFlight.Add(-Interlocked.Exchange(ref _inFlight, 0));
+            InferPoolMetrics.QueueDepth.Add(-Interlocked.Exchange(ref _queued, 0));
+        }
     }
 
     private void Release(in InferenceResult<TIn, TOut> result)
     {
         _monitor?.Released(result.IsSuccess);
+        Interlocked.Decrement(ref _inFlight);
         InferPoolMetrics.InFlight.Add(-1);
         _admission.Release();
     }
@@ -202,6 +214,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
                 await _admission.WaitAsync(Token).ConfigureAwait(false);
                 Interlocked.Increment(ref _outstanding);
                 _monitor?.Admitted();
+                Interlocked.Increment(ref _inFlight);
                 InferPoolMetrics.InFlight.Add(1);
                 var work = new WorkItem<TIn, TPrepared>
                 {
@@ -224,7 +237,6 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
         {
             // The input itself failed (a listing error, a broken stream): finish what was admitted, then report it.
             _sourceError = ex;
-            Volatile.Write(ref _admittedCount, index);
         }
         finally
         {
@@ -423,12 +435,14 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
     {
         var batch = new WorkBatch<TIn, TPrepared>([.. buffer], holdsSlot);
         buffer.Clear();
+        Interlocked.Increment(ref _queued);
         InferPoolMetrics.QueueDepth.Add(1);
         _batches.Writer.TryWrite(batch);
     }
 
     private void Requeue(WorkItem<TIn, TPrepared>[] items)
     {
+        Interlocked.Increment(ref _queued);
         InferPoolMetrics.QueueDepth.Add(1);
         _batches.Writer.TryWrite(new WorkBatch<TIn, TPrepared>(items, holdsSlot: false));
     }

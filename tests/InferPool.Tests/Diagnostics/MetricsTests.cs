@@ -67,4 +67,45 @@ public class MetricsTests
         Assert.Equal(100, cpu.Items);
         Assert.Equal(0, cpu.ReplicasAlive);
     }
+
+    [Fact]
+    public async Task Cancel_MidJob_LeavesNothingCountedInFlightOrQueued()
+    {
+        long inFlight = 0;
+        long queued = 0;
+        using var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == InferPoolMetrics.MeterName && instrument.Name is "inferpool.in_flight" or "inferpool.queue.depth")
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, value, _, _) =>
+            Interlocked.Add(ref instrument.Name == "inferpool.in_flight" ? ref inFlight : ref queued, value));
+        listener.Start();
+
+        using var cts = new CancellationTokenSource();
+        var taken = 0;
+        var run = InferencePool.RunAsync(
+            Enumerable.Range(0, 100_000),
+            _ => 0,
+            (_, batch, _) => batch,
+            new InferencePoolOptions { Replicas = Plan(("cpu", 2)), MaxBatchSize = 8 },
+            cts.Token);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
+        {
+            await foreach (var _ in run)
+            {
+                if (++taken == 1000)
+                {
+                    await cts.CancelAsync();
+                }
+            }
+        }).WaitAsync(Bound);
+
+        Assert.Equal((0L, 0L), (Interlocked.Read(ref inFlight), Interlocked.Read(ref queued)));
+    }
 }

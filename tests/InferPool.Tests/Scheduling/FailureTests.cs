@@ -63,6 +63,7 @@ public class FailureTests
         {
             Replicas = Plan(("cpu", 2)),
             MaxBatchSize = 4,
+            MaxBatchDelay = TimeSpan.FromHours(1), // batches are always full: [4..7] holds the poison item
             MaxAttempts = 3,
             RestartBackoff = TimeSpan.Zero,
             Monitor = monitor,
@@ -156,8 +157,16 @@ public class FailureTests
     public async Task Run_DeviceFactoryKeepsFailing_DeviceIsRemovedAndJobFinishesElsewhere()
     {
         var events = new ConcurrentQueue<ReplicaEvent>();
+        var deviceRemoved = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var monitor = new PoolMonitor();
-        monitor.ReplicaChanged += (_, e) => events.Enqueue(e);
+        monitor.ReplicaChanged += (_, e) =>
+        {
+            events.Enqueue(e);
+            if (e.Kind == ReplicaEventKind.DeviceRemoved)
+            {
+                deviceRemoved.TrySetResult();
+            }
+        };
         var options = new InferencePoolOptions
         {
             Replicas = Plan(("cuda:0", 2), ("cpu", 1)),
@@ -166,10 +175,19 @@ public class FailureTests
             Monitor = monitor,
         };
 
+        // The input waits for the removal, so the job is still running when the GPU gives up.
+        async IAsyncEnumerable<int> Source()
+        {
+            await deviceRemoved.Task;
+            for (var i = 0; i < 100; i++)
+            {
+                yield return i;
+            }
+        }
+
         var results = await CollectBoundedAsync(InferencePool.RunAsync(
-            Enumerable.Range(0, 100),
-            slot => slot.Device.IsGpu ? throw new InvalidOperationException("CUDA driver not found") : 0,
-            (_, batch, _) => batch,
+            Source(),
+            ReplicaFactory.FromBlocking<int, int, int>(slot => slot.Device.IsGpu ? throw new InvalidOperationException("CUDA driver not found") : 0, (_, batch, _) => batch),
             options));
 
         Assert.All(results, r => Assert.Equal(Device.Cpu, r.Device));
