@@ -57,7 +57,8 @@ public sealed class EmbeddingTests : TempFolderTest
         var output = Path.Combine(Dir, "out");
         await RunJobAsync(Cli.SampleImages, output, replicas: 2, batch: 1, "parquet");
 
-        var part = Assert.Single(Directory.GetFiles(output));
+        var part = Assert.Single(Directory.GetFiles(output, "part-*"));
+        Assert.True(File.Exists(Path.Combine(output, JobJournal.FileName)));
         Assert.EndsWith("part-00000.parquet", part, StringComparison.Ordinal);
         await using var stream = File.OpenRead(part);
         var data = await ParquetSerializer.DeserializeUntypedAsync(stream);

@@ -78,11 +78,17 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
                 .RunAsync(() => job.RunAsync(_interrupts.StopIntake, hardStop.Token), job.Monitor, () => Interlocked.Read(ref total) is >= 0 and var t ? t : null)
                 .ConfigureAwait(false);
             PrintSummary(spec, summary);
-            return summary.Interrupted ? ExitCodes.Interrupted : summary.Failed > 0 ? ExitCodes.ItemsFailed : ExitCodes.Ok;
+            // The exit code speaks for the whole job, parts committed by earlier runs included.
+            return summary.Interrupted ? ExitCodes.Interrupted : summary.Failed + summary.FailedEarlier > 0 ? ExitCodes.ItemsFailed : ExitCodes.Ok;
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or InvalidDataException)
+        {
+            // The output folder holds another job, or its journal is damaged: nothing was run.
+            return Fail(ex.Message);
         }
         catch (OperationCanceledException) when (hardStop.IsCancellationRequested)
         {
-            _errors.WriteLine($"inferpool: stopped; the parts committed so far are in {Path.GetFullPath(spec.OutputDirectory)}.");
+            _errors.WriteLine($"inferpool: stopped; the parts committed so far are in {Path.GetFullPath(spec.OutputDirectory)}. Run the same command again to resume.");
             return ExitCodes.Interrupted;
         }
         catch (InferencePoolException ex)
@@ -129,7 +135,10 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
             settings.PrepareWorkers ?? Environment.ProcessorCount,
             TimeSpan.FromSeconds(settings.BatchTimeoutSeconds),
             settings.MaxPixels,
-            settings.PartRows);
+            settings.PartRows,
+            settings.Force,
+            settings.Resume,
+            settings.FailFast);
     }
 
     /// <summary>
@@ -150,7 +159,12 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
     {
         var ok = s.Items - s.Failed;
         _console.WriteLine();
-        _console.WriteLine($"{(s.Interrupted ? "Stopped early" : "Done")}: {s.Items} items, {ok} ok, {s.Failed} failed in {ProgressDisplay.Duration(s.Elapsed)} ({s.ItemsPerSecond:F1} items/s).");
+        if (s.Resumed)
+        {
+            _console.WriteLine($"Resumed the job in {Path.GetFullPath(spec.OutputDirectory)}: {s.Skipped} item(s) were already committed and were skipped{(s.FailedEarlier > 0 ? $" ({s.FailedEarlier} of the committed rows are failures)" : "")}{(s.Discarded > 0 ? $"; {s.Discarded} uncommitted leftover file(s) discarded" : "")}.");
+        }
+
+        _console.WriteLine($"{(s.Interrupted || s.StoppedOnFailure ? "Stopped early" : "Done")}: {s.Items} items, {ok} ok, {s.Failed} failed in {ProgressDisplay.Duration(s.Elapsed)} ({s.ItemsPerSecond:F1} items/s).");
         foreach (var d in s.Final.Devices)
         {
             var share = s.Items == 0 ? 0 : (double)d.Items / s.Items;
@@ -180,9 +194,9 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
         }
 
         _console.WriteLine($"Output: {Path.GetFullPath(spec.OutputDirectory)} ({s.Parts.Count} {spec.Format.Name} part(s), columns key, status, error, {string.Join(", ", spec.Onnx.Outputs.Select(o => spec.Model.ColumnFor(o.Name)))}, device, replica, attempts)");
-        if (s.Interrupted)
+        if (s.Interrupted || s.StoppedOnFailure)
         {
-            _console.WriteLine("Stopped by Ctrl+C: the items finished so far are committed.");
+            _console.WriteLine($"{(s.StoppedOnFailure ? "Stopped at the first failure (--fail-fast)" : "Stopped by Ctrl+C")}: the items finished so far are committed. Run the same command again to resume.");
         }
     }
 

@@ -63,6 +63,18 @@ internal sealed class RunSettings : CommandSettings
     [DefaultValue(10_000)]
     public int PartRows { get; init; } = 10_000;
 
+    [CommandOption("--resume")]
+    [Description("Require an unfinished job in the output folder to resume (resuming is already the default when model, input and format match).")]
+    public bool Resume { get; init; }
+
+    [CommandOption("--force")]
+    [Description("Start over: remove the job journal and parts in the output folder first.")]
+    public bool Force { get; init; }
+
+    [CommandOption("--fail-fast")]
+    [Description("Stop taking input at the first failed item; what is in flight finishes and is committed.")]
+    public bool FailFast { get; init; }
+
     [CommandOption("-q|--quiet")]
     [Description("No progress display.")]
     public bool Quiet { get; init; }
@@ -97,6 +109,11 @@ internal sealed class RunSettings : CommandSettings
         if (MaxPixels < 1 || PartRows < 1)
         {
             return ValidationResult.Error("--max-pixels and --part-rows must be at least 1.");
+        }
+
+        if (Resume && Force)
+        {
+            return ValidationResult.Error("--resume and --force contradict each other: choose one.");
         }
 
         if (Format is not ("parquet" or "jsonl"))

@@ -41,10 +41,11 @@ internal sealed class EmbeddingJob
     /// <exception cref="InferencePoolException">The job as a whole failed (no replica could start, the input could not be read).</exception>
     public async Task<JobSummary> RunAsync(CancellationToken stopIntake, CancellationToken cancellationToken)
     {
-        Directory.CreateDirectory(_spec.OutputDirectory);
-        PartWriter.RemovePreviousParts(_spec.OutputDirectory, _spec.Format);
         var columns = _spec.Onnx.Outputs.Select(o => _spec.Model.ColumnFor(o.Name)).ToArray();
-        var writer = new PartWriter(_spec.OutputDirectory, _spec.Format, columns, _spec.RowsPerPart);
+        var identity = new JobIdentity(_spec.Model.Name, _spec.Onnx.Sha256, _spec.Input.FullPath, _spec.Format.Name, columns);
+        var start = await OutputFolder.OpenAsync(_spec.OutputDirectory, identity, _spec.Force, _spec.RequireResume, cancellationToken).ConfigureAwait(false);
+        var writer = new PartWriter(_spec.OutputDirectory, start.Journal, _spec.Format, columns, _spec.RowsPerPart);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(stopIntake);
         using var factory = new OnnxReplicaFactory(_spec.Onnx, new OnnxReplicaOptions { IntraOpThreads = _spec.IntraOpThreads });
         var options = new InferencePoolOptions
         {
@@ -64,7 +65,18 @@ internal sealed class EmbeddingJob
         long failed = 0;
         var firstFailures = new List<(string, string)>();
         var byReason = new Dictionary<string, int>(StringComparer.Ordinal);
-        var input = StopWhen(_spec.Input.ReadAsync(), stopIntake);
+        long skipped = 0;
+        var input = StopWhen(_spec.Input.ReadAsync(), stop.Token).Where(item =>
+        {
+            // Resuming: what an earlier run committed is not done again.
+            if (!start.CommittedKeys.Contains(item.Key))
+            {
+                return true;
+            }
+
+            skipped++;
+            return false;
+        });
         var prepare = new PrepareStage<InputItem, float[]>(Prepare) { Release = _tensors.Return };
         await foreach (var result in InferencePool.RunAsync(input, prepare, factory, options, cancellationToken).ConfigureAwait(false))
         {
@@ -79,12 +91,24 @@ internal sealed class EmbeddingJob
                 }
 
                 byReason[result.Error.Type] = byReason.GetValueOrDefault(result.Error.Type) + 1;
+                if (_spec.FailFast)
+                {
+                    // Stop taking input; what is in flight still finishes and is committed.
+                    await stop.CancelAsync().ConfigureAwait(false);
+                }
             }
 
             await writer.AddAsync(ToRow(result), cancellationToken).ConfigureAwait(false);
         }
 
         await writer.CompleteAsync(cancellationToken).ConfigureAwait(false);
+        var stoppedEarly = stop.IsCancellationRequested;
+        if (!stoppedEarly)
+        {
+            start.Journal.Finished = true;
+            start.Journal.Save(_spec.OutputDirectory);
+        }
+
         return new JobSummary(
             items,
             failed,
@@ -94,7 +118,12 @@ internal sealed class EmbeddingJob
             firstFailures,
             byReason,
             factory.Replicas,
-            stopIntake.IsCancellationRequested);
+            stopIntake.IsCancellationRequested,
+            skipped,
+            start.Resumed,
+            start.Discarded,
+            stoppedEarly && !stopIntake.IsCancellationRequested,
+            start.CommittedFailures);
     }
 
     /// <summary>Items in flight: enough to keep every replica fed and the decoders ahead, few enough that memory stays small.</summary>

@@ -19,4 +19,7 @@ internal sealed record JobSpec(
     int PrepareWorkers,
     TimeSpan? BatchTimeout,
     long MaxPixels,
-    int RowsPerPart);
+    int RowsPerPart,
+    bool Force = false,
+    bool RequireResume = false,
+    bool FailFast = false);

@@ -13,7 +13,12 @@ internal sealed record JobSummary(
     IReadOnlyList<(string Key, string Reason)> FirstFailures,
     IReadOnlyDictionary<string, int> FailuresByReason,
     IReadOnlyCollection<OnnxReplicaInfo> Replicas,
-    bool Interrupted)
+    bool Interrupted,
+    long Skipped = 0,
+    bool Resumed = false,
+    int Discarded = 0,
+    bool StoppedOnFailure = false,
+    long FailedEarlier = 0)
 {
     public const int FailuresListed = 20;
 

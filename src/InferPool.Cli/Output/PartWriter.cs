@@ -3,8 +3,9 @@ using System.Globalization;
 namespace InferPool.Cli.Output;
 
 /// <summary>
-/// Writes rows to numbered part files. A part is written to a temporary name, flushed to disk, renamed, and
-/// the folder flushed: a part is all there or not there. At most <see cref="RowsPerPart"/> rows are held.
+/// Writes rows to numbered part files. A part is written to a temporary name, flushed to disk, renamed, the
+/// folder flushed, and then recorded in the job journal: a part is all there or not there, and counts only
+/// once the journal lists it. At most <see cref="RowsPerPart"/> rows are held.
 /// </summary>
 internal sealed class PartWriter
 {
@@ -15,11 +16,14 @@ internal sealed class PartWriter
     private readonly IReadOnlyList<string> _columns;
     private readonly List<ResultRow> _buffer;
     private readonly List<string> _parts = [];
+    private readonly JobJournal _journal;
 
-    public PartWriter(string directory, OutputFormat format, IReadOnlyList<string> columns, int rowsPerPart)
+    /// <summary>Writes parts into <paramref name="directory"/>, numbered after those <paramref name="journal"/> lists, and records each in it once committed.</summary>
+    public PartWriter(string directory, JobJournal journal, OutputFormat format, IReadOnlyList<string> columns, int rowsPerPart)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(rowsPerPart, 1);
         _directory = directory;
+        _journal = journal;
         _format = format;
         _columns = columns;
         RowsPerPart = rowsPerPart;
@@ -28,31 +32,8 @@ internal sealed class PartWriter
 
     public int RowsPerPart { get; }
 
-    /// <summary>The parts committed so far, as full paths.</summary>
+    /// <summary>The parts this writer committed, as full paths.</summary>
     public IReadOnlyList<string> Parts => _parts;
-
-    /// <summary>Removes the parts (and leftover temporary parts) of an earlier run in the folder; nothing else is touched.</summary>
-    public static int RemovePreviousParts(string directory, OutputFormat format)
-    {
-        if (!Directory.Exists(directory))
-        {
-            return 0;
-        }
-
-        var removed = 0;
-        foreach (var file in Directory.EnumerateFiles(directory, PartPrefix + "*"))
-        {
-            var name = Path.GetFileName(file);
-            if (name.EndsWith(format.Extension, StringComparison.Ordinal) || name.EndsWith(".tmp", StringComparison.Ordinal)
-                || name.EndsWith(".parquet", StringComparison.Ordinal) || name.EndsWith(".jsonl", StringComparison.Ordinal))
-            {
-                File.Delete(file);
-                removed++;
-            }
-        }
-
-        return removed;
-    }
 
     public async Task AddAsync(ResultRow row, CancellationToken cancellationToken)
     {
@@ -69,7 +50,7 @@ internal sealed class PartWriter
 
     private async Task CommitAsync(CancellationToken cancellationToken)
     {
-        var name = string.Create(CultureInfo.InvariantCulture, $"{PartPrefix}{_parts.Count:D5}{_format.Extension}");
+        var name = string.Create(CultureInfo.InvariantCulture, $"{PartPrefix}{_journal.Parts.Count:D5}{_format.Extension}");
         var final = Path.Combine(_directory, name);
         var temporary = final + ".tmp";
         var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
@@ -82,6 +63,11 @@ internal sealed class PartWriter
 
         File.Move(temporary, final, overwrite: true);
         Durable.FlushDirectory(_directory);
+
+        // Only now is the part committed: a crash before this line leaves a part the journal does not list,
+        // which the next run discards and redoes; after it, the next run skips its keys.
+        _journal.Parts.Add(new CommittedPart(name, _buffer.Count));
+        _journal.Save(_directory);
         _parts.Add(final);
         _buffer.Clear();
     }

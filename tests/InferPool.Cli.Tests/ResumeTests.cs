@@ -1,0 +1,177 @@
+using System.Diagnostics;
+using System.Text.Json;
+using InferPool.Cli.Output;
+
+namespace InferPool.Cli.Tests;
+
+public sealed class ResumeTests : TempFolderTest
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromMinutes(3);
+
+    [Fact]
+    public async Task Run_KilledAtSeveralPoints_ResumesWithEveryKeyOnceAndTheSameValues()
+    {
+        // 120 real images under unique keys, in parts of 10 rows.
+        for (var copy = 0; copy < 6; copy++)
+        {
+            var folder = Path.Combine(Dir, "in", $"set{copy}");
+            Directory.CreateDirectory(folder);
+            foreach (var file in Directory.GetFiles(Cli.SampleImages).Where(f => !f.EndsWith(".md", StringComparison.Ordinal)))
+            {
+                File.Copy(file, Path.Combine(folder, Path.GetFileName(file)));
+            }
+        }
+
+        string[] common = ["--format", "jsonl", "--part-rows", "10", "-q"];
+        var reference = await Cli.RunAsync(Dir, ["run", "in", "-o", "reference", .. common]);
+        Assert.True(reference.ExitCode == 0, reference.Err);
+
+        // Kill the real process with SIGKILL once 2, then 5, then 8 parts are committed; each restart resumes.
+        var output = Path.Combine(Dir, "out");
+        foreach (var partsBeforeKill in new[] { 2, 5, 8 })
+        {
+            using var process = Cli.Start(Dir, ["run", "in", "-o", "out", .. common]);
+            _ = process.StandardOutput.ReadToEndAsync();
+            _ = process.StandardError.ReadToEndAsync();
+            await WaitForCommittedPartsAsync(output, partsBeforeKill, process);
+            process.Kill(entireProcessTree: true);
+            await process.WaitForExitAsync().WaitAsync(Bound);
+        }
+
+        var final = await Cli.RunAsync(Dir, ["run", "in", "-o", "out", .. common]);
+        Assert.True(final.ExitCode == 0, final.Err + final.Out);
+        Assert.Contains("Resumed the job", final.Out, StringComparison.Ordinal);
+
+        var expected = ReadRows(Path.Combine(Dir, "reference"));
+        var actual = ReadRows(output);
+        Assert.Equal(120, expected.Count);
+        var keys = actual.Select(r => r.Key).ToList();
+        Assert.Equal(keys.Count, keys.Distinct().Count());
+        Assert.Equal(expected.Select(r => r.Key).Order(StringComparer.Ordinal), keys.Order(StringComparer.Ordinal));
+        var byKey = actual.ToDictionary(r => r.Key, r => r.Embedding);
+        foreach (var (key, embedding) in expected)
+        {
+            var other = byKey[key];
+            Assert.Equal(embedding.Length, other.Length);
+            for (var i = 0; i < embedding.Length; i++)
+            {
+                Assert.True(Math.Abs(embedding[i] - other[i]) <= 1e-5 * Math.Max(1, Math.Abs(embedding[i])), $"{key}[{i}]");
+            }
+        }
+
+        Assert.Empty(Directory.GetFiles(output, "*.tmp"));
+        Assert.True(JobJournal.Load(output)!.Finished);
+    }
+
+    [Fact]
+    public async Task Run_SameFolderWithAnotherJob_IsRefusedUnlessForced()
+    {
+        var images = Path.Combine(Dir, "in");
+        Directory.CreateDirectory(images);
+        File.Copy(Path.Combine(Cli.SampleImages, "coffee.png"), Path.Combine(images, "coffee.png"));
+        var first = await Cli.RunAsync(Dir, "run", "in", "-o", "out", "-q");
+        Assert.Equal(0, first.ExitCode);
+
+        var other = await Cli.RunAsync(Dir, "run", "in", "-o", "out", "-q", "--format", "jsonl");
+        Assert.Equal(2, other.ExitCode);
+        Assert.Contains("holds another job", other.Err, StringComparison.Ordinal);
+        Assert.Contains("--force", other.Err, StringComparison.Ordinal);
+
+        var forced = await Cli.RunAsync(Dir, "run", "in", "-o", "out", "-q", "--format", "jsonl", "--force");
+        Assert.Equal(0, forced.ExitCode);
+        Assert.Equal(["part-00000.jsonl"], Directory.GetFiles(Path.Combine(Dir, "out"), "part-*").Select(Path.GetFileName));
+    }
+
+    [Fact]
+    public async Task Run_TornLeftoversFromACrash_AreDiscardedOnResume()
+    {
+        var images = Path.Combine(Dir, "in");
+        Directory.CreateDirectory(images);
+        foreach (var name in new[] { "coffee.png", "rocket.jpg", "chelsea.png" })
+        {
+            File.Copy(Path.Combine(Cli.SampleImages, name), Path.Combine(images, name));
+        }
+
+        // A run whose crash left a committed part, a part renamed but not yet journalled, and a temporary file.
+        var done = await Cli.RunAsync(Dir, "run", "in", "-o", "out", "-q", "--format", "jsonl", "--part-rows", "1");
+        Assert.Equal(0, done.ExitCode);
+        var output = Path.Combine(Dir, "out");
+        var journal = JobJournal.Load(output)!;
+        var unjournalled = journal.Parts[^1];
+        journal.Parts.RemoveAt(journal.Parts.Count - 1);
+        journal.Finished = false;
+        journal.Save(output);
+        Write("out/part-00009.jsonl.tmp", "{\"key\": \"half a row");
+
+        var resumed = await Cli.RunAsync(Dir, "run", "in", "-o", "out", "-q", "--format", "jsonl", "--part-rows", "1");
+
+        Assert.True(resumed.ExitCode == 0, resumed.Err);
+        Assert.Contains("2 item(s) were already committed", resumed.Out, StringComparison.Ordinal);
+        Assert.Contains("2 uncommitted leftover file(s) discarded", resumed.Out, StringComparison.Ordinal);
+        var keys = ReadRows(output).Select(r => r.Key).Order(StringComparer.Ordinal);
+        Assert.Equal(["chelsea.png", "coffee.png", "rocket.jpg"], keys);
+        Assert.DoesNotContain(unjournalled.Name, JobJournal.Load(output)!.Parts.Select(p => p.Name).Take(2));
+    }
+
+    [Fact]
+    public async Task Run_FailFast_StopsTakingInputAtTheFirstFailureAndCanResume()
+    {
+        var images = Path.Combine(Dir, "in");
+        Directory.CreateDirectory(images);
+        Write("in/000-empty.jpg", []);
+        for (var copy = 0; copy < 4; copy++)
+        {
+            foreach (var file in Directory.GetFiles(Cli.SampleImages).Where(f => !f.EndsWith(".md", StringComparison.Ordinal)))
+            {
+                File.Copy(file, Path.Combine(images, $"{copy}-{Path.GetFileName(file)}"));
+            }
+        }
+
+        var stopped = await Cli.RunAsync(Dir, "run", "in", "-o", "out", "-q", "--format", "jsonl", "--fail-fast");
+
+        Assert.Equal(1, stopped.ExitCode);
+        Assert.Contains("Stopped at the first failure (--fail-fast)", stopped.Out, StringComparison.Ordinal);
+        var written = ReadRows(Path.Combine(Dir, "out")).Count;
+        Assert.InRange(written, 1, 80);
+        Assert.False(JobJournal.Load(Path.Combine(Dir, "out"))!.Finished);
+
+        var resumed = await Cli.RunAsync(Dir, "run", "in", "-o", "out", "-q", "--format", "jsonl");
+        Assert.Equal(1, resumed.ExitCode); // the empty file still fails, now as one of 81 rows
+        Assert.Equal(81, ReadRows(Path.Combine(Dir, "out")).Select(r => r.Key).Distinct().Count());
+    }
+
+    private static async Task WaitForCommittedPartsAsync(string output, int parts, Process process)
+    {
+        // Woken by the journal's atomic rename, which the tool does after every committed part; bounded.
+        Directory.CreateDirectory(output);
+        using var changed = new SemaphoreSlim(0);
+        using var watcher = new FileSystemWatcher(output) { NotifyFilter = NotifyFilters.FileName | NotifyFilters.LastWrite };
+        watcher.Renamed += (_, _) => changed.Release();
+        watcher.Created += (_, _) => changed.Release();
+        watcher.EnableRaisingEvents = true;
+        var exited = process.WaitForExitAsync();
+        while ((JobJournal.Load(output)?.Parts.Count ?? 0) < parts)
+        {
+            Assert.False(exited.IsCompleted, $"the run ended before {parts} parts were committed");
+            var woken = changed.WaitAsync(Bound);
+            await Task.WhenAny(woken, exited);
+            Assert.True(exited.IsCompleted || await woken, $"no {parts} committed parts within {Bound}");
+        }
+    }
+
+    private static List<(string Key, float[] Embedding)> ReadRows(string output)
+    {
+        var rows = new List<(string, float[])>();
+        foreach (var part in Directory.GetFiles(output, "part-*.jsonl"))
+        {
+            foreach (var line in File.ReadLines(part))
+            {
+                using var doc = JsonDocument.Parse(line);
+                var embedding = doc.RootElement.GetProperty("embedding");
+                rows.Add((doc.RootElement.GetProperty("key").GetString()!, embedding.ValueKind == JsonValueKind.Null ? [] : [.. embedding.EnumerateArray().Select(e => e.GetSingle())]));
+            }
+        }
+
+        return rows;
+    }
+}
