@@ -14,9 +14,13 @@ internal static class Cli
 
     public static string BuiltInModel => Path.Combine(ToolDirectory, "models", "resnet18", "ResNet18.onnx");
 
-    public static async Task<(int ExitCode, string Out, string Err)> RunAsync(string workingDirectory, params string[] args)
+    public static Task<(int ExitCode, string Out, string Err)> RunAsync(string workingDirectory, params string[] args) =>
+        RunAsync(workingDirectory, wrapper: [], args);
+
+    /// <summary>Runs the tool under a wrapper command (e.g. setpriv), which gets the dotnet command line appended.</summary>
+    public static async Task<(int ExitCode, string Out, string Err)> RunAsync(string workingDirectory, string[] wrapper, params string[] args)
     {
-        using var process = Start(workingDirectory, args);
+        using var process = Start(workingDirectory, wrapper, args);
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
         try
@@ -33,15 +37,22 @@ internal static class Cli
     }
 
     /// <summary>Starts the tool without waiting; the caller reads or discards its output and disposes it.</summary>
-    public static Process Start(string workingDirectory, params string[] args)
+    public static Process Start(string workingDirectory, params string[] args) => Start(workingDirectory, [], args);
+
+    private static Process Start(string workingDirectory, string[] wrapper, string[] args)
     {
-        var start = new ProcessStartInfo("dotnet")
+        var start = new ProcessStartInfo(wrapper.Length > 0 ? wrapper[0] : "dotnet")
         {
             WorkingDirectory = workingDirectory,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        foreach (var arg in wrapper.Skip(1).Concat(wrapper.Length > 0 ? ["dotnet"] : []))
+        {
+            start.ArgumentList.Add(arg);
+        }
+
         start.ArgumentList.Add(Path.Combine(ToolDirectory, "InferPool.Cli.dll"));
         foreach (var arg in args)
         {
