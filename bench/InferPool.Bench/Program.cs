@@ -28,6 +28,21 @@ var choice = ModelChoice.Resolve("resnet18");
 var onnx = OnnxModel.Load(choice.Path);
 var preprocessor = new ImagePreprocessor(choice.Normalization);
 var decoded = files.Select(preprocessor.PrepareFile).ToArray();
+if (args.Contains("--memory"))
+{
+    await MemoryBench.RunAsync(work);
+    if (!args.Contains("--keep"))
+    {
+        Directory.Delete(work, recursive: true);
+    }
+    else
+    {
+        Console.WriteLine($"kept {work}");
+    }
+
+    return;
+}
+
 if (args.Contains("--startup"))
 {
     // When each replica starts and the first results arrive, relative to the job's start.

@@ -193,6 +193,11 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
             }
         }
 
+        using (var self = System.Diagnostics.Process.GetCurrentProcess())
+        {
+            _console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  Peak resident memory of the process: {self.PeakWorkingSet64 / (1024.0 * 1024):F0} MB."));
+        }
+
         _console.WriteLine($"Output: {Path.GetFullPath(spec.OutputDirectory)} ({s.Parts.Count} {spec.Format.Name} part(s), columns key, status, error, {string.Join(", ", spec.Onnx.Outputs.Select(o => spec.Model.ColumnFor(o.Name)))}, device, replica, attempts)");
         if (s.Interrupted || s.StoppedOnFailure)
         {

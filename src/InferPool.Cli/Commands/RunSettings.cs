@@ -59,9 +59,9 @@ internal sealed class RunSettings : CommandSettings
     public long MaxPixels { get; init; } = 100_000_000;
 
     [CommandOption("--part-rows <N>")]
-    [Description("Rows per output part. Default: 10000")]
-    [DefaultValue(10_000)]
-    public int PartRows { get; init; } = 10_000;
+    [Description("Rows per output part. Default: 1000")]
+    [DefaultValue(1_000)]
+    public int PartRows { get; init; } = 1_000;
 
     [CommandOption("--resume")]
     [Description("Require an unfinished job in the output folder to resume (resuming is already the default when model, input and format match).")]

@@ -65,7 +65,41 @@ internal sealed class InputSource
     }).ToAsyncEnumerable();
 
     /// <summary>Counts the items without reading them, for progress and ETA.</summary>
-    public long Count() => _kind == Kind.Folder ? WalkFolder(_path).LongCount() : ReadLines(_path).LongCount(l => !IsBlankOrComment(l.Bytes));
+    public long Count() => _kind == Kind.Folder ? WalkFolder(_path).LongCount() : CountRecordLines(_path);
+
+    /// <summary>Lines that hold something (not blank, not a # comment), counted in place without copying any line.</summary>
+    private static long CountRecordLines(string path)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
+        var buffer = new byte[1 << 16];
+        long count = 0;
+        var atLineStart = true;
+        var lineHasContent = false;
+        int read;
+        while ((read = stream.Read(buffer)) > 0)
+        {
+            foreach (var b in buffer.AsSpan(0, read))
+            {
+                if (b == '\n')
+                {
+                    count += lineHasContent ? 1 : 0;
+                    atLineStart = true;
+                    lineHasContent = false;
+                }
+                else if (atLineStart && b is (byte)' ' or (byte)'\t' or (byte)'\r')
+                {
+                    // Leading blanks decide nothing yet.
+                }
+                else if (atLineStart)
+                {
+                    atLineStart = false;
+                    lineHasContent = b != '#';
+                }
+            }
+        }
+
+        return count + (lineHasContent ? 1 : 0);
+    }
 
     /// <summary>Files under a folder: each directory's files sorted by ordinal name, then its subdirectories, so the order is stable and nothing is held in memory beyond one directory.</summary>
     private static IEnumerable<string> WalkFolder(string root)
