@@ -12,15 +12,7 @@ public sealed class ResumeTests : TempFolderTest
     public async Task Run_KilledAtSeveralPoints_ResumesWithEveryKeyOnceAndTheSameValues()
     {
         // 120 real images under unique keys, in parts of 10 rows.
-        for (var copy = 0; copy < 6; copy++)
-        {
-            var folder = Path.Combine(Dir, "in", $"set{copy}");
-            Directory.CreateDirectory(folder);
-            foreach (var file in Directory.GetFiles(Cli.SampleImages).Where(f => !f.EndsWith(".md", StringComparison.Ordinal)))
-            {
-                File.Copy(file, Path.Combine(folder, Path.GetFileName(file)));
-            }
-        }
+        CopySamples(copies: 6);
 
         string[] common = ["--format", "jsonl", "--part-rows", "10", "-q"];
         var reference = await Cli.RunAsync(Dir, ["run", "in", "-o", "reference", .. common]);
@@ -61,6 +53,39 @@ public sealed class ResumeTests : TempFolderTest
 
         Assert.Empty(Directory.GetFiles(output, "*.tmp"));
         Assert.True(JobJournal.Load(output)!.Finished);
+    }
+
+    [Fact]
+    public async Task CtrlC_Once_FinishesInFlightCommitsAndResumes()
+    {
+        CopySamples(copies: 6);
+        var output = Path.Combine(Dir, "out");
+        string[] args = ["run", "in", "-o", "out", "--format", "jsonl", "--part-rows", "10", "-q"];
+        using var process = Cli.Start(Dir, args);
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        await WaitForCommittedPartsAsync(output, 2, process);
+
+        // What Ctrl+C sends: SIGINT to the process.
+        using (var kill = Process.Start("kill", ["-INT", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        {
+            await kill.WaitForExitAsync().WaitAsync(Bound);
+        }
+
+        await process.WaitForExitAsync().WaitAsync(Bound);
+        Assert.Equal(130, process.ExitCode);
+        Assert.Contains("finishing the items in flight", await stderr, StringComparison.Ordinal);
+        Assert.Contains("Run the same command again to resume", await stdout, StringComparison.Ordinal);
+        var journal = JobJournal.Load(output)!;
+        Assert.False(journal.Finished);
+        Assert.Equal(journal.CommittedRows, ReadRows(output).Count);
+        Assert.Empty(Directory.GetFiles(output, "*.tmp"));
+
+        var resumed = await Cli.RunAsync(Dir, args);
+        Assert.Equal(0, resumed.ExitCode);
+        var keys = ReadRows(output).Select(r => r.Key).ToList();
+        Assert.Equal(120, keys.Count);
+        Assert.Equal(120, keys.Distinct().Count());
     }
 
     [Fact]
@@ -138,6 +163,19 @@ public sealed class ResumeTests : TempFolderTest
         var resumed = await Cli.RunAsync(Dir, "run", "in", "-o", "out", "-q", "--format", "jsonl");
         Assert.Equal(1, resumed.ExitCode); // the empty file still fails, now as one of 81 rows
         Assert.Equal(81, ReadRows(Path.Combine(Dir, "out")).Select(r => r.Key).Distinct().Count());
+    }
+
+    private void CopySamples(int copies)
+    {
+        for (var copy = 0; copy < copies; copy++)
+        {
+            var folder = Path.Combine(Dir, "in", $"set{copy}");
+            Directory.CreateDirectory(folder);
+            foreach (var file in Directory.GetFiles(Cli.SampleImages).Where(f => !f.EndsWith(".md", StringComparison.Ordinal)))
+            {
+                File.Copy(file, Path.Combine(folder, Path.GetFileName(file)));
+            }
+        }
     }
 
     private static async Task WaitForCommittedPartsAsync(string output, int parts, Process process)
