@@ -13,6 +13,11 @@ public sealed class CommandLineTests : TempFolderTest
         Assert.Contains("Done: 20 items, 20 ok, 0 failed", stdout, StringComparison.Ordinal);
         Assert.Contains(Path.Combine(Dir, "inferpool-out"), stdout, StringComparison.Ordinal);
         Assert.True(File.Exists(Path.Combine(Dir, "inferpool-out", "part-00000.parquet")));
+
+        var again = await Cli.RunAsync(Dir, "run");
+        Assert.Equal(0, again.ExitCode);
+        Assert.Contains("Nothing to do: the job in", again.Out, StringComparison.Ordinal);
+        Assert.Contains("is already complete (20 item(s)). Use --force to run it again.", again.Out, StringComparison.Ordinal);
     }
 
     [Fact]

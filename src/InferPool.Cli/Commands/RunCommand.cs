@@ -157,6 +157,13 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
 
     private void PrintSummary(JobSpec spec, JobSummary s)
     {
+        if (s.AlreadyComplete)
+        {
+            _console.WriteLine(
+                $"Nothing to do: the job in {Path.GetFullPath(spec.OutputDirectory)} is already complete ({s.Skipped} item(s){(s.FailedEarlier > 0 ? $", {s.FailedEarlier} of them failed" : "")}). Use --force to run it again.");
+            return;
+        }
+
         var ok = s.Items - s.Failed;
         _console.WriteLine();
         if (s.Resumed)

@@ -44,6 +44,12 @@ internal sealed class EmbeddingJob
         var columns = _spec.Onnx.Outputs.Select(o => _spec.Model.ColumnFor(o.Name)).ToArray();
         var identity = new JobIdentity(_spec.Model.Name, _spec.Onnx.Sha256, _spec.Input.FullPath, _spec.Format.Name, columns);
         var start = await OutputFolder.OpenAsync(_spec.OutputDirectory, identity, _spec.Force, _spec.RequireResume, cancellationToken).ConfigureAwait(false);
+        if (start.Journal.Finished)
+        {
+            // Nothing left to do; no replica is built.
+            return new JobSummary(0, 0, TimeSpan.Zero, Monitor.Snapshot(), [], [], new Dictionary<string, int>(), [], Interrupted: false, Skipped: start.CommittedKeys.Count, Resumed: true, start.Discarded, StoppedOnFailure: false, start.CommittedFailures, AlreadyComplete: true);
+        }
+
         var writer = new PartWriter(_spec.OutputDirectory, start.Journal, _spec.Format, columns, _spec.RowsPerPart);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(stopIntake);
         using var factory = new OnnxReplicaFactory(_spec.Onnx, new OnnxReplicaOptions { IntraOpThreads = _spec.IntraOpThreads });

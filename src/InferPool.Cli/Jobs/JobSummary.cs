@@ -18,7 +18,8 @@ internal sealed record JobSummary(
     bool Resumed = false,
     int Discarded = 0,
     bool StoppedOnFailure = false,
-    long FailedEarlier = 0)
+    long FailedEarlier = 0,
+    bool AlreadyComplete = false)
 {
     public const int FailuresListed = 20;
 
