@@ -67,10 +67,7 @@ public sealed class ResumeTests : TempFolderTest
         await WaitForCommittedPartsAsync(output, 2, process);
 
         // What Ctrl+C sends: SIGINT to the process.
-        using (var kill = Process.Start("kill", ["-INT", process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
-        {
-            await kill.WaitForExitAsync().WaitAsync(Bound);
-        }
+        await SignalAsync(process, "-INT");
 
         await process.WaitForExitAsync().WaitAsync(Bound);
         Assert.Equal(130, process.ExitCode);
@@ -86,6 +83,33 @@ public sealed class ResumeTests : TempFolderTest
         var keys = ReadRows(output).Select(r => r.Key).ToList();
         Assert.Equal(120, keys.Count);
         Assert.Equal(120, keys.Distinct().Count());
+    }
+
+    [Fact]
+    public async Task CtrlC_Twice_StopsNowAndStaysResumable()
+    {
+        CopySamples(copies: 6);
+        var output = Path.Combine(Dir, "out");
+        string[] args = ["run", "in", "-o", "out", "--format", "jsonl", "--part-rows", "10", "-q"];
+        using var process = Cli.Start(Dir, args);
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        await WaitForCommittedPartsAsync(output, 1, process);
+
+        await SignalAsync(process, "-INT");
+        await SignalAsync(process, "-INT");
+
+        await process.WaitForExitAsync().WaitAsync(Bound);
+        Assert.Equal(130, process.ExitCode);
+        var errors = await stderr;
+        Assert.Contains("stopped; the parts committed so far are in", errors, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", errors + await stdout, StringComparison.Ordinal);
+        Assert.False(JobJournal.Load(output)!.Finished);
+
+        var resumed = await Cli.RunAsync(Dir, args);
+        Assert.Equal(0, resumed.ExitCode);
+        Assert.Equal(120, ReadRows(output).Select(r => r.Key).Distinct().Count());
+        Assert.Equal(120, ReadRows(output).Count);
     }
 
     [Fact]
@@ -163,6 +187,12 @@ public sealed class ResumeTests : TempFolderTest
         var resumed = await Cli.RunAsync(Dir, "run", "in", "-o", "out", "-q", "--format", "jsonl");
         Assert.Equal(1, resumed.ExitCode); // the empty file still fails, now as one of 81 rows
         Assert.Equal(81, ReadRows(Path.Combine(Dir, "out")).Select(r => r.Key).Distinct().Count());
+    }
+
+    private static async Task SignalAsync(Process process, string signal)
+    {
+        using var kill = Process.Start("kill", [signal, process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        await kill.WaitForExitAsync().WaitAsync(Bound);
     }
 
     private void CopySamples(int copies)
