@@ -58,58 +58,29 @@ public sealed class ResumeTests : TempFolderTest
     [Fact]
     public async Task CtrlC_Once_FinishesInFlightCommitsAndResumes()
     {
-        CopySamples(copies: 6);
+        var (code, stdout, stderr) = await InterruptAsync(presses: 1);
+
+        Assert.Equal(130, code);
+        Assert.Contains("finishing the items in flight", stderr, StringComparison.Ordinal);
+        Assert.Contains("Run the same command again to resume", stdout, StringComparison.Ordinal);
         var output = Path.Combine(Dir, "out");
-        string[] args = ["run", "in", "-o", "out", "--format", "jsonl", "--part-rows", "10", "-q"];
-        using var process = Cli.Start(Dir, args);
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        await WaitForCommittedPartsAsync(output, 2, process);
-
-        // What Ctrl+C sends: SIGINT to the process.
-        await SignalAsync(process, "-INT");
-
-        await process.WaitForExitAsync().WaitAsync(Bound);
-        Assert.Equal(130, process.ExitCode);
-        Assert.Contains("finishing the items in flight", await stderr, StringComparison.Ordinal);
-        Assert.Contains("Run the same command again to resume", await stdout, StringComparison.Ordinal);
         var journal = JobJournal.Load(output)!;
         Assert.False(journal.Finished);
         Assert.Equal(journal.CommittedRows, ReadRows(output).Count);
         Assert.Empty(Directory.GetFiles(output, "*.tmp"));
-
-        var resumed = await Cli.RunAsync(Dir, args);
-        Assert.Equal(0, resumed.ExitCode);
-        var keys = ReadRows(output).Select(r => r.Key).ToList();
-        Assert.Equal(120, keys.Count);
-        Assert.Equal(120, keys.Distinct().Count());
+        await ResumeToEveryKeyOnceAsync();
     }
 
     [Fact]
     public async Task CtrlC_Twice_StopsNowAndStaysResumable()
     {
-        CopySamples(copies: 6);
-        var output = Path.Combine(Dir, "out");
-        string[] args = ["run", "in", "-o", "out", "--format", "jsonl", "--part-rows", "10", "-q"];
-        using var process = Cli.Start(Dir, args);
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        await WaitForCommittedPartsAsync(output, 1, process);
+        var (code, stdout, stderr) = await InterruptAsync(presses: 2);
 
-        await SignalAsync(process, "-INT");
-        await SignalAsync(process, "-INT");
-
-        await process.WaitForExitAsync().WaitAsync(Bound);
-        Assert.Equal(130, process.ExitCode);
-        var errors = await stderr;
-        Assert.Contains("stopped; the parts committed so far are in", errors, StringComparison.Ordinal);
-        Assert.DoesNotContain("   at ", errors + await stdout, StringComparison.Ordinal);
-        Assert.False(JobJournal.Load(output)!.Finished);
-
-        var resumed = await Cli.RunAsync(Dir, args);
-        Assert.Equal(0, resumed.ExitCode);
-        Assert.Equal(120, ReadRows(output).Select(r => r.Key).Distinct().Count());
-        Assert.Equal(120, ReadRows(output).Count);
+        Assert.Equal(130, code);
+        Assert.Contains("stopped; the parts committed so far are in", stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", stderr + stdout, StringComparison.Ordinal);
+        Assert.False(JobJournal.Load(Path.Combine(Dir, "out"))!.Finished);
+        await ResumeToEveryKeyOnceAsync();
     }
 
     [Fact]
@@ -187,6 +158,34 @@ public sealed class ResumeTests : TempFolderTest
         var resumed = await Cli.RunAsync(Dir, "run", "in", "-o", "out", "-q", "--format", "jsonl");
         Assert.Equal(1, resumed.ExitCode); // the empty file still fails, now as one of 81 rows
         Assert.Equal(81, ReadRows(Path.Combine(Dir, "out")).Select(r => r.Key).Distinct().Count());
+    }
+
+    private static readonly string[] InterruptedRun = ["run", "in", "-o", "out", "--format", "jsonl", "--part-rows", "10", "-q"];
+
+    /// <summary>Runs 120 images and presses Ctrl+C (SIGINT) once or twice after the first part is committed.</summary>
+    private async Task<(int Code, string Out, string Err)> InterruptAsync(int presses)
+    {
+        CopySamples(copies: 6);
+        using var process = Cli.Start(Dir, InterruptedRun);
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        await WaitForCommittedPartsAsync(Path.Combine(Dir, "out"), 1, process);
+        for (var i = 0; i < presses; i++)
+        {
+            await SignalAsync(process, "-INT");
+        }
+
+        await process.WaitForExitAsync().WaitAsync(Bound);
+        return (process.ExitCode, await stdout, await stderr);
+    }
+
+    private async Task ResumeToEveryKeyOnceAsync()
+    {
+        var resumed = await Cli.RunAsync(Dir, InterruptedRun);
+        Assert.Equal(0, resumed.ExitCode);
+        var keys = ReadRows(Path.Combine(Dir, "out")).Select(r => r.Key).ToList();
+        Assert.Equal(120, keys.Count);
+        Assert.Equal(120, keys.Distinct().Count());
     }
 
     private static async Task SignalAsync(Process process, string signal)
