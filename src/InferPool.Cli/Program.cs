@@ -14,6 +14,7 @@ var app = new CommandApp();
 app.Configure(config =>
 {
     config.SetApplicationName("inferpool");
+    config.UseStrictParsing();
     config.AddCommand<RunCommand>("run")
         .WithDescription("Run a model over every input on every device; with no arguments, embed the sample images with the built-in ResNet-18.")
         .WithExample("run")

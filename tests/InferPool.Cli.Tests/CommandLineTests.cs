@@ -51,6 +51,8 @@ public sealed class CommandLineTests : TempFolderTest
     [InlineData("--batch is 0; it must be at least 1", "run", "--batch", "0")]
     [InlineData("--format 'csv' is not supported", "run", "--format", "csv")]
     [InlineData("is neither 'resnet18' nor an existing .onnx file", "run", "--model", "nope.onnx")]
+    [InlineData("Unknown option 'bogus'", "run", "--bogus")]
+    [InlineData("--resume and --force contradict each other", "run", "--resume", "--force")]
     public async Task Run_JobCannotRun_ExitsTwoWithOneLineAndNoStackTrace(string expected, params string[] args)
     {
         var (code, stdout, stderr) = await Cli.RunAsync(Dir, args);

@@ -13,17 +13,17 @@ internal sealed class RunSettings : CommandSettings
     public string? Input { get; init; }
 
     [CommandOption("-o|--output <DIR>")]
-    [Description("Output folder for the parts. Default: inferpool-out")]
+    [Description("Output folder for the parts.")]
     [DefaultValue("inferpool-out")]
     public string Output { get; init; } = "inferpool-out";
 
     [CommandOption("--model <MODEL>")]
-    [Description("'resnet18' (built in) or a path to an .onnx file. Default: resnet18")]
+    [Description("'resnet18' (built in) or a path to an .onnx file.")]
     [DefaultValue("resnet18")]
     public string Model { get; init; } = "resnet18";
 
     [CommandOption("--devices <DEVICES>")]
-    [Description("auto, cpu, cuda, cuda:0,1, or per-device counts like cuda:0=2,cpu. Default: auto")]
+    [Description("auto, cpu, cuda, cuda:0,1, or per-device counts like cuda:0=2,cpu.")]
     [DefaultValue("auto")]
     public string Devices { get; init; } = "auto";
 
@@ -40,7 +40,7 @@ internal sealed class RunSettings : CommandSettings
     public int? Batch { get; init; }
 
     [CommandOption("--format <FORMAT>")]
-    [Description("parquet or jsonl. Default: parquet")]
+    [Description("parquet or jsonl.")]
     [DefaultValue("parquet")]
     public string Format { get; init; } = "parquet";
 
@@ -49,17 +49,17 @@ internal sealed class RunSettings : CommandSettings
     public int? PrepareWorkers { get; init; }
 
     [CommandOption("--batch-timeout <SECONDS>")]
-    [Description("A model call taking longer is treated as hung: the replica is rebuilt and the batch retried. Default: 300")]
+    [Description("A model call taking longer is treated as hung: the replica is rebuilt and the batch retried.")]
     [DefaultValue(300.0)]
     public double BatchTimeoutSeconds { get; init; } = 300;
 
     [CommandOption("--max-pixels <N>")]
-    [Description("Images with more pixels are refused from their header, before decoding. Default: 100000000")]
+    [Description("Images with more pixels are refused from their header, before decoding.")]
     [DefaultValue(100_000_000L)]
     public long MaxPixels { get; init; } = 100_000_000;
 
     [CommandOption("--part-rows <N>")]
-    [Description("Rows per output part. Default: 1000")]
+    [Description("Rows per output part.")]
     [DefaultValue(1_000)]
     public int PartRows { get; init; } = 1_000;
 
