@@ -1,0 +1,312 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using InferPool.Devices;
+using InferPool.Replicas;
+using InferPool.Results;
+using Microsoft.Extensions.Logging;
+
+namespace InferPool.Processes;
+
+/// <summary>
+/// One worker process: started and greeted in <see cref="StartAsync"/>, sent one batch at a time, killed when
+/// disposed. Anything the process does outside the protocol (exiting, garbage, a wrong reply) is a
+/// <see cref="ReplicaFaultException"/> that names the replica and shows the offending line.
+/// </summary>
+internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
+{
+    private const int Protocol = 1;
+    private const int ShownLineLength = 200;
+    private const int StderrLinesKept = 5;
+
+    private readonly ReplicaSlot _slot;
+    private readonly WorkerOptions _options;
+    private readonly Process _process;
+    private readonly Queue<string> _stderrTail = new();
+    private long _nextId;
+    private int _disposed;
+
+    private WorkerReplica(ReplicaSlot slot, WorkerOptions options, Process process)
+    {
+        _slot = slot;
+        _options = options;
+        _process = process;
+    }
+
+    /// <summary>The worker's name from its hello.</summary>
+    public string Name { get; private set; } = "";
+
+    public static async Task<WorkerReplica> StartAsync(ReplicaSlot slot, WorkerOptions options, ILogger logger, CancellationToken cancellationToken)
+    {
+        var start = new ProcessStartInfo("/bin/sh")
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            StandardOutputEncoding = new UTF8Encoding(false),
+            StandardErrorEncoding = new UTF8Encoding(false),
+            StandardInputEncoding = new UTF8Encoding(false),
+            WorkingDirectory = options.WorkingDirectory ?? Environment.CurrentDirectory,
+        };
+        start.ArgumentList.Add("-c");
+        start.ArgumentList.Add(options.Command);
+        foreach (var (name, value) in options.Environment)
+        {
+            start.Environment[name] = value;
+        }
+
+        start.Environment["INFERPOOL_DEVICE"] = slot.Device.ToString();
+        start.Environment["INFERPOOL_REPLICA"] = slot.Name;
+        start.Environment["CUDA_VISIBLE_DEVICES"] = slot.Device.IsGpu ? slot.Device.Index.ToString(CultureInfo.InvariantCulture) : "";
+
+        var process = new Process { StartInfo = start };
+        var replica = new WorkerReplica(slot, options, process);
+        process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is null)
+            {
+                return;
+            }
+
+            lock (replica._stderrTail)
+            {
+                replica._stderrTail.Enqueue(e.Data);
+                while (replica._stderrTail.Count > StderrLinesKept)
+                {
+                    replica._stderrTail.Dequeue();
+                }
+            }
+
+            LogWorkerLine(logger, slot.Name, e.Data);
+        };
+
+        try
+        {
+            if (!process.Start())
+            {
+                throw new InvalidOperationException($"The worker for {slot} could not be started: {options.Command}");
+            }
+
+            process.BeginErrorReadLine();
+            string? hello;
+            try
+            {
+                hello = await process.StandardOutput.ReadLineAsync(cancellationToken).AsTask().WaitAsync(options.StartTimeout, cancellationToken).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                throw new InvalidOperationException($"The worker for {slot} did not say hello within {options.StartTimeout} ({options.Command}).{replica.StderrTail()}");
+            }
+
+            replica.Greet(hello);
+            return replica;
+        }
+        catch
+        {
+            await replica.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    public async ValueTask<IReadOnlyList<Outcome<JsonElement>>> InferAsync(IReadOnlyList<WorkerInput> inputs, CancellationToken cancellationToken = default)
+    {
+        var id = ++_nextId;
+        var request = Request(id, inputs);
+        try
+        {
+            await _process.StandardInput.WriteLineAsync(request.AsMemory(), cancellationToken).ConfigureAwait(false);
+            await _process.StandardInput.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException ex)
+        {
+            throw new ReplicaFaultException($"Worker {_slot} stopped reading its input{ExitText()}.{StderrTail()}", ex);
+        }
+
+        var line = await _process.StandardOutput.ReadLineAsync(cancellationToken).ConfigureAwait(false)
+            ?? throw new ReplicaFaultException($"Worker {_slot} closed its output{ExitText()} while working on a batch of {inputs.Count}.{StderrTail()}");
+        return Parse(line, id, inputs.Count);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        try
+        {
+            if (!HasExited())
+            {
+                try
+                {
+                    await _process.StandardInput.WriteLineAsync("{\"type\":\"shutdown\"}").ConfigureAwait(false);
+                    _process.StandardInput.Close();
+                }
+                catch (IOException)
+                {
+                    // Already gone or not reading: it is killed below if it does not exit.
+                }
+
+                try
+                {
+                    await _process.WaitForExitAsync().WaitAsync(_options.ShutdownTimeout).ConfigureAwait(false);
+                }
+                catch (TimeoutException)
+                {
+                    _process.Kill(entireProcessTree: true);
+                    await _process.WaitForExitAsync().ConfigureAwait(false);
+                }
+            }
+        }
+        catch (InvalidOperationException)
+        {
+            // The process never started: nothing to stop.
+        }
+        finally
+        {
+            _process.Dispose();
+        }
+    }
+
+    private void Greet(string? line)
+    {
+        if (line is null)
+        {
+            throw new InvalidOperationException($"The worker for {_slot} exited before saying hello{ExitText()} ({_options.Command}).{StderrTail()}");
+        }
+
+        try
+        {
+            using var doc = JsonDocument.Parse(line);
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("type", out var type) || type.GetString() != "hello")
+            {
+                throw new InvalidOperationException($"The worker for {_slot} began with something other than a hello: '{Shown(line)}'.");
+            }
+
+            var protocol = root.TryGetProperty("protocol", out var p) && p.TryGetInt32(out var v) ? v : 0;
+            if (protocol != Protocol)
+            {
+                throw new InvalidOperationException($"The worker for {_slot} speaks protocol {protocol}; this InferPool speaks {Protocol}.");
+            }
+
+            Name = root.TryGetProperty("name", out var name) ? name.GetString() ?? "" : "";
+        }
+        catch (JsonException)
+        {
+            throw new InvalidOperationException($"The worker for {_slot} began with a line that is not JSON: '{Shown(line)}'.{StderrTail()}");
+        }
+    }
+
+    private static string Request(long id, IReadOnlyList<WorkerInput> inputs)
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("type", "batch");
+            writer.WriteNumber("id", id);
+            writer.WriteStartArray("items");
+            foreach (var input in inputs)
+            {
+                writer.WriteStartObject();
+                writer.WriteString("key", input.Key);
+                writer.WritePropertyName("input");
+                input.Input.WriteTo(writer);
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
+            writer.WriteEndObject();
+        }
+
+        return Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length);
+    }
+
+    private Outcome<JsonElement>[] Parse(string line, long id, int count)
+    {
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(line);
+        }
+        catch (JsonException)
+        {
+            throw new ReplicaFaultException($"Worker {_slot} wrote a line that is not JSON: '{Shown(line)}'.");
+        }
+
+        using (doc)
+        {
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object
+                || !root.TryGetProperty("type", out var type) || type.GetString() != "result"
+                || !root.TryGetProperty("id", out var replyId) || !replyId.TryGetInt64(out var got) || got != id
+                || !root.TryGetProperty("results", out var results) || results.ValueKind != JsonValueKind.Array)
+            {
+                throw new ReplicaFaultException($"Worker {_slot} broke the protocol: expected the result of batch {id}, got '{Shown(line)}'.");
+            }
+
+            if (results.GetArrayLength() != count)
+            {
+                throw new ReplicaFaultException($"Worker {_slot} returned {results.GetArrayLength()} results for a batch of {count}: '{Shown(line)}'.");
+            }
+
+            var outcomes = new Outcome<JsonElement>[count];
+            var i = 0;
+            foreach (var result in results.EnumerateArray())
+            {
+                var ok = result.ValueKind == JsonValueKind.Object && result.TryGetProperty("ok", out var okValue) && okValue.ValueKind == JsonValueKind.True;
+                if (ok && result.TryGetProperty("output", out var output))
+                {
+                    outcomes[i++] = Outcome.Success(output.Clone());
+                    continue;
+                }
+
+                var errorType = result.ValueKind == JsonValueKind.Object && result.TryGetProperty("error_type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "WorkerError";
+                var message = result.ValueKind == JsonValueKind.Object && result.TryGetProperty("error", out var e) && e.ValueKind == JsonValueKind.String ? e.GetString()! : $"the worker reported no output: {Shown(result.GetRawText())}";
+                outcomes[i++] = Outcome.Failure<JsonElement>(new ItemError(errorType, message, FailureStage.Infer));
+            }
+
+            return outcomes;
+        }
+    }
+
+    private bool HasExited()
+    {
+        try
+        {
+            return _process.HasExited;
+        }
+        catch (InvalidOperationException)
+        {
+            return true;
+        }
+    }
+
+    private string ExitText()
+    {
+        if (!_process.WaitForExit(TimeSpan.FromSeconds(1)))
+        {
+            return "";
+        }
+
+        var code = _process.ExitCode;
+        return code > 128 ? $" (killed by signal {code - 128})" : $" (exit code {code})";
+    }
+
+    private string StderrTail()
+    {
+        lock (_stderrTail)
+        {
+            return _stderrTail.Count == 0 ? "" : $" Its last lines on stderr: {string.Join(" | ", _stderrTail.Select(Shown))}";
+        }
+    }
+
+    private static string Shown(string line) => line.Length <= ShownLineLength ? line : line[..ShownLineLength] + "…";
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "[{Replica}] {Line}")]
+    private static partial void LogWorkerLine(ILogger logger, string replica, string line);
+}

@@ -1,0 +1,36 @@
+using System.Text.Json;
+using InferPool.Devices;
+using InferPool.Replicas;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace InferPool.Processes;
+
+/// <summary>
+/// Builds replicas that are external worker processes (any language) speaking the protocol in
+/// <c>docs/worker-protocol.md</c>: one process per replica, pinned to its device through the environment.
+/// </summary>
+public sealed class WorkerReplicaFactory : IReplicaFactory<WorkerInput, JsonElement>
+{
+    private readonly WorkerOptions _options;
+    private readonly ILogger _logger;
+
+    /// <summary>Creates a factory.</summary>
+    /// <exception cref="ArgumentException">The command is empty or a timeout is not positive.</exception>
+    public WorkerReplicaFactory(WorkerOptions options, ILogger? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentException.ThrowIfNullOrWhiteSpace(options.Command);
+        if (options.StartTimeout <= TimeSpan.Zero || options.ShutdownTimeout < TimeSpan.Zero)
+        {
+            throw new ArgumentException("WorkerOptions.StartTimeout must be positive and ShutdownTimeout zero or more.", nameof(options));
+        }
+
+        _options = options;
+        _logger = logger ?? NullLogger.Instance;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<IReplica<WorkerInput, JsonElement>> CreateAsync(ReplicaSlot slot, CancellationToken cancellationToken = default) =>
+        await WorkerReplica.StartAsync(slot, _options, _logger, cancellationToken).ConfigureAwait(false);
+}

@@ -1,0 +1,119 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using InferPool.Devices;
+using InferPool.Results;
+
+namespace InferPool.Processes.Tests;
+
+public sealed class WorkerReplicaTests
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromMinutes(2);
+    private static readonly string Worker = $"python3 {Path.Combine(AppContext.BaseDirectory, "workers", "test_worker.py")}";
+
+    [Fact]
+    public async Task Run_TwoWorkers_ResultsInOrderAndEachPinnedToItsDevice()
+    {
+        var plan = ReplicaPlan.Create(new DeviceAllocation(Device.Cuda(1), 1), new DeviceAllocation(Device.Cpu, 1));
+        var results = await RunAsync(Enumerable.Range(0, 40).Select(i => (object)i), plan, batch: 4);
+
+        Assert.Equal(Enumerable.Range(0, 40).Select(i => (long)i), results.Select(r => r.Index));
+        Assert.All(results, r =>
+        {
+            Assert.True(r.IsSuccess, r.Error?.ToString());
+            Assert.Equal(r.Item.Input.GetInt32() * 2, r.Value.GetProperty("double").GetInt32());
+            Assert.Equal(r.Replica!.Name, r.Value.GetProperty("replica").GetString());
+            Assert.Equal(r.Device.ToString(), r.Value.GetProperty("device").GetString());
+            Assert.Equal(r.Device!.Value.IsGpu ? "1" : "", r.Value.GetProperty("cuda_visible").GetString());
+        });
+        Assert.Equal(2, results.Select(r => r.Value.GetProperty("pid").GetInt32()).Distinct().Count());
+    }
+
+    [Fact]
+    public async Task Run_WorkerReportsAnItemError_OnlyThatItemFails()
+    {
+        var results = await RunAsync([1, 2, "bad", 4], ReplicaPlan.Cpu(1), batch: 4);
+
+        Assert.Equal([true, true, false, true], results.Select(r => r.IsSuccess));
+        Assert.Equal("ValueError", results[2].Error!.Type);
+        Assert.Equal("bad input", results[2].Error!.Message);
+    }
+
+    [Fact]
+    public async Task Run_WorkerProcessDies_ItIsRestartedAndOnlyThePoisonItemFails()
+    {
+        var inputs = new object[] { 1, 2, 3, "crash", 5, 6, 7, 8 };
+        var results = await RunAsync(inputs, ReplicaPlan.Cpu(2), batch: 4, maxAttempts: 2);
+
+        var poison = Assert.Single(results, r => !r.IsSuccess);
+        Assert.Equal(3, poison.Index);
+        Assert.Equal(FailureStage.Replica, poison.Error!.Stage);
+        Assert.Contains("exit code 3", poison.Error.Message, StringComparison.Ordinal);
+        Assert.Equal(2, poison.Attempts);
+        Assert.Equal(7, results.Count(r => r.IsSuccess));
+    }
+
+    [Fact]
+    public async Task Run_WorkerHangs_ItIsKilledAfterTheBatchTimeoutAndTheJobCompletes()
+    {
+        var results = await RunAsync([1, "hang", 3, 4], ReplicaPlan.Cpu(2), batch: 1, maxAttempts: 1, batchTimeout: TimeSpan.FromSeconds(2));
+
+        var hung = Assert.Single(results, r => !r.IsSuccess);
+        Assert.Equal(1, hung.Index);
+        Assert.Equal(nameof(TimeoutException), hung.Error!.Type);
+        Assert.Equal(3, results.Count(r => r.IsSuccess));
+    }
+
+    [Fact]
+    public async Task Run_WorkerWritesGarbage_TheReplicaIsReplacedAndTheLineIsShown()
+    {
+        var results = await RunAsync([1, "garbage", 3], ReplicaPlan.Cpu(1), batch: 1, maxAttempts: 1);
+
+        var bad = Assert.Single(results, r => !r.IsSuccess);
+        Assert.Contains("wrote a line that is not JSON: 'this is not json'", bad.Error!.Message, StringComparison.Ordinal);
+        Assert.Contains("cpu#0", bad.Error.Message, StringComparison.Ordinal);
+        Assert.Equal(2, results.Count(r => r.IsSuccess));
+    }
+
+    [Fact]
+    public async Task Run_WorkerNeverStarts_TheJobFailsWithTheReason()
+    {
+        var options = new InferencePoolOptions { Replicas = ReplicaPlan.Cpu(1), RestartBackoff = TimeSpan.Zero };
+        var factory = new WorkerReplicaFactory(new WorkerOptions { Command = "python3 /nonexistent/worker.py" });
+
+        var ex = await Assert.ThrowsAsync<InferencePoolException>(async () =>
+        {
+            await foreach (var _ in InferencePool.RunAsync(Inputs([1, 2]), factory, options))
+            {
+            }
+        }).WaitAsync(Bound);
+
+        Assert.Contains("No replica is left", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("exited before saying hello (exit code 2)", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("can't open file", ex.Message, StringComparison.Ordinal);
+    }
+
+    private static async Task<List<InferenceResult<WorkerInput, JsonElement>>> RunAsync(
+        IEnumerable<object> inputs, ReplicaPlan plan, int batch, int maxAttempts = 3, TimeSpan? batchTimeout = null)
+    {
+        var options = new InferencePoolOptions
+        {
+            Replicas = plan,
+            MaxBatchSize = batch,
+            MaxAttempts = maxAttempts,
+            BatchTimeout = batchTimeout,
+            RestartBackoff = TimeSpan.Zero,
+            DrainTimeout = TimeSpan.FromSeconds(10),
+        };
+        var factory = new WorkerReplicaFactory(new WorkerOptions { Command = Worker, ShutdownTimeout = TimeSpan.FromSeconds(2) });
+        var results = new List<InferenceResult<WorkerInput, JsonElement>>();
+        await foreach (var r in InferencePool.RunAsync(Inputs(inputs), factory, options).WithCancellation(CancellationToken.None))
+        {
+            results.Add(r);
+        }
+
+        return results;
+    }
+
+    private static IAsyncEnumerable<WorkerInput> Inputs(IEnumerable<object> values) =>
+        values.Select((v, i) => new WorkerInput(i.ToString(System.Globalization.CultureInfo.InvariantCulture), JsonSerializer.SerializeToElement(v))).ToAsyncEnumerable();
+}

@@ -1,0 +1,35 @@
+"""A plain-Python worker for the tests: doubles numbers, and misbehaves on command."""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from inferpool_worker import serve  # noqa: E402
+
+
+def load(device):
+    return {
+        "device": device,
+        "replica": os.environ["INFERPOOL_REPLICA"],
+        "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "pid": os.getpid(),
+    }
+
+
+def infer(model, batch):
+    outputs = []
+    for x in batch:
+        if x == "crash":
+            os._exit(3)  # a real process death, not an exception
+        if x == "hang":
+            time.sleep(3600)
+        if x == "garbage":
+            sys.stdout.write("this is not json\n")
+            sys.stdout.flush()
+        if x == "bad":
+            raise ValueError("bad input")
+        outputs.append({"double": x * 2 if isinstance(x, (int, float)) else None, **model})
+    return outputs
+
+
+serve(load, infer, name="test-worker")
