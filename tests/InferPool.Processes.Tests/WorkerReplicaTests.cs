@@ -25,7 +25,30 @@ public sealed class WorkerReplicaTests
             Assert.Equal(r.Device.ToString(), r.Value.GetProperty("device").GetString());
             Assert.Equal(r.Device!.Value.IsGpu ? "1" : "", r.Value.GetProperty("cuda_visible").GetString());
         });
-        Assert.Equal(2, results.Select(r => r.Value.GetProperty("pid").GetInt32()).Distinct().Count());
+    }
+
+    [Fact]
+    public async Task Create_EachSlot_StartsItsOwnProcessPinnedToItsDevice()
+    {
+        var plan = ReplicaPlan.Create(new DeviceAllocation(Device.Cuda(1), 1), new DeviceAllocation(Device.Cpu, 1));
+        var factory = new WorkerReplicaFactory(new WorkerOptions { Command = Worker });
+        var seen = new List<JsonElement>();
+        foreach (var slot in plan.Slots)
+        {
+            var replica = await factory.CreateAsync(slot).AsTask().WaitAsync(Bound);
+            await using (replica)
+            {
+                var outcome = Assert.Single(await replica.InferAsync([new WorkerInput("k", JsonSerializer.SerializeToElement(21))]));
+                Assert.True(outcome.IsSuccess, outcome.Error?.ToString());
+                seen.Add(outcome.Value);
+            }
+        }
+
+        Assert.Equal(["cuda:1", "cpu"], seen.Select(v => v.GetProperty("device").GetString()));
+        Assert.Equal(["1", ""], seen.Select(v => v.GetProperty("cuda_visible").GetString()));
+        Assert.Equal(["cuda:1#0", "cpu#0"], seen.Select(v => v.GetProperty("replica").GetString()));
+        Assert.All(seen, v => Assert.Equal(42, v.GetProperty("double").GetInt32()));
+        Assert.NotEqual(seen[0].GetProperty("pid").GetInt32(), seen[1].GetProperty("pid").GetInt32());
     }
 
     [Fact]
