@@ -52,6 +52,27 @@ public sealed class WorkerReplicaTests
     }
 
     [Fact]
+    public async Task Run_NodeWorker_SpeaksTheSameProtocol()
+    {
+        var options = new InferencePoolOptions { Replicas = ReplicaPlan.Cpu(2), MaxBatchSize = 3 };
+        var factory = new WorkerReplicaFactory(new WorkerOptions { Command = $"node {Path.Combine(AppContext.BaseDirectory, "workers", "node_worker.js")}" });
+        object[] inputs = [new[] { 1, 2, 3 }, 5, "text", new[] { 0.5, 0.25 }];
+
+        var results = new List<InferenceResult<WorkerInput, JsonElement>>();
+        await foreach (var r in InferencePool.RunAsync(Inputs(inputs), factory, options).WithCancellation(CancellationToken.None))
+        {
+            results.Add(r);
+        }
+
+        Assert.Equal(6, results[0].Value.GetProperty("sum").GetInt32());
+        Assert.Equal(10, results[1].Value.GetProperty("double").GetInt32());
+        Assert.Equal("TypeError", results[2].Error!.Type);
+        Assert.Equal("cannot handle input of type string", results[2].Error!.Message);
+        Assert.Equal(0.75, results[3].Value.GetProperty("sum").GetDouble());
+        Assert.All(results.Where(r => r.IsSuccess), r => Assert.Equal(r.Replica!.Name, r.Value.GetProperty("replica").GetString()));
+    }
+
+    [Fact]
     public async Task Run_WorkerReportsAnItemError_OnlyThatItemFails()
     {
         var results = await RunAsync([1, 2, "bad", 4], ReplicaPlan.Cpu(1), batch: 4);
