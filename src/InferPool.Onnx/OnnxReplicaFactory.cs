@@ -83,7 +83,7 @@ public sealed class OnnxReplicaFactory : IReplicaFactory<float[], float[][]>, ID
             ProcessMemory.ReturnFreedMemory();
             var grown = Math.Max(0, ProcessMemory.ResidentBytes() - before);
             _replicas[slot.Name] = new OnnxReplicaInfo(slot.Name, threads, grown);
-            return new OnnxSession(session, _model, slot, threads);
+            return new OnnxSession(session, _model);
         }
     }
 

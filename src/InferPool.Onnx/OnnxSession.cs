@@ -1,4 +1,3 @@
-using InferPool.Devices;
 using Microsoft.ML.OnnxRuntime;
 
 namespace InferPool.Onnx;
@@ -20,12 +19,10 @@ internal sealed class OnnxSession : IDisposable
     private float[] _input = [];
     private float[][] _outputs;
 
-    public OnnxSession(InferenceSession session, OnnxModel model, ReplicaSlot slot, int threads)
+    public OnnxSession(InferenceSession session, OnnxModel model)
     {
         _session = session;
         _model = model;
-        Slot = slot;
-        Threads = threads;
         _inputNames = [model.Input.Name];
         _outputNames = [.. model.Outputs.Select(o => o.Name)];
         _inputLength = model.Input.ItemLength;
@@ -33,10 +30,6 @@ internal sealed class OnnxSession : IDisposable
         _preallocateOutputs = _outputLengths.All(l => l > 0);
         _outputs = [.. _outputLengths.Select(_ => Array.Empty<float>())];
     }
-
-    public ReplicaSlot Slot { get; }
-
-    public int Threads { get; }
 
     public float[][][] Run(IReadOnlyList<float[]> items, CancellationToken cancellationToken)
     {

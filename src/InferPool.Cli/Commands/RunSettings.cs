@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using InferPool.Cli.Output;
 using InferPool.Devices;
 using Spectre.Console;
 using Spectre.Console.Cli;
@@ -116,9 +117,13 @@ internal sealed class RunSettings : CommandSettings
             return ValidationResult.Error("--resume and --force contradict each other: choose one.");
         }
 
-        if (Format is not ("parquet" or "jsonl"))
+        try
         {
-            return ValidationResult.Error($"--format '{Format}' is not supported: use parquet or jsonl.");
+            OutputFormat.Parse(Format);
+        }
+        catch (ArgumentException ex)
+        {
+            return ValidationResult.Error(ex.Message);
         }
 
         try

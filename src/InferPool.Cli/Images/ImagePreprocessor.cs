@@ -77,7 +77,7 @@ internal sealed class ImagePreprocessor
                 read += n;
             }
 
-            return Prepare(buffer.AsSpan(0, read).Length == 0 ? [] : buffer, read);
+            return Prepare(buffer, read);
         }
         finally
         {

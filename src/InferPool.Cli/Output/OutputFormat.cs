@@ -10,7 +10,8 @@ internal abstract class OutputFormat
     /// <summary>Writes a whole part; <paramref name="columns"/> names each model output's column.</summary>
     public abstract Task WriteAsync(Stream stream, IReadOnlyList<ResultRow> rows, IReadOnlyList<string> columns, CancellationToken cancellationToken);
 
-    public static OutputFormat Parse(string name) => name.ToLowerInvariant() switch
+    /// <exception cref="ArgumentException">The name is not parquet or jsonl; the message says so.</exception>
+    public static OutputFormat Parse(string name) => name switch
     {
         "parquet" => new ParquetFormat(),
         "jsonl" => new JsonlFormat(),

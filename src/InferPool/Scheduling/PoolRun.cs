@@ -433,18 +433,17 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
 
     private void Enqueue(List<WorkItem<TIn, TPrepared>> buffer, bool holdsSlot)
     {
-        var batch = new WorkBatch<TIn, TPrepared>([.. buffer], holdsSlot);
+        Push(new WorkBatch<TIn, TPrepared>([.. buffer], holdsSlot));
         buffer.Clear();
-        Interlocked.Increment(ref _queued);
-        InferPoolMetrics.QueueDepth.Add(1);
-        _batches.Writer.TryWrite(batch);
     }
 
-    private void Requeue(WorkItem<TIn, TPrepared>[] items)
+    private void Requeue(WorkItem<TIn, TPrepared>[] items) => Push(new WorkBatch<TIn, TPrepared>(items, holdsSlot: false));
+
+    private void Push(WorkBatch<TIn, TPrepared> batch)
     {
         Interlocked.Increment(ref _queued);
         InferPoolMetrics.QueueDepth.Add(1);
-        _batches.Writer.TryWrite(new WorkBatch<TIn, TPrepared>(items, holdsSlot: false));
+        _batches.Writer.TryWrite(batch);
     }
 
     // ---- results --------------------------------------------------------------------------------------
