@@ -46,8 +46,8 @@ if (args.Contains("--memory"))
 if (args.Contains("--startup"))
 {
     // When each replica starts and the first results arrive, relative to the job's start.
-    var spec = new JobSpec(InputSource.Open(list), choice, onnx, ReplicaPlan.Cpu(2), null, 1, OutputFormat.Parse("parquet"), Path.Combine(work, "out"), cores, null, 100_000_000, 10_000);
-    var job = new EmbeddingJob(spec, NullLogger.Instance, TimeProvider.System);
+    var spec = new JobSpec(InputSource.Open(list), new OnnxEngine(choice, onnx), ReplicaPlan.Cpu(2), null, 1, OutputFormat.Parse("parquet"), Path.Combine(work, "out"), cores, null, 100_000_000, 10_000);
+    var job = new InferenceJob(spec, NullLogger.Instance, TimeProvider.System);
     var t0 = Stopwatch.GetTimestamp();
     job.Monitor.ReplicaChanged += (_, e) => Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Stopwatch.GetElapsedTime(t0).TotalMilliseconds,7:F0} ms  {e.Message}"));
     var probe = Task.Run(async () =>
@@ -79,9 +79,9 @@ if (args.Contains("--write-cost"))
     foreach (var format in new[] { "parquet", "jsonl" })
     {
         var writer = OutputFormat.Parse(format);
-        await writer.WriteAsync(new MemoryStream(), rows, ["embedding"], CancellationToken.None);
+        await writer.WriteAsync(new MemoryStream(), rows, [new OutputColumn("embedding")], CancellationToken.None);
         var t0 = Stopwatch.GetTimestamp();
-        await writer.WriteAsync(new MemoryStream(), rows, ["embedding"], CancellationToken.None);
+        await writer.WriteAsync(new MemoryStream(), rows, [new OutputColumn("embedding")], CancellationToken.None);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{format}: {Stopwatch.GetElapsedTime(t0).TotalMilliseconds:F0} ms for 500 rows"));
     }
 
@@ -160,8 +160,7 @@ async Task<double> EndToEndAsync()
     var output = Path.Combine(work, "out");
     var spec = new JobSpec(
         InputSource.Open(list),
-        choice,
-        onnx,
+        new OnnxEngine(choice, onnx),
         ReplicaPlan.Cpu(InferPool.Cli.Commands.RunCommand.CpuReplicas(cores, null)),
         IntraOpThreads: null,
         BatchSize: batchSize,
@@ -172,7 +171,7 @@ async Task<double> EndToEndAsync()
         MaxPixels: 100_000_000,
         RowsPerPart: 10_000);
     var started = Stopwatch.GetTimestamp();
-    var summary = await new EmbeddingJob(spec, NullLogger.Instance, TimeProvider.System).RunAsync(CancellationToken.None, CancellationToken.None);
+    var summary = await new InferenceJob(spec, NullLogger.Instance, TimeProvider.System).RunAsync(CancellationToken.None, CancellationToken.None);
     var elapsed = Stopwatch.GetElapsedTime(started).TotalSeconds;
     if (summary.Failed != 0 || summary.Items != items)
     {

@@ -37,6 +37,12 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
     /// <summary>The worker's name from its hello.</summary>
     public string Name { get; private set; } = "";
 
+    /// <summary>The most items the worker takes in one batch (from its hello); 0 means no limit of its own.</summary>
+    public int MaxBatch { get; private set; }
+
+    /// <summary>The worker's process id (the shell's, whose children are the worker).</summary>
+    public int ProcessId => _process.Id;
+
     public static async Task<WorkerReplica> StartAsync(ReplicaSlot slot, WorkerOptions options, ILogger logger, CancellationToken cancellationToken)
     {
         var start = new ProcessStartInfo("/bin/sh")
@@ -111,6 +117,24 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
     }
 
     public async ValueTask<IReadOnlyList<Outcome<JsonElement>>> InferAsync(IReadOnlyList<WorkerInput> inputs, CancellationToken cancellationToken = default)
+    {
+        if (MaxBatch <= 0 || inputs.Count <= MaxBatch)
+        {
+            return await SendAsync(inputs, cancellationToken).ConfigureAwait(false);
+        }
+
+        // The pool's batch is larger than the worker takes: send it in the worker's own batch size.
+        var outcomes = new List<Outcome<JsonElement>>(inputs.Count);
+        for (var start = 0; start < inputs.Count; start += MaxBatch)
+        {
+            var chunk = inputs.Skip(start).Take(MaxBatch).ToArray();
+            outcomes.AddRange(await SendAsync(chunk, cancellationToken).ConfigureAwait(false));
+        }
+
+        return outcomes;
+    }
+
+    private async ValueTask<IReadOnlyList<Outcome<JsonElement>>> SendAsync(IReadOnlyList<WorkerInput> inputs, CancellationToken cancellationToken)
     {
         var id = ++_nextId;
         var request = Request(id, inputs);
@@ -194,6 +218,7 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
             }
 
             Name = root.TryGetProperty("name", out var name) ? name.GetString() ?? "" : "";
+            MaxBatch = root.TryGetProperty("max_batch", out var most) && most.TryGetInt32(out var m) && m > 0 ? m : 0;
         }
         catch (JsonException)
         {

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Text.Json;
 using InferPool.Devices;
 using InferPool.Replicas;
@@ -14,6 +15,7 @@ public sealed class WorkerReplicaFactory : IReplicaFactory<WorkerInput, JsonElem
 {
     private readonly WorkerOptions _options;
     private readonly ILogger _logger;
+    private readonly ConcurrentDictionary<string, WorkerInfo> _workers = new(StringComparer.Ordinal);
 
     /// <summary>Creates a factory.</summary>
     /// <exception cref="ArgumentException">The command is empty or a timeout is not positive.</exception>
@@ -30,7 +32,15 @@ public sealed class WorkerReplicaFactory : IReplicaFactory<WorkerInput, JsonElem
         _logger = logger ?? NullLogger.Instance;
     }
 
+    /// <summary>The latest worker started for each replica slot, with its memory once its model was loaded.</summary>
+    public IReadOnlyCollection<WorkerInfo> Workers => [.. _workers.Values.OrderBy(w => w.Replica, StringComparer.Ordinal)];
+
     /// <inheritdoc />
-    public async ValueTask<IReplica<WorkerInput, JsonElement>> CreateAsync(ReplicaSlot slot, CancellationToken cancellationToken = default) =>
-        await WorkerReplica.StartAsync(slot, _options, _logger, cancellationToken).ConfigureAwait(false);
+    public async ValueTask<IReplica<WorkerInput, JsonElement>> CreateAsync(ReplicaSlot slot, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(slot);
+        var replica = await WorkerReplica.StartAsync(slot, _options, _logger, cancellationToken).ConfigureAwait(false);
+        _workers[slot.Name] = new WorkerInfo(slot.Name, replica.Name, replica.ProcessId, ProcessTree.ResidentBytes(replica.ProcessId));
+        return replica;
+    }
 }

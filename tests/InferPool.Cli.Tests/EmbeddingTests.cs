@@ -159,8 +159,7 @@ public sealed class EmbeddingTests : TempFolderTest
         var onnx = OnnxModel.Load(choice.Path);
         var spec = new JobSpec(
             InputSource.Open(input),
-            choice,
-            onnx,
+            new OnnxEngine(choice, onnx),
             ReplicaPlan.Cpu(replicas),
             IntraOpThreads: 1,
             BatchSize: batch,
@@ -170,10 +169,10 @@ public sealed class EmbeddingTests : TempFolderTest
             BatchTimeout: null,
             MaxPixels: 100_000_000,
             RowsPerPart: 10_000);
-        return await new EmbeddingJob(spec, NullLogger.Instance, TimeProvider.System).RunAsync(CancellationToken.None, CancellationToken.None);
+        return await new InferenceJob(spec, NullLogger.Instance, TimeProvider.System).RunAsync(CancellationToken.None, CancellationToken.None);
     }
 
-    private static async Task<Dictionary<string, Dictionary<string, object>>> ReadParquetAsync(string output)
+    internal static async Task<Dictionary<string, Dictionary<string, object>>> ReadParquetAsync(string output)
     {
         var rows = new Dictionary<string, Dictionary<string, object>>(StringComparer.Ordinal);
         foreach (var part in Directory.GetFiles(output, "part-*.parquet"))

@@ -1,6 +1,8 @@
 """InferPool worker helper (standard library only).
 
 A worker script defines load(device) and infer(model, batch), then calls serve(load, infer).
+infer returns one output per input (any JSON value); an output that is an exception fails that item
+alone. If infer raises, the batch is retried one item at a time so only the bad items fail.
 InferPool starts one worker process per replica, pinned to its device through the environment
 (CUDA_VISIBLE_DEVICES, INFERPOOL_DEVICE, INFERPOOL_REPLICA), and talks to it over stdin/stdout
 with the line protocol in docs/worker-protocol.md. Print diagnostics to stderr, never stdout.
@@ -35,12 +37,13 @@ def serve(load, infer, name=None, max_batch=0):
             outputs = infer(model, inputs)
             if len(outputs) != len(inputs):
                 raise ValueError(f"infer returned {len(outputs)} outputs for {len(inputs)} inputs")
-            results = [{"ok": True, "output": output} for output in outputs]
+            results = [_error(o) if isinstance(o, BaseException) else {"ok": True, "output": o} for o in outputs]
         except Exception:  # the batch failed: find which items fail, one by one
             results = []
             for single in inputs:
                 try:
-                    results.append({"ok": True, "output": infer(model, [single])[0]})
+                    output = infer(model, [single])[0]
+                    results.append(_error(output) if isinstance(output, BaseException) else {"ok": True, "output": output})
                 except Exception as exc:
                     results.append(_error(exc))
         _send({"type": "result", "id": request["id"], "results": results})

@@ -38,7 +38,7 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
 
     public override async Task<int> ExecuteAsync(CommandContext context, RunSettings settings, CancellationToken cancellationToken)
     {
-        var logger = new ConsoleLogger(_errors, LogLevel.Warning);
+        var logger = new ConsoleLogger(_errors, settings.Verbose ? LogLevel.Information : LogLevel.Warning);
         JobSpec spec;
         try
         {
@@ -55,7 +55,7 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
         }
 
         using var hardStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _interrupts.StopNow);
-        var job = new EmbeddingJob(spec, logger, _time);
+        var job = new InferenceJob(spec, logger, _time);
         // The total is counted beside the job, for the progress bar and ETA; until it is known (or if the
         // count fails) progress shows counts without a total.
         long total = -1;
@@ -100,10 +100,8 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
     private static JobSpec Resolve(RunSettings settings, ILogger logger)
     {
         var inputPath = settings.Input ?? Path.Combine(AppContext.BaseDirectory, "samples", "images");
-        var input = InputSource.Open(inputPath);
+        var input = InputSource.Open(inputPath, forWorker: settings.Worker is not null);
         var format = OutputFormat.Parse(settings.Format);
-        var model = ModelChoice.Resolve(settings.Model);
-        var onnx = OnnxModel.Load(model.Path, logger);
         var inventory = NvmlDeviceInventory.Discover();
         var spec = DeviceSpec.Parse(settings.Devices);
         var plan = spec.Resolve(inventory, settings.Replicas ?? 1);
@@ -113,20 +111,32 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
         }
 
         var batch = settings.Batch ?? (plan.Devices.Any(d => d.Device.IsGpu) ? 32 : 1);
-        if (onnx.MaxBatchSize is { } most && batch > most)
+        JobEngine engine;
+        if (settings.Worker is { } command)
         {
-            if (settings.Batch is not null)
+            var cpuReplicas = plan.Devices.Where(d => !d.Device.IsGpu).Sum(d => d.Replicas);
+            var threads = settings.Threads ?? Math.Max(1, inventory.CpuCores / Math.Max(1, cpuReplicas));
+            engine = new WorkerEngine(command, settings.WorkerOutput == "json", threads);
+        }
+        else
+        {
+            var model = ModelChoice.Resolve(settings.Model ?? ModelChoice.BuiltInName);
+            var onnx = OnnxModel.Load(model.Path, logger);
+            engine = new OnnxEngine(model, onnx);
+            if (onnx.MaxBatchSize is { } most && batch > most)
             {
-                logger.LogWarning("--batch {Batch} is more than the model takes ({Report}); using {Most}.", batch, onnx.BatchingReport, most);
-            }
+                if (settings.Batch is not null)
+                {
+                    logger.LogWarning("--batch {Batch} is more than the model takes ({Report}); using {Most}.", batch, onnx.BatchingReport, most);
+                }
 
-            batch = most;
+                batch = most;
+            }
         }
 
         return new JobSpec(
             input,
-            model,
-            onnx,
+            engine,
             plan,
             settings.Threads,
             batch,
@@ -152,8 +162,12 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
         return Math.Max(1, cores / perReplica);
     }
 
-    private static string Describe(JobSpec spec) =>
-        $"Embedding {spec.Input.Description} with {spec.Model.Name} on {spec.Plan} (batch {spec.BatchSize}; {spec.Onnx.BatchingReport}).";
+    private static string Describe(JobSpec spec) => spec.Engine switch
+    {
+        OnnxEngine onnx => $"Embedding {spec.Input.Description} with {onnx.Name} on {spec.Plan} (batch {spec.BatchSize}; {onnx.Onnx.BatchingReport}).",
+        WorkerEngine worker => $"Running {spec.Input.Description} through {worker.Name} on {spec.Plan} (one process per replica, batch {spec.BatchSize}, {worker.CpuThreads} thread(s) per CPU replica).",
+        _ => spec.Engine.Name,
+    };
 
     private void PrintSummary(JobSpec spec, JobSummary s)
     {
@@ -166,6 +180,12 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
 
         var ok = s.Items - s.Failed;
         _console.WriteLine();
+        if (s.Items == 0 && s.Skipped == 0 && !s.Interrupted)
+        {
+            var what = spec.Engine is OnnxEngine ? $"image files ({string.Join(" ", InputSource.ImageExtensions.Order(StringComparer.Ordinal))})" : "files";
+            _errors.WriteLine($"inferpool: warning: {spec.Input.Description} holds no inputs; a folder is searched for {what}.");
+        }
+
         if (s.Resumed)
         {
             _console.WriteLine($"Resumed the job in {Path.GetFullPath(spec.OutputDirectory)}: {s.Skipped} item(s) were already committed and were skipped{(s.FailedEarlier > 0 ? $" ({s.FailedEarlier} of the committed rows are failures)" : "")}{(s.Discarded > 0 ? $"; {s.Discarded} uncommitted leftover file(s) discarded" : "")}.");
@@ -176,14 +196,15 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
         {
             var share = s.Items == 0 ? 0 : (double)d.Items / s.Items;
             var replicas = s.Replicas.Where(r => r.Replica.StartsWith(d.Device + "#", StringComparison.Ordinal)).ToList();
-            var threads = replicas.Count == 0 ? "" : $" × {replicas[0].IntraOpThreads} thread(s)";
+            var threads = replicas.Count == 0 || spec.Engine is not OnnxEngine ? "" : $" × {replicas[0].Detail}";
             _console.WriteLine($"  {d.Device}: {d.Items} items ({share:P0}), {d.ReplicasPlanned} replica(s){threads}, busy {d.BusyFraction:P0}{(d.Faults > 0 ? $", {d.Faults} replica fault(s)" : "")}{(d.Removed ? ", removed" : "")}");
         }
 
         if (s.Replicas.Count > 0)
         {
-            var each = string.Join(", ", s.Replicas.Select(r => string.Create(CultureInfo.InvariantCulture, $"{r.Replica} {r.ResidentBytes / (1024.0 * 1024):F0} MB")));
-            _console.WriteLine($"  Resident memory per replica: {each} (pre-packed weights shared between CPU replicas).");
+            var each = string.Join(", ", s.Replicas.Select(r => r.ResidentBytes is { } bytes ? string.Create(CultureInfo.InvariantCulture, $"{r.Replica} {bytes / (1024.0 * 1024):F0} MB") : $"{r.Replica} unknown"));
+            var how = spec.Engine is OnnxEngine ? "pre-packed weights shared between CPU replicas" : "each worker process with its children, once its model was loaded";
+            _console.WriteLine($"  Resident memory per replica: {each} ({how}).");
         }
 
         if (s.Failed > 0)
@@ -205,7 +226,7 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
             _console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  Peak resident memory of the process: {self.PeakWorkingSet64 / (1024.0 * 1024):F0} MB."));
         }
 
-        _console.WriteLine($"Output: {Path.GetFullPath(spec.OutputDirectory)} ({s.Parts.Count} {spec.Format.Name} part(s), columns key, status, error, {string.Join(", ", spec.Onnx.Outputs.Select(o => spec.Model.ColumnFor(o.Name)))}, device, replica, attempts)");
+        _console.WriteLine($"Output: {Path.GetFullPath(spec.OutputDirectory)} ({s.Parts.Count} {spec.Format.Name} part(s), columns key, status, error, {string.Join(", ", spec.Engine.Columns)}, device, replica, attempts)");
         if (s.Interrupted || s.StoppedOnFailure)
         {
             _console.WriteLine($"{(s.StoppedOnFailure ? "Stopped at the first failure (--fail-fast)" : "Stopped by Ctrl+C")}: the items finished so far are committed. Run the same command again to resume.");

@@ -19,9 +19,17 @@ internal sealed class RunSettings : CommandSettings
     public string Output { get; init; } = "inferpool-out";
 
     [CommandOption("--model <MODEL>")]
-    [Description("'resnet18' (built in) or a path to an .onnx file.")]
-    [DefaultValue("resnet18")]
-    public string Model { get; init; } = "resnet18";
+    [Description("'resnet18' (built in) or a path to an .onnx file. Default: resnet18")]
+    public string? Model { get; init; }
+
+    [CommandOption("--worker <COMMAND>")]
+    [Description("Run the items through worker processes started with this shell command (any language; docs/worker-protocol.md) instead of an ONNX model: one process per replica, each sent absolute paths or whole JSONL records.")]
+    public string? Worker { get; init; }
+
+    [CommandOption("--worker-output <KIND>")]
+    [Description("With --worker: 'vector' stores each output (numbers, nested arrays flattened) as a float list in column 'output'; 'json' keeps any JSON as text.")]
+    [DefaultValue("vector")]
+    public string WorkerOutput { get; init; } = "vector";
 
     [CommandOption("--devices <DEVICES>")]
     [Description("auto, cpu, cuda, cuda:0,1, or per-device counts like cuda:0=2,cpu.")]
@@ -33,7 +41,7 @@ internal sealed class RunSettings : CommandSettings
     public int? Replicas { get; init; }
 
     [CommandOption("--threads <N>")]
-    [Description("ONNX Runtime intra-op threads per CPU replica. Default: cores / CPU replicas")]
+    [Description("Threads per CPU replica (ONNX Runtime intra-op threads; OMP_NUM_THREADS for a worker). Default: cores / CPU replicas")]
     public int? Threads { get; init; }
 
     [CommandOption("--batch <N>")]
@@ -80,6 +88,10 @@ internal sealed class RunSettings : CommandSettings
     [Description("No progress display.")]
     public bool Quiet { get; init; }
 
+    [CommandOption("-v|--verbose")]
+    [Description("Log more: replica starts, and every line workers write to stderr (prefixed with the replica).")]
+    public bool Verbose { get; init; }
+
     public override ValidationResult Validate()
     {
         if (Replicas is < 1)
@@ -110,6 +122,21 @@ internal sealed class RunSettings : CommandSettings
         if (MaxPixels < 1 || PartRows < 1)
         {
             return ValidationResult.Error("--max-pixels and --part-rows must be at least 1.");
+        }
+
+        if (Worker is not null && Model is not null)
+        {
+            return ValidationResult.Error("--worker and --model contradict each other: a worker loads its own model.");
+        }
+
+        if (Worker is not null && string.IsNullOrWhiteSpace(Worker))
+        {
+            return ValidationResult.Error("--worker needs a command, e.g. --worker \"python3 my_infer.py\".");
+        }
+
+        if (WorkerOutput is not ("vector" or "json"))
+        {
+            return ValidationResult.Error($"--worker-output '{WorkerOutput}' is not supported: use vector or json.");
         }
 
         if (Resume && Force)

@@ -1,3 +1,5 @@
+using System.Text.Json;
+
 namespace InferPool.Cli.Inputs;
 
 /// <summary>One input of a run: a key for the output, and an image path or a tensor (or why the input is unusable).</summary>
@@ -5,4 +7,5 @@ namespace InferPool.Cli.Inputs;
 /// <param name="Path">The image file to read, if the input is an image.</param>
 /// <param name="Tensor">The model input itself, if the record carried one.</param>
 /// <param name="Error">Why the input cannot be used (a malformed record); the item fails with this reason.</param>
-internal sealed record InputItem(string Key, string? Path = null, float[]? Tensor = null, string? Error = null);
+/// <param name="Record">The whole JSONL record, for a source opened for worker processes (which get records as they are).</param>
+internal sealed record InputItem(string Key, string? Path = null, float[]? Tensor = null, string? Error = null, JsonElement? Record = null);

@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 
 namespace InferPool.Cli.Inputs;
 
@@ -19,11 +20,13 @@ internal sealed class InputSource
 
     private readonly string _path;
     private readonly Kind _kind;
+    private readonly bool _forWorker;
 
-    private InputSource(string path, Kind kind)
+    private InputSource(string path, Kind kind, bool forWorker)
     {
         _path = path;
         _kind = kind;
+        _forWorker = forWorker;
     }
 
     private enum Kind
@@ -40,12 +43,18 @@ internal sealed class InputSource
     public string FullPath => System.IO.Path.GetFullPath(_path);
 
     /// <summary>Opens an input path.</summary>
+    /// <param name="path">A folder, a list file, or a .jsonl file.</param>
+    /// <param name="forWorker">
+    /// For worker processes, which read their inputs themselves: a folder gives every file that is not hidden
+    /// (not only images), and JSONL records are read whole (<see cref="InputItem.Record"/>, any fields, a
+    /// relative <c>path</c> made absolute) instead of requiring a <c>path</c> or an <c>input</c> tensor.
+    /// </param>
     /// <exception cref="FileNotFoundException">Nothing exists at the path.</exception>
-    public static InputSource Open(string path)
+    public static InputSource Open(string path, bool forWorker = false)
     {
         if (Directory.Exists(path))
         {
-            return new InputSource(path, Kind.Folder);
+            return new InputSource(path, Kind.Folder, forWorker);
         }
 
         if (!File.Exists(path))
@@ -53,19 +62,19 @@ internal sealed class InputSource
             throw new FileNotFoundException($"The input '{path}' does not exist (expected a folder of images, a list file, or a .jsonl file).", path);
         }
 
-        return new InputSource(path, path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase) ? Kind.Jsonl : Kind.List);
+        return new InputSource(path, path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase) ? Kind.Jsonl : Kind.List, forWorker);
     }
 
     /// <summary>The items, read lazily.</summary>
     public IAsyncEnumerable<InputItem> ReadAsync() => (_kind switch
     {
-        Kind.Folder => WalkFolder(_path).Select(f => new InputItem(Relative(f), f)),
+        Kind.Folder => WalkFolder(_path, _forWorker).Select(f => new InputItem(Relative(f), f)),
         Kind.List => ReadList(),
         _ => ReadJsonl(),
     }).ToAsyncEnumerable();
 
     /// <summary>Counts the items without reading them, for progress and ETA.</summary>
-    public long Count() => _kind == Kind.Folder ? WalkFolder(_path).LongCount() : CountRecordLines(_path);
+    public long Count() => _kind == Kind.Folder ? WalkFolder(_path, _forWorker).LongCount() : CountRecordLines(_path);
 
     /// <summary>Lines that hold something (not blank, not a # comment), counted in place without copying any line.</summary>
     private static long CountRecordLines(string path)
@@ -102,7 +111,7 @@ internal sealed class InputSource
     }
 
     /// <summary>Files under a folder: each directory's files sorted by ordinal name, then its subdirectories, so the order is stable and nothing is held in memory beyond one directory.</summary>
-    private static IEnumerable<string> WalkFolder(string root)
+    private static IEnumerable<string> WalkFolder(string root, bool everyFile)
     {
         var pending = new Stack<string>();
         pending.Push(root);
@@ -113,7 +122,7 @@ internal sealed class InputSource
             Array.Sort(files, StringComparer.Ordinal);
             foreach (var file in files)
             {
-                if (ImageExtensions.Contains(System.IO.Path.GetExtension(file)))
+                if (everyFile ? !System.IO.Path.GetFileName(file).StartsWith('.') : ImageExtensions.Contains(System.IO.Path.GetExtension(file)))
                 {
                     yield return file;
                 }
@@ -184,6 +193,10 @@ internal sealed class InputSource
 
             var path = root.TryGetProperty("path", out var p) && p.ValueKind == JsonValueKind.String ? p.GetString() : null;
             var key = root.TryGetProperty("key", out var k) && k.ValueKind is JsonValueKind.String or JsonValueKind.Number ? k.ToString() : path ?? fallbackKey;
+            if (_forWorker)
+            {
+                return new InputItem(key, Record: WholeRecord(root, path, baseDir));
+            }
             if (root.TryGetProperty("input", out var input))
             {
                 if (input.ValueKind != JsonValueKind.Array)
@@ -214,6 +227,19 @@ internal sealed class InputSource
         {
             return new InputItem(fallbackKey, Error: $"Line {number} of {_path} is not valid JSON: {ex.Message}");
         }
+    }
+
+    /// <summary>The record as it is, but with a relative <c>path</c> made absolute (relative to the JSONL file), so a worker in any folder finds it.</summary>
+    private static JsonElement WholeRecord(JsonElement root, string? path, string baseDir)
+    {
+        if (path is null || System.IO.Path.IsPathRooted(path))
+        {
+            return root.Clone();
+        }
+
+        var node = JsonObject.Create(root)!;
+        node["path"] = System.IO.Path.Combine(baseDir, path);
+        return JsonSerializer.SerializeToElement(node);
     }
 
     /// <summary>Lines as raw bytes (without the newline), numbered from 1, so one bad line cannot stop the rest.</summary>

@@ -1,16 +1,13 @@
 using InferPool.Cli.Inputs;
-using InferPool.Cli.Models;
 using InferPool.Cli.Output;
 using InferPool.Devices;
-using InferPool.Onnx;
 
 namespace InferPool.Cli.Jobs;
 
 /// <summary>Everything a run needs, checked and resolved before any work starts.</summary>
 internal sealed record JobSpec(
     InputSource Input,
-    ModelChoice Model,
-    OnnxModel Onnx,
+    JobEngine Engine,
     ReplicaPlan Plan,
     int? IntraOpThreads,
     int BatchSize,

@@ -1,5 +1,4 @@
 using InferPool.Diagnostics;
-using InferPool.Onnx;
 
 namespace InferPool.Cli.Jobs;
 
@@ -12,7 +11,7 @@ internal sealed record JobSummary(
     IReadOnlyList<string> Parts,
     IReadOnlyList<(string Key, string Reason)> FirstFailures,
     IReadOnlyDictionary<string, int> FailuresByReason,
-    IReadOnlyCollection<OnnxReplicaInfo> Replicas,
+    IReadOnlyCollection<ReplicaUsage> Replicas,
     bool Interrupted,
     long Skipped = 0,
     bool Resumed = false,

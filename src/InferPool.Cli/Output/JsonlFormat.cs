@@ -11,7 +11,7 @@ internal sealed class JsonlFormat : OutputFormat
 
     public override string Extension => ".jsonl";
 
-    public override async Task WriteAsync(Stream stream, IReadOnlyList<ResultRow> rows, IReadOnlyList<string> columns, CancellationToken cancellationToken)
+    public override async Task WriteAsync(Stream stream, IReadOnlyList<ResultRow> rows, IReadOnlyList<OutputColumn> columns, CancellationToken cancellationToken)
     {
         var writer = new Utf8JsonWriter(stream);
         await using var _ = writer.ConfigureAwait(false);
@@ -23,13 +23,22 @@ internal sealed class JsonlFormat : OutputFormat
             writer.WriteString("error", row.Error);
             for (var c = 0; c < columns.Count; c++)
             {
-                if (row.Outputs is null)
+                var name = columns[c].Name;
+                if (columns[c].IsJson && row.Json is not null)
                 {
-                    writer.WriteNull(columns[c]);
+                    // The worker's output as it gave it, not as a string.
+                    writer.WritePropertyName(name);
+                    writer.WriteRawValue(row.Json, skipInputValidation: true);
                     continue;
                 }
 
-                writer.WriteStartArray(columns[c]);
+                if (row.Outputs is null || columns[c].IsJson)
+                {
+                    writer.WriteNull(name);
+                    continue;
+                }
+
+                writer.WriteStartArray(name);
                 foreach (var value in row.Outputs[c])
                 {
                     writer.WriteNumberValue(value);

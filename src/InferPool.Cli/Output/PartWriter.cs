@@ -14,13 +14,13 @@ internal sealed class PartWriter
 
     private readonly string _directory;
     private readonly OutputFormat _format;
-    private readonly IReadOnlyList<string> _columns;
+    private readonly IReadOnlyList<OutputColumn> _columns;
     private readonly List<ResultRow> _buffer;
     private readonly List<string> _parts = [];
     private readonly JobJournal _journal;
 
     /// <summary>Writes parts into <paramref name="directory"/>, numbered after those <paramref name="journal"/> lists, and records each in it once committed.</summary>
-    public PartWriter(string directory, JobJournal journal, OutputFormat format, IReadOnlyList<string> columns, int rowsPerPart)
+    public PartWriter(string directory, JobJournal journal, OutputFormat format, IReadOnlyList<OutputColumn> columns, int rowsPerPart)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(rowsPerPart, 1);
         _directory = directory;

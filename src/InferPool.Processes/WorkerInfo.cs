@@ -1,0 +1,8 @@
+namespace InferPool.Processes;
+
+/// <summary>One started worker process, as it was once it said hello (its model loaded).</summary>
+/// <param name="Replica">The replica's slot name, e.g. <c>cuda:0#1</c>.</param>
+/// <param name="Name">The name the worker gave in its hello.</param>
+/// <param name="ProcessId">The process id of the worker's shell.</param>
+/// <param name="ResidentBytes">Resident memory of the worker and its child processes after its hello, or null where it cannot be read.</param>
+public sealed record WorkerInfo(string Replica, string Name, int ProcessId, long? ResidentBytes);

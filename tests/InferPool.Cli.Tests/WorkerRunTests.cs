@@ -1,0 +1,187 @@
+using System.Diagnostics;
+using System.Text.Json;
+
+namespace InferPool.Cli.Tests;
+
+/// <summary><c>inferpool run --worker</c>: the real executable driving real Python worker processes.</summary>
+public sealed class WorkerRunTests : TempFolderTest
+{
+    private static readonly string FileWorker = $"python3 {Path.Combine(Cli.ToolDirectory, "workers", "file_worker.py")}";
+
+    [Fact]
+    public async Task Files_go_through_worker_processes_and_a_crashing_item_fails_alone()
+    {
+        var inputs = new Dictionary<string, byte[]>(StringComparer.Ordinal);
+        for (var i = 0; i < 12; i++)
+        {
+            inputs[$"in/f{i:D2}.bin"] = [(byte)(i + 1), .. new byte[i * 7]];
+        }
+
+        inputs["in/g-crash.bin"] = [9];
+        inputs["in/h-bad.bin"] = [9];
+        foreach (var (name, bytes) in inputs)
+        {
+            Write(name, bytes);
+        }
+
+        File.WriteAllLines(Path.Combine(Dir, "list.txt"), inputs.Keys.Select(k => Path.Combine(Dir, k)));
+
+        var (code, stdout, stderr) = await Cli.RunAsync(Dir, "run", "list.txt", "--worker", FileWorker, "--devices", "cpu=2", "--batch", "5", "-o", "out", "--format", "jsonl", "-q");
+
+        Assert.True(code == 1, $"exit {code}\n{stdout}\n{stderr}");
+        var rows = ReadRows(Path.Combine(Dir, "out"));
+        Assert.Equal(inputs.Count, rows.Count);
+        foreach (var (name, bytes) in inputs.Where(kv => !kv.Key.Contains("crash", StringComparison.Ordinal) && !kv.Key.Contains("bad", StringComparison.Ordinal)))
+        {
+            var row = rows[Path.Combine(Dir, name)];
+            Assert.Equal("ok", row.GetProperty("status").GetString());
+            Assert.Equal([bytes.Length, bytes[0]], row.GetProperty("output").EnumerateArray().Select(v => v.GetSingle()).ToArray());
+            Assert.StartsWith("cpu#", row.GetProperty("replica").GetString(), StringComparison.Ordinal);
+        }
+
+        // A real process exit on that item: the worker was replaced, the batch retried in halves, and only it failed.
+        var crashed = rows[Path.Combine(Dir, "in/g-crash.bin")];
+        Assert.Equal("failed", crashed.GetProperty("status").GetString());
+        Assert.Contains("exit code 3", crashed.GetProperty("error").GetString(), StringComparison.Ordinal);
+        var bad = rows[Path.Combine(Dir, "in/h-bad.bin")];
+        Assert.Contains("ValueError: refusing h-bad.bin", bad.GetProperty("error").GetString(), StringComparison.Ordinal);
+        Assert.Equal(1, bad.GetProperty("attempts").GetInt32());
+    }
+
+    [Fact]
+    public async Task Records_reach_the_worker_whole_with_their_path_made_absolute_and_json_output_is_kept()
+    {
+        Write("data/a.bin", [1, 2, 3]);
+        Write("records.jsonl", """
+            {"key": "r1", "path": "data/a.bin", "want": "record", "extra": {"n": 5}}
+            {"key": "r2", "path": "data/a.bin", "want": "text"}
+            not json
+            """);
+
+        var (code, stdout, stderr) = await Cli.RunAsync(Dir, "run", "records.jsonl", "--worker", FileWorker, "--worker-output", "json", "-o", "out", "--format", "jsonl", "-q");
+
+        Assert.True(code == 1, $"exit {code}\n{stdout}\n{stderr}");
+        var rows = ReadRows(Path.Combine(Dir, "out"));
+        var echoed = rows["r1"].GetProperty("output");
+        Assert.Equal(Path.Combine(Dir, "data", "a.bin"), echoed.GetProperty("path").GetString());
+        Assert.Equal(5, echoed.GetProperty("extra").GetProperty("n").GetInt32());
+        Assert.Equal("a string for a.bin", rows["r2"].GetProperty("output").GetString());
+        Assert.Contains("not valid JSON", rows["line 3"].GetProperty("error").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_output_that_is_not_numbers_fails_its_item_with_the_reason_in_vector_mode()
+    {
+        Write("data/a.bin", [1, 2, 3]);
+        Write("records.jsonl", """
+            {"key": "numbers", "path": "data/a.bin"}
+            {"key": "words", "path": "data/a.bin", "want": "text"}
+            """);
+
+        var (code, _, _) = await Cli.RunAsync(Dir, "run", "records.jsonl", "--worker", FileWorker, "-o", "out", "--format", "parquet", "-q");
+
+        Assert.Equal(1, code);
+        var rows = await EmbeddingTests.ReadParquetAsync(Path.Combine(Dir, "out"));
+        Assert.Equal("ok", rows["numbers"]["status"]);
+        Assert.Equal([3f, 1f], ((System.Collections.IEnumerable)rows["numbers"]["output"]).Cast<float>().ToArray());
+        Assert.Contains("InvalidOutput", (string)rows["words"]["error"], StringComparison.Ordinal);
+        Assert.Contains("--worker-output json", (string)rows["words"]["error"], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_finished_worker_job_resumes_to_nothing_and_another_command_is_another_job()
+    {
+        Write("in/a.bin", [1]);
+        Write("in/b.png", [2]);
+        string[] run = ["run", "in", "--worker", FileWorker, "-o", "out", "-q"];
+        Assert.Equal(0, (await Cli.RunAsync(Dir, run)).ExitCode);
+
+        var again = await Cli.RunAsync(Dir, run);
+        Assert.Equal(0, again.ExitCode);
+        Assert.Contains("Nothing to do", again.Out, StringComparison.Ordinal);
+
+        var other = await Cli.RunAsync(Dir, ["run", "in", "--worker", FileWorker + " --other", "-o", "out", "-q"]);
+        Assert.Equal(2, other.ExitCode);
+        Assert.Contains("it was started with model worker", other.Err, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_worker_that_cannot_start_fails_the_job_with_its_command_and_stderr()
+    {
+        Write("in/a.bin", [1]);
+
+        var (code, _, stderr) = await Cli.RunAsync(Dir, "run", "in", "--worker", "python3 /nonexistent/worker.py", "-o", "out", "-q");
+
+        Assert.Equal(2, code);
+        Assert.Contains("/nonexistent/worker.py", stderr, StringComparison.Ordinal);
+        Assert.Contains("No such file", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Worker_and_model_together_are_refused()
+    {
+        var (code, _, stderr) = await Cli.RunAsync(Dir, "run", "--worker", FileWorker, "--model", "resnet18");
+
+        Assert.Equal(2, code);
+        Assert.Contains("--worker and --model contradict each other", stderr, StringComparison.Ordinal);
+    }
+
+    /// <summary>The PyTorch ResNet-18 sample, where an interpreter with torch and Pillow exists (Debian: python3-torch python3-pil).</summary>
+    [SkippableFact]
+    public async Task The_torch_resnet18_sample_embeds_images_the_same_on_every_replica()
+    {
+        var python = PythonWithTorch.Value;
+        Skip.If(python is null, "No python3 with torch and Pillow here (apt-get install python3-torch python3-pil); the torch sample was not run.");
+        var image = Path.Combine(Cli.SampleImages, "astronaut.png");
+        Write("bad.jpg", "not an image");
+        Write("records.jsonl", string.Join('\n', [
+            .. Enumerable.Range(0, 6).Select(i => $$"""{"key": "copy{{i}}", "path": "{{image}}"}"""),
+            """{"key": "bad", "path": "bad.jpg"}""",
+        ]));
+        var worker = $"{python} {Path.Combine(Cli.ToolDirectory, "workers", "resnet18_torch.py")}";
+
+        var (code, stdout, stderr) = await Cli.RunAsync(Dir, "run", "records.jsonl", "--worker", worker, "--devices", "cpu=2", "--batch", "2", "-o", "out", "--format", "jsonl");
+
+        Assert.True(code == 1, $"exit {code}\n{stdout}\n{stderr}");
+        var rows = ReadRows(Path.Combine(Dir, "out"));
+        var vectors = Enumerable.Range(0, 6).Select(i => rows[$"copy{i}"].GetProperty("output").EnumerateArray().Select(v => v.GetSingle()).ToArray()).ToList();
+        Assert.All(vectors, v => Assert.Equal(512, v.Length));
+        Assert.Equal(2, Enumerable.Range(0, 6).Select(i => rows[$"copy{i}"].GetProperty("replica").GetString()).Distinct().Count());
+        foreach (var v in vectors)
+        {
+            Assert.All(v.Zip(vectors[0]), p => Assert.Equal(p.Second, p.First, 1e-4f));
+        }
+
+        Assert.Contains("UnidentifiedImageError", rows["bad"].GetProperty("error").GetString(), StringComparison.Ordinal);
+        Assert.Contains("Resident memory per replica: cpu#0", stdout, StringComparison.Ordinal);
+    }
+
+    private static readonly Lazy<string?> PythonWithTorch = new(() =>
+    {
+        foreach (var candidate in new[] { "python3", "/usr/bin/python3" })
+        {
+            try
+            {
+                using var process = Process.Start(new ProcessStartInfo(candidate, ["-c", "import torch, PIL, numpy"]) { RedirectStandardError = true });
+                process!.StandardError.ReadToEnd();
+                process.WaitForExit();
+                if (process.ExitCode == 0)
+                {
+                    return candidate;
+                }
+            }
+            catch (System.ComponentModel.Win32Exception)
+            {
+                // Not installed.
+            }
+        }
+
+        return null;
+    });
+
+    private static Dictionary<string, JsonElement> ReadRows(string output) =>
+        Directory.GetFiles(output, "part-*.jsonl")
+            .SelectMany(File.ReadLines)
+            .Select(line => JsonDocument.Parse(line).RootElement)
+            .ToDictionary(row => row.GetProperty("key").GetString()!, StringComparer.Ordinal);
+}
