@@ -104,18 +104,15 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
         var format = OutputFormat.Parse(settings.Format);
         var inventory = NvmlDeviceInventory.Discover();
         var spec = DeviceSpec.Parse(settings.Devices);
-        var plan = spec.Resolve(inventory, settings.Replicas ?? 1);
-        if (settings.Replicas is null)
-        {
-            plan = ReplicaPlan.Create([.. plan.Devices.Select(d => d with { Replicas = d.Device.IsGpu ? 2 : CpuReplicas(inventory.CpuCores, settings.Threads) })]);
-        }
+        // A count in --devices (cpu=2) wins over --replicas, which wins over the defaults.
+        var plan = spec.Resolve(inventory, d => settings.Replicas ?? (d.IsGpu ? 2 : CpuReplicas(inventory.CpuCores, settings.Threads)));
 
         var batch = settings.Batch ?? (plan.Devices.Any(d => d.Device.IsGpu) ? 32 : 1);
         JobEngine engine;
         if (settings.Worker is { } command)
         {
-            var cpuReplicas = plan.Devices.Where(d => !d.Device.IsGpu).Sum(d => d.Replicas);
-            var threads = settings.Threads ?? Math.Max(1, inventory.CpuCores / Math.Max(1, cpuReplicas));
+            // Each worker process gets its share of the cores (for its own decoding and CPU inference).
+            var threads = settings.Threads ?? Math.Max(1, inventory.CpuCores / plan.TotalReplicas);
             engine = new WorkerEngine(command, settings.WorkerOutput == "json", threads);
         }
         else
@@ -165,7 +162,7 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
     private static string Describe(JobSpec spec) => spec.Engine switch
     {
         OnnxEngine onnx => $"Embedding {spec.Input.Description} with {onnx.Name} on {spec.Plan} (batch {spec.BatchSize}; {onnx.Onnx.BatchingReport}).",
-        WorkerEngine worker => $"Running {spec.Input.Description} through {worker.Name} on {spec.Plan} (one process per replica, batch {spec.BatchSize}, {worker.CpuThreads} thread(s) per CPU replica).",
+        WorkerEngine worker => $"Running {spec.Input.Description} through {worker.Name} on {spec.Plan} (one process per replica, batch {spec.BatchSize}, {worker.Threads} thread(s) each).",
         _ => spec.Engine.Name,
     };
 

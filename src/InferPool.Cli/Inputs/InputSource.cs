@@ -239,7 +239,7 @@ internal sealed class InputSource
 
         var node = JsonObject.Create(root)!;
         node["path"] = System.IO.Path.Combine(baseDir, path);
-        return JsonSerializer.SerializeToElement(node);
+        return JsonSerializer.SerializeToElement(node, CliJson.Default.JsonNode);
     }
 
     /// <summary>Lines as raw bytes (without the newline), numbered from 1, so one bad line cannot stop the rest.</summary>

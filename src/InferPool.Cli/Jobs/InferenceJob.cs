@@ -78,7 +78,7 @@ internal sealed class InferenceJob
 
     private async Task<JobSummary> RunWorkersAsync(WorkerEngine engine, CancellationToken stopIntake, CancellationToken cancellationToken)
     {
-        var threads = engine.CpuThreads.ToString(CultureInfo.InvariantCulture);
+        var threads = engine.Threads.ToString(CultureInfo.InvariantCulture);
         var factory = new WorkerReplicaFactory(
             new WorkerOptions
             {
@@ -93,7 +93,7 @@ internal sealed class InferenceJob
             _logger);
         var prepare = new PrepareStage<InputItem, WorkerInput>((item, _) => ValueTask.FromResult(new WorkerInput(
             item.Key,
-            item.Record ?? JsonSerializer.SerializeToElement(item.Path ?? throw new InvalidDataException($"'{item.Key}' has no path to send to the worker.")))));
+            item.Record ?? JsonSerializer.SerializeToElement(item.Path ?? throw new InvalidDataException($"'{item.Key}' has no path to send to the worker."), CliJson.Default.String))));
         return await RunCoreAsync(
             factory,
             prepare,

@@ -35,8 +35,8 @@ internal sealed record OnnxEngine(ModelChoice Model, OnnxModel Onnx) : JobEngine
 /// </summary>
 /// <param name="Command">The shell command that starts one worker.</param>
 /// <param name="JsonOutput">Keep each output as JSON text (column <c>output (json)</c>) instead of requiring numbers (column <c>output</c>, a float list).</param>
-/// <param name="CpuThreads">Threads each CPU replica's worker should use (<c>OMP_NUM_THREADS</c>, <c>INFERPOOL_THREADS</c>).</param>
-internal sealed record WorkerEngine(string Command, bool JsonOutput, int CpuThreads) : JobEngine
+/// <param name="Threads">Threads each worker process should use, its share of the cores (<c>OMP_NUM_THREADS</c>, <c>INFERPOOL_THREADS</c>).</param>
+internal sealed record WorkerEngine(string Command, bool JsonOutput, int Threads) : JobEngine
 {
     public override string Name => $"worker '{Command}'";
 

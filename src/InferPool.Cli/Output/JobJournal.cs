@@ -13,8 +13,6 @@ internal sealed class JobJournal
 {
     public const string FileName = "_inferpool_job.json";
 
-    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
-
     public int Version { get; init; } = 1;
 
     public required JobIdentity Job { get; init; }
@@ -40,7 +38,7 @@ internal sealed class JobJournal
 
         try
         {
-            return JsonSerializer.Deserialize<JobJournal>(File.ReadAllBytes(path), Json)
+            return JsonSerializer.Deserialize(File.ReadAllBytes(path), CliJson.Default.JobJournal)
                 ?? throw new InvalidDataException($"{path} is empty.");
         }
         catch (JsonException ex)
@@ -56,7 +54,7 @@ internal sealed class JobJournal
         var temporary = path + ".tmp";
         using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
         {
-            JsonSerializer.Serialize(stream, this, Json);
+            JsonSerializer.Serialize(stream, this, CliJson.Default.JobJournal);
             stream.Flush(flushToDisk: true);
         }
 

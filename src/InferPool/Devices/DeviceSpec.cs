@@ -9,7 +9,7 @@ namespace InferPool.Devices;
 /// <remarks>
 /// <para>Entries are separated by commas. After a <c>cuda:N</c> entry a bare number names another GPU,
 /// so <c>cuda:0,1</c> means <c>cuda:0,cuda:1</c>. <c>=N</c> after an entry gives that entry its own replica
-/// count; entries without one take the default passed to <see cref="Resolve"/>.</para>
+/// count; entries without one take the default passed to <see cref="Resolve(IDeviceInventory, int)"/>.</para>
 /// <para><c>auto</c> means every GPU when the machine has any, else the CPU.</para>
 /// </remarks>
 public sealed class DeviceSpec
@@ -101,8 +101,22 @@ public sealed class DeviceSpec
     /// <exception cref="InvalidOperationException">A GPU was asked for that the machine does not have.</exception>
     public ReplicaPlan Resolve(IDeviceInventory inventory, int defaultReplicas = 1)
     {
-        ArgumentNullException.ThrowIfNull(inventory);
         ArgumentOutOfRangeException.ThrowIfLessThan(defaultReplicas, 1);
+        return Resolve(inventory, _ => defaultReplicas);
+    }
+
+    /// <summary>
+    /// Checks the selection against the machine and turns it into a plan, with a default that depends on the
+    /// device (e.g. one replica per core on the CPU, two per GPU) for entries that give no <c>=N</c>.
+    /// </summary>
+    /// <param name="inventory">What the machine has.</param>
+    /// <param name="defaultReplicas">Replicas for a device whose entry gives no <c>=N</c>; at least 1.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="defaultReplicas"/> gives less than 1.</exception>
+    /// <exception cref="InvalidOperationException">A GPU was asked for that the machine does not have.</exception>
+    public ReplicaPlan Resolve(IDeviceInventory inventory, Func<Device, int> defaultReplicas)
+    {
+        ArgumentNullException.ThrowIfNull(inventory);
+        ArgumentNullException.ThrowIfNull(defaultReplicas);
         var gpus = inventory.Gpus;
         var found = gpus.Count == 0 ? "this machine has no GPU (or none was found)" : $"this machine has {string.Join(", ", gpus)}";
         var allocations = new List<DeviceAllocation>();
@@ -114,7 +128,9 @@ public sealed class DeviceSpec
                 throw new InvalidOperationException($"Device {device} is selected more than once in '{Text}'.");
             }
 
-            allocations.Add(new DeviceAllocation(device, replicas ?? defaultReplicas));
+            var count = replicas ?? defaultReplicas(device);
+            ArgumentOutOfRangeException.ThrowIfLessThan(count, 1, nameof(defaultReplicas));
+            allocations.Add(new DeviceAllocation(device, count));
         }
 
         foreach (var entry in _entries)

@@ -7,7 +7,7 @@ namespace InferPool.Devices;
 /// </summary>
 /// <remarks>
 /// Build one with <see cref="Create(DeviceAllocation[])"/>, <see cref="Cpu"/>, or from text with
-/// <see cref="DeviceSpec.Parse"/> and <see cref="DeviceSpec.Resolve"/>.
+/// <see cref="DeviceSpec.Parse"/> and <see cref="DeviceSpec.Resolve(IDeviceInventory, int)"/>.
 /// </remarks>
 public sealed class ReplicaPlan
 {

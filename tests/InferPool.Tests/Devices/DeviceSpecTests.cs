@@ -49,6 +49,15 @@ public class DeviceSpecTests
     }
 
     [Fact]
+    public void Resolve_PerDeviceDefault_AppliesOnlyWhereNoCountIsGiven()
+    {
+        var plan = DeviceSpec.Parse("cuda:0=3,cuda:1,cpu=1").Resolve(TwoGpus, d => d.IsGpu ? 2 : 8);
+
+        Assert.Equal([3, 2, 1], plan.Devices.Select(d => d.Replicas));
+        Assert.Equal(8, DeviceSpec.Parse("cpu").Resolve(NoGpu, d => d.IsGpu ? 2 : 8).TotalReplicas);
+    }
+
+    [Fact]
     public void Resolve_SameDeviceTwice_Throws()
     {
         Assert.Throws<InvalidOperationException>(() => DeviceSpec.Parse("cuda:0,cuda:0").Resolve(TwoGpus));

@@ -1,0 +1,126 @@
+"""The Python ways to run ResNet-18 over a folder of images, against `inferpool run --worker`, in one run.
+
+    bash bench/python/compare.sh            # builds the CLI, finds a python3 with torch, runs this
+
+Three ways, same images, same model code (samples/workers/python/resnet18_torch.py), timed end to end as a
+user waits for them (start, model load, decode, inference, results in hand), in alternating rounds:
+
+  loop      the for-loop: one process, one image per call, torch's default threads
+  mp-pool   the seed-style process pool: multiprocessing.Pool(N) with one model per process (loaded in the
+            initializer), apply_async per image, then .get() on each future in order
+  inferpool inferpool run LIST --worker "python3 resnet18_torch.py" with its defaults (replicas and threads
+            per replica chosen for the cores, results in Parquet parts)
+
+Prints img/s per way (median of the rounds) and the ratio to the loop; --json for machine-readable output.
+"""
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SAMPLE = os.path.join(ROOT, "samples", "workers", "python")
+sys.path.insert(0, SAMPLE)
+import resnet18_torch as sample  # noqa: E402
+
+_model = None
+
+
+def _init_worker():
+    global _model
+    _model = sample.load_model("cpu")
+
+
+def _embed_one(path):
+    return sample.embed(_model, [sample.decode(path)])[0]
+
+
+def run_loop(paths):
+    model = sample.load_model("cpu")
+    return [sample.embed(model, [sample.decode(p)])[0] for p in paths]
+
+
+def run_pool(paths, processes):
+    with multiprocessing.Pool(processes, initializer=_init_worker) as pool:
+        futures = [pool.apply_async(_embed_one, (p,)) for p in paths]
+        return [f.get() for f in futures]
+
+
+def run_inferpool(inferpool, list_file, output, extra):
+    worker = f"{sys.executable} {os.path.join(SAMPLE, 'resnet18_torch.py')}"
+    command = [inferpool, "run", list_file, "--worker", worker, "-o", output, "--force", "-q", *extra]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"inferpool failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Python loop vs process pool vs inferpool --worker")
+    parser.add_argument("--inferpool", required=True, help="path to the inferpool executable")
+    parser.add_argument("--images", default=os.path.join(ROOT, "samples", "images"))
+    parser.add_argument("--repeat", type=int, default=5, help="each image this many times (20 sample images)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=os.cpu_count(), help="mp-pool processes")
+    parser.add_argument("--inferpool-args", default="", help="extra arguments for inferpool run, e.g. '--batch 8'")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    images = sorted(os.path.join(args.images, f) for f in os.listdir(args.images)
+                    if f.lower().endswith((".png", ".jpg", ".jpeg")))
+    work = tempfile.mkdtemp(prefix="inferpool-compare-")
+    try:
+        # Copies, so every item is a distinct file (the OS cache holds them all either way).
+        paths = []
+        for r in range(args.repeat):
+            for image in images:
+                copy = os.path.join(work, "in", f"{r:03d}-{os.path.basename(image)}")
+                os.makedirs(os.path.dirname(copy), exist_ok=True)
+                shutil.copyfile(image, copy)
+                paths.append(copy)
+        list_file = os.path.join(work, "list.txt")
+        with open(list_file, "w") as f:
+            f.write("\n".join(paths) + "\n")
+
+        ways = {
+            "loop": lambda: run_loop(paths),
+            "mp-pool": lambda: run_pool(paths, args.processes),
+            "inferpool": lambda: run_inferpool(args.inferpool, list_file, os.path.join(work, "out"), args.inferpool_args.split()),
+        }
+        seconds = {name: [] for name in ways}
+        for _ in range(args.rounds):
+            for name, way in ways.items():
+                started = time.perf_counter()
+                way()
+                seconds[name].append(time.perf_counter() - started)
+
+        rates = {name: len(paths) / statistics.median(s) for name, s in seconds.items()}
+        report = {
+            "items": len(paths),
+            "rounds": args.rounds,
+            "cores": os.cpu_count(),
+            "torch_threads_default": sample.torch.get_num_threads(),
+            "mp_pool_processes": args.processes,
+            "img_per_s": rates,
+            "ratio_to_loop": {name: rate / rates["loop"] for name, rate in rates.items()},
+        }
+        if args.json:
+            print(json.dumps(report, indent=2))
+            return
+        print(f"{len(paths)} images, {args.rounds} rounds (median), {os.cpu_count()} cores, "
+              f"torch default threads {report['torch_threads_default']}, mp-pool processes {args.processes}")
+        print(f"{'way':<10} {'img/s':>8} {'x loop':>7}")
+        for name, rate in rates.items():
+            print(f"{name:<10} {rate:8.1f} {rate / rates['loop']:7.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
