@@ -2,8 +2,9 @@
 
     bash bench/python/compare.sh            # builds the CLI, finds a python3 with torch, runs this
 
-Three ways, same images, same model code (samples/workers/python/resnet18_torch.py), timed end to end as a
-user waits for them (start, model load, decode, inference, results in hand), in alternating rounds:
+Three ways, same images, same model code (samples/workers/python/resnet18_torch.py), each run as its own
+fresh process and timed end to end as a user waits for it (interpreter start, torch import, model load,
+decode, inference, results in hand), in alternating rounds:
 
   loop      the for-loop: one process, one image per call, torch's default threads
   mp-pool   the seed-style process pool: multiprocessing.Pool(N) with one model per process (loaded in the
@@ -28,9 +29,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SAMPLE = os.path.join(ROOT, "samples", "workers", "python")
 sys.path.insert(0, SAMPLE)
-import resnet18_torch as sample  # noqa: E402
 
 _model = None
+sample = None
+
+
+def _load_sample():
+    global sample
+    import resnet18_torch
+    sample = resnet18_torch
 
 
 def _init_worker():
@@ -53,6 +60,14 @@ def run_pool(paths, processes):
         return [f.get() for f in futures]
 
 
+def run_way(way, list_file, processes):
+    """One way in a fresh interpreter, as a user's script would run."""
+    command = [sys.executable, os.path.abspath(__file__), "--way", way, "--list", list_file, "--processes", str(processes)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"{way} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+
+
 def run_inferpool(inferpool, list_file, output, extra):
     worker = f"{sys.executable} {os.path.join(SAMPLE, 'resnet18_torch.py')}"
     command = [inferpool, "run", list_file, "--worker", worker, "-o", output, "--force", "-q", *extra]
@@ -63,7 +78,9 @@ def run_inferpool(inferpool, list_file, output, extra):
 
 def main():
     parser = argparse.ArgumentParser(description="Python loop vs process pool vs inferpool --worker")
-    parser.add_argument("--inferpool", required=True, help="path to the inferpool executable")
+    parser.add_argument("--inferpool", help="path to the inferpool executable")
+    parser.add_argument("--way", choices=["loop", "mp-pool"], help=argparse.SUPPRESS)
+    parser.add_argument("--list", help=argparse.SUPPRESS)
     parser.add_argument("--images", default=os.path.join(ROOT, "samples", "images"))
     parser.add_argument("--repeat", type=int, default=5, help="each image this many times (20 sample images)")
     parser.add_argument("--rounds", type=int, default=3)
@@ -71,6 +88,16 @@ def main():
     parser.add_argument("--inferpool-args", default="", help="extra arguments for inferpool run, e.g. '--batch 8'")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.way:
+        # Inside the timed child process: the import of torch counts, as in a user's script.
+        _load_sample()
+        with open(args.list) as f:
+            paths = f.read().split()
+        outputs = run_loop(paths) if args.way == "loop" else run_pool(paths, args.processes)
+        assert len(outputs) == len(paths)
+        return
+    if not args.inferpool:
+        parser.error("--inferpool is required")
 
     images = sorted(os.path.join(args.images, f) for f in os.listdir(args.images)
                     if f.lower().endswith((".png", ".jpg", ".jpeg")))
@@ -89,8 +116,8 @@ def main():
             f.write("\n".join(paths) + "\n")
 
         ways = {
-            "loop": lambda: run_loop(paths),
-            "mp-pool": lambda: run_pool(paths, args.processes),
+            "loop": lambda: run_way("loop", list_file, args.processes),
+            "mp-pool": lambda: run_way("mp-pool", list_file, args.processes),
             "inferpool": lambda: run_inferpool(args.inferpool, list_file, os.path.join(work, "out"), args.inferpool_args.split()),
         }
         seconds = {name: [] for name in ways}
@@ -105,7 +132,6 @@ def main():
             "items": len(paths),
             "rounds": args.rounds,
             "cores": os.cpu_count(),
-            "torch_threads_default": sample.torch.get_num_threads(),
             "mp_pool_processes": args.processes,
             "img_per_s": rates,
             "ratio_to_loop": {name: rate / rates["loop"] for name, rate in rates.items()},
@@ -113,8 +139,8 @@ def main():
         if args.json:
             print(json.dumps(report, indent=2))
             return
-        print(f"{len(paths)} images, {args.rounds} rounds (median), {os.cpu_count()} cores, "
-              f"torch default threads {report['torch_threads_default']}, mp-pool processes {args.processes}")
+        print(f"{len(paths)} images, {args.rounds} rounds (median), {os.cpu_count()} cores, mp-pool processes {args.processes}; "
+              f"each way a fresh process, timed from its start to all results in hand")
         print(f"{'way':<10} {'img/s':>8} {'x loop':>7}")
         for name, rate in rates.items():
             print(f"{name:<10} {rate:8.1f} {rate / rates['loop']:7.2f}")

@@ -13,5 +13,5 @@ if [ -z "$python" ]; then
   exit 2
 fi
 
-dotnet build src/InferPool.Cli -c Release -v quiet -nologo >/dev/null
+dotnet build src/InferPool.Cli -c Release -v quiet -nologo | grep -E "error|warn" && exit 1 || true
 exec "$python" bench/python/compare.py --inferpool src/InferPool.Cli/bin/Release/net10.0/inferpool "$@"

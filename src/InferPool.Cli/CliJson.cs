@@ -10,6 +10,8 @@ namespace InferPool.Cli;
 /// </summary>
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
 [JsonSerializable(typeof(JobJournal))]
+[JsonSerializable(typeof(InferPool.Cli.Tuning.TunedConfig))]
+[JsonSerializable(typeof(InferPool.Cli.Commands.BenchReport))]
 [JsonSerializable(typeof(string))]
 [JsonSerializable(typeof(JsonNode))]
 internal sealed partial class CliJson : JsonSerializerContext;

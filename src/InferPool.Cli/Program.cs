@@ -20,6 +20,12 @@ app.Configure(config =>
         .WithExample("run")
         .WithExample("run", "photos/", "-o", "embeddings", "--devices", "auto")
         .WithExample("run", "inputs.jsonl", "--model", "model.onnx", "--format", "jsonl");
+    config.AddCommand<TuneCommand>("tune")
+        .WithDescription("Measure replicas, threads and batch size on your inputs within a time budget; save the fastest for run.")
+        .WithExample("tune", "photos/", "--budget", "60s");
+    config.AddCommand<BenchCommand>("bench")
+        .WithDescription("Time the same job three ways in one process: the plain loop, Parallel.ForEachAsync over one session, and InferPool.")
+        .WithExample("bench", "--items", "200", "--chart", "bench.png");
     config.AddCommand<DevicesCommand>("devices").WithDescription("List the CPU cores and GPUs this machine offers.");
     config.SetExceptionHandler((ex, _) =>
     {

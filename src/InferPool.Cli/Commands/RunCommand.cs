@@ -4,6 +4,7 @@ using InferPool.Cli.Jobs;
 using InferPool.Cli.Models;
 using InferPool.Cli.Output;
 using InferPool.Cli.Progress;
+using InferPool.Cli.Tuning;
 using InferPool.Devices;
 using InferPool.Onnx;
 using Microsoft.Extensions.Logging;
@@ -103,23 +104,37 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
         var input = InputSource.Open(inputPath, forWorker: settings.Worker is not null);
         var format = OutputFormat.Parse(settings.Format);
         var inventory = NvmlDeviceInventory.Discover();
-        var spec = DeviceSpec.Parse(settings.Devices);
-        // A count in --devices (cpu=2) wins over --replicas, which wins over the defaults.
-        var plan = spec.Resolve(inventory, d => settings.Replicas ?? (d.IsGpu ? 2 : CpuReplicas(inventory.CpuCores, settings.Threads)));
+        OnnxEngine? onnxEngine = null;
+        TunedConfig? tuned = null;
+        if (settings.Worker is null)
+        {
+            var model = ModelChoice.Resolve(settings.Model ?? ModelChoice.BuiltInName);
+            onnxEngine = new OnnxEngine(model, OnnxModel.Load(model.Path, logger));
+            tuned = FindTunedConfig(settings, onnxEngine, inventory, logger);
+        }
+        else if (settings.Config is not null)
+        {
+            throw new InvalidOperationException("--config holds what 'inferpool tune' measured for an ONNX model; it does not apply to --worker.");
+        }
 
-        var batch = settings.Batch ?? (plan.Devices.Any(d => d.Device.IsGpu) ? 32 : 1);
+        // The command line wins over a tuned config, which wins over the defaults; a count in --devices
+        // (cpu=2) wins over --replicas.
+        var useTunedDevices = tuned is not null && settings.Devices == "auto" && settings.Replicas is null;
+        var threadsPerReplica = settings.Threads ?? tuned?.Threads;
+        var spec = DeviceSpec.Parse(useTunedDevices ? tuned!.Devices : settings.Devices);
+        var plan = spec.Resolve(inventory, d => settings.Replicas ?? (d.IsGpu ? 2 : CpuReplicas(inventory.CpuCores, threadsPerReplica)));
+        var batch = settings.Batch ?? tuned?.Batch ?? (plan.Devices.Any(d => d.Device.IsGpu) ? 32 : 1);
         JobEngine engine;
-        if (settings.Worker is { } command)
+        if (onnxEngine is null)
         {
             // Each worker process gets its share of the cores (for its own decoding and CPU inference).
             var threads = settings.Threads ?? Math.Max(1, inventory.CpuCores / plan.TotalReplicas);
-            engine = new WorkerEngine(command, settings.WorkerOutput == "json", threads);
+            engine = new WorkerEngine(settings.Worker!, settings.WorkerOutput == "json", threads);
         }
         else
         {
-            var model = ModelChoice.Resolve(settings.Model ?? ModelChoice.BuiltInName);
-            var onnx = OnnxModel.Load(model.Path, logger);
-            engine = new OnnxEngine(model, onnx);
+            engine = onnxEngine;
+            var onnx = onnxEngine.Onnx;
             if (onnx.MaxBatchSize is { } most && batch > most)
             {
                 if (settings.Batch is not null)
@@ -135,7 +150,7 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
             input,
             engine,
             plan,
-            settings.Threads,
+            threadsPerReplica,
             batch,
             format,
             settings.Output,
@@ -145,7 +160,51 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
             settings.PartRows,
             settings.Force,
             settings.Resume,
-            settings.FailFast);
+            settings.FailFast,
+            tuned is null ? null : $"{tuned.Source}: {tuned.Devices}, {tuned.Threads} thread(s), batch {tuned.Batch}, {tuned.ItemsPerSecond:F1} items/s measured {tuned.Measured:yyyy-MM-dd}");
+    }
+
+    /// <summary>
+    /// The tuned config to use: <c>--config</c>, else <c>inferpool.tuned.json</c> in the output folder, else the
+    /// one beside the model. A config for another model is an error when named and ignored (with a warning) when
+    /// found; one measured on another machine is used when named and ignored when found, with a warning either way.
+    /// </summary>
+    private static TunedConfig? FindTunedConfig(RunSettings settings, OnnxEngine engine, IDeviceInventory inventory, ILogger logger)
+    {
+        var named = settings.Config is not null;
+        var path = settings.Config
+            ?? new[] { Path.Combine(settings.Output, TunedConfig.FileName), TunedConfig.BesideModel(engine.Model.Path) }.FirstOrDefault(File.Exists);
+        if (path is null)
+        {
+            return null;
+        }
+
+        if (named && !File.Exists(path))
+        {
+            throw new FileNotFoundException($"--config '{path}' does not exist.");
+        }
+
+        var config = TunedConfig.Load(path) with { Source = Path.GetFullPath(path) };
+        if (config.ModelSha256 != engine.Onnx.Sha256)
+        {
+            var why = $"{path} was tuned for model {config.Model} (sha256 {config.ModelSha256[..Math.Min(12, config.ModelSha256.Length)]}…), not {engine.Name}";
+            if (named)
+            {
+                throw new InvalidDataException($"{why}; run 'inferpool tune' for this model.");
+            }
+
+            logger.LogWarning("Ignoring {Why}.", why);
+            return null;
+        }
+
+        var machine = TunedConfig.MachineOf(inventory);
+        if (config.Machine != machine)
+        {
+            logger.LogWarning("{Path} was measured on {Then}; this machine has {Now}{Action}.", path, config.Machine, machine, named ? "; using it anyway" : "; ignoring it (run 'inferpool tune' here)");
+            return named ? config : null;
+        }
+
+        return config;
     }
 
     /// <summary>
@@ -159,7 +218,7 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
         return Math.Max(1, cores / perReplica);
     }
 
-    private static string Describe(JobSpec spec) => spec.Engine switch
+    private static string Describe(JobSpec spec) => (spec.TunedFrom is null ? "" : $"Using the tuned configuration in {spec.TunedFrom}.\n") + spec.Engine switch
     {
         OnnxEngine onnx => $"Embedding {spec.Input.Description} with {onnx.Name} on {spec.Plan} (batch {spec.BatchSize}; {onnx.Onnx.BatchingReport}).",
         WorkerEngine worker => $"Running {spec.Input.Description} through {worker.Name} on {spec.Plan} (one process per replica, batch {spec.BatchSize}, {worker.Threads} thread(s) each).",

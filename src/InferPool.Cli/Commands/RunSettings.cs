@@ -40,6 +40,10 @@ internal sealed class RunSettings : CommandSettings
     [Description("Replicas per device. Default: on the CPU, one per core (one per two cores above 4 cores); 2 per GPU")]
     public int? Replicas { get; init; }
 
+    [CommandOption("--config <FILE>")]
+    [Description("A configuration saved by 'inferpool tune' (devices, threads, batch). Default: inferpool.tuned.json in the output folder, else the one 'tune' saved beside the model. The command line wins over it.")]
+    public string? Config { get; init; }
+
     [CommandOption("--threads <N>")]
     [Description("Threads per CPU replica (ONNX Runtime intra-op threads; OMP_NUM_THREADS for a worker). Default: cores / CPU replicas")]
     public int? Threads { get; init; }

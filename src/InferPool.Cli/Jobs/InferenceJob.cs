@@ -51,19 +51,8 @@ internal sealed class InferenceJob
     {
         // Enough idle arrays for everything that can be in flight: prepared, queued, or in a batch.
         var tensors = new TensorPool(engine.Onnx.Input.ItemLength, InFlight + _spec.PrepareWorkers);
-        var images = new Lazy<ImagePreprocessor>(() => engine.Model.ImagePreparation(engine.Onnx, _spec.MaxPixels, tensors));
-        var expected = engine.Onnx.Input.ItemLength;
-        var prepare = new PrepareStage<InputItem, float[]>((item, _) =>
-        {
-            if (item.Tensor is { } tensor)
-            {
-                return tensor.Length == expected
-                    ? ValueTask.FromResult(tensor)
-                    : throw new InvalidDataException($"The record's input has {tensor.Length} values; model input {engine.Onnx.Input} takes {expected} per item.");
-            }
-
-            return ValueTask.FromResult(images.Value.PrepareFile(item.Path!));
-        })
+        var inputs = new OnnxInputs(engine, _spec.MaxPixels, tensors);
+        var prepare = new PrepareStage<InputItem, float[]>((item, _) => ValueTask.FromResult(inputs.Prepare(item)))
         { Release = tensors.Return };
 
         using var factory = new OnnxReplicaFactory(engine.Onnx, new OnnxReplicaOptions { IntraOpThreads = _spec.IntraOpThreads });

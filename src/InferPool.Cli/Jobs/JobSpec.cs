@@ -19,4 +19,5 @@ internal sealed record JobSpec(
     int RowsPerPart,
     bool Force = false,
     bool RequireResume = false,
-    bool FailFast = false);
+    bool FailFast = false,
+    string? TunedFrom = null);

@@ -1,0 +1,102 @@
+using System.Globalization;
+using InferPool.Cli.Inputs;
+using InferPool.Cli.Jobs;
+using InferPool.Cli.Models;
+using InferPool.Cli.Tuning;
+using InferPool.Devices;
+using InferPool.Onnx;
+using Microsoft.Extensions.Logging;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace InferPool.Cli.Commands;
+
+/// <summary>
+/// <c>inferpool tune</c>: measures replicas × threads × batch size on the user's own inputs within a time budget
+/// and saves the fastest where <c>inferpool run</c> finds it.
+/// </summary>
+internal sealed class TuneCommand : AsyncCommand<TuneSettings>
+{
+    public override async Task<int> ExecuteAsync(CommandContext context, TuneSettings settings, CancellationToken cancellationToken)
+    {
+        var console = AnsiConsole.Console;
+        var errors = Console.Error;
+        var logger = new ConsoleLogger(errors, LogLevel.Warning);
+        try
+        {
+            var model = ModelChoice.Resolve(settings.Model);
+            var onnx = OnnxModel.Load(model.Path, logger);
+            var engine = new OnnxEngine(model, onnx);
+            var input = InputSource.Open(settings.Input ?? Path.Combine(AppContext.BaseDirectory, "samples", "images"));
+            var inventory = NvmlDeviceInventory.Discover();
+            var selection = DeviceSpec.Parse(settings.Devices).Resolve(inventory, d => d.IsGpu ? 2 : 1);
+            var candidates = Candidate.For(selection, inventory.CpuCores, onnx.MaxBatchSize);
+            var sample = await Sample.LoadAsync(input, new OnnxInputs(engine, 100_000_000), settings.SampleSize, cancellationToken).ConfigureAwait(false);
+            var budget = settings.BudgetSpan;
+            console.WriteLine(
+                $"Tuning {model.Name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {sample.Tensors.Count} item(s) of {input.Description}" +
+                $"{(sample.Unusable > 0 ? $" ({sample.Unusable} unusable skipped)" : "")}: {candidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
+
+            var results = await new Tuner(onnx, TimeProvider.System).TuneAsync(
+                candidates,
+                sample.Tensors,
+                budget,
+                r => console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {r.Candidate}: {r.ItemsPerSecond:F1} items/s{(r.Measurements > 1 ? $" (mean of {r.Measurements})" : "")}{(r.StoppedEarly ? ", stopped early: clearly slower" : "")}")),
+                cancellationToken).ConfigureAwait(false);
+
+            var winner = results[0];
+            var table = new Table().AddColumns("", "devices", "threads", "batch", "items/s", "vs best", "note");
+            foreach (var r in results)
+            {
+                var notes = new List<string>();
+                if (r.Candidate.Oversubscribed(inventory.CpuCores))
+                {
+                    notes.Add("oversubscribed");
+                }
+
+                if (r.StoppedEarly)
+                {
+                    notes.Add("stopped early");
+                }
+
+                table.AddRow(
+                    r == winner ? "best" : "",
+                    Markup.Escape(r.Candidate.Plan.ToString()),
+                    r.Candidate.Threads.ToString(CultureInfo.InvariantCulture),
+                    r.Candidate.Batch.ToString(CultureInfo.InvariantCulture),
+                    r.ItemsPerSecond.ToString("F1", CultureInfo.InvariantCulture),
+                    (r.ItemsPerSecond / winner.ItemsPerSecond).ToString("P0", CultureInfo.InvariantCulture),
+                    string.Join(", ", notes));
+            }
+
+            console.Write(table);
+            var config = new TunedConfig(
+                model.Name,
+                onnx.Sha256,
+                TunedConfig.MachineOf(inventory),
+                winner.Candidate.Devices,
+                winner.Candidate.Threads,
+                winner.Candidate.Batch,
+                Math.Round(winner.ItemsPerSecond, 2),
+                DateTimeOffset.UtcNow,
+                [.. results.Select(r => new TunedTrial(r.Candidate.Devices, r.Candidate.Threads, r.Candidate.Batch, Math.Round(r.ItemsPerSecond, 2), r.Measurements, r.StoppedEarly, r.Candidate.Oversubscribed(inventory.CpuCores)))]);
+            var path = settings.Output ?? TunedConfig.BesideModel(model.Path);
+            config.Save(path);
+            console.WriteLine($"Best: {winner.Candidate} at {winner.ItemsPerSecond:F1} items/s (model inference on prepared inputs). Saved to {Path.GetFullPath(path)}.");
+            console.WriteLine(settings.Output is null
+                ? "'inferpool run' with this model uses it from there unless the command line says otherwise."
+                : $"Use it with 'inferpool run --config {path}', or name it {TunedConfig.FileName} in the output folder.");
+            return ExitCodes.Ok;
+        }
+        catch (Exception ex) when (ex is FileNotFoundException or InvalidDataException or NotSupportedException or InvalidOperationException or IOException or UnauthorizedAccessException)
+        {
+            errors.WriteLine($"inferpool: {ex.Message}");
+            return ExitCodes.JobFailed;
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            errors.WriteLine("inferpool: tuning stopped; nothing was saved.");
+            return ExitCodes.Interrupted;
+        }
+    }
+}

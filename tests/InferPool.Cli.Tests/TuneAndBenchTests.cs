@@ -1,0 +1,114 @@
+using System.Text.Json;
+using InferPool.Cli.Tuning;
+using InferPool.Devices;
+using InferPool.Onnx.Tests;
+
+namespace InferPool.Cli.Tests;
+
+/// <summary><c>inferpool tune</c>, <c>run --config</c> and <c>inferpool bench</c> on a tiny real model (y = 2x + 1).</summary>
+public sealed class TuneAndBenchTests : TempFolderTest
+{
+    private string WriteTinyJob()
+    {
+        var model = TinyModels.Affine(Dir, symbolicBatch: true);
+        Write("in.jsonl", string.Join('\n', Enumerable.Range(0, 40).Select(i => $$"""{"key": "k{{i}}", "input": [{{i}}, 1, 2, 3]}""")));
+        return model;
+    }
+
+    [Fact]
+    public async Task Tune_saves_the_fastest_measured_configuration_and_run_uses_it()
+    {
+        var model = WriteTinyJob();
+
+        var tune = await Cli.RunAsync(Dir, "tune", "in.jsonl", "--model", model, "--budget", "4s", "--sample", "8", "-o", "tuned.json");
+
+        Assert.True(tune.ExitCode == 0, tune.Out + tune.Err);
+        var config = TunedConfig.Load(Path.Combine(Dir, "tuned.json"));
+        Assert.NotEmpty(config.Trials);
+        // The winner is the fastest measured, so an oversubscribed split never wins over a faster one that is not.
+        var fastest = config.Trials.MaxBy(t => t.ItemsPerSecond)!;
+        Assert.Equal((fastest.Devices, fastest.Threads, fastest.Batch), (config.Devices, config.Threads, config.Batch));
+        Assert.Matches("^cpu=[0-9]+$", config.Devices);
+        Assert.DoesNotContain(config.Trials, t => !t.Oversubscribed && t.ItemsPerSecond > fastest.ItemsPerSecond);
+        Assert.Contains(config.Trials, t => t.Oversubscribed);
+        Assert.All(config.Trials, t => Assert.True(t.ItemsPerSecond > 0));
+
+        var run = await Cli.RunAsync(Dir, "run", "in.jsonl", "--model", model, "--config", "tuned.json", "-o", "out", "--format", "jsonl");
+
+        Assert.True(run.ExitCode == 0, run.Out + run.Err);
+        Assert.Contains("Using the tuned configuration in", run.Out, StringComparison.Ordinal);
+        Assert.Contains($"on {DeviceSpec.Parse(config.Devices).Resolve(NvmlDeviceInventory.Discover())} (batch {config.Batch};", run.Out, StringComparison.Ordinal);
+        var rows = File.ReadLines(Directory.GetFiles(Path.Combine(Dir, "out"), "part-*.jsonl").Single()).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        Assert.Equal(40, rows.Count);
+        Assert.All(rows, r => Assert.Equal((2 * int.Parse(r.GetProperty("key").GetString()![1..], System.Globalization.CultureInfo.InvariantCulture)) + 1, r.GetProperty("y")[0].GetSingle()));
+    }
+
+    [Fact]
+    public async Task Run_finds_a_config_in_the_output_folder_and_ignores_one_from_another_machine()
+    {
+        var model = WriteTinyJob();
+        var sha = InferPool.Onnx.OnnxModel.Load(model).Sha256;
+        var machine = TunedConfig.MachineOf(NvmlDeviceInventory.Discover());
+        Directory.CreateDirectory(Path.Combine(Dir, "out"));
+        new TunedConfig("affine", sha, machine, "cpu=1", 1, 3, 100, DateTimeOffset.UtcNow, []).Save(Path.Combine(Dir, "out", TunedConfig.FileName));
+
+        var found = await Cli.RunAsync(Dir, "run", "in.jsonl", "--model", model, "-o", "out", "--format", "jsonl");
+
+        Assert.True(found.ExitCode == 0, found.Out + found.Err);
+        Assert.Contains("on cpu (batch 3;", found.Out, StringComparison.Ordinal);
+
+        new TunedConfig("affine", sha, "64 cores, 8 × Imaginary GPU", "cpu=9", 1, 3, 100, DateTimeOffset.UtcNow, []).Save(Path.Combine(Dir, "out2", TunedConfig.FileName));
+        var other = await Cli.RunAsync(Dir, "run", "in.jsonl", "--model", model, "-o", "out2", "--format", "jsonl");
+
+        Assert.True(other.ExitCode == 0, other.Out + other.Err);
+        Assert.Contains("was measured on 64 cores, 8 × Imaginary GPU", other.Err, StringComparison.Ordinal);
+        Assert.DoesNotContain("cpu=9", other.Out, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_config_for_another_model_is_refused_when_named()
+    {
+        var model = WriteTinyJob();
+        new TunedConfig("resnet18", new string('a', 64), "x", "cpu", 1, 1, 1, DateTimeOffset.UtcNow, []).Save(Path.Combine(Dir, "other.json"));
+
+        var (code, _, stderr) = await Cli.RunAsync(Dir, "run", "in.jsonl", "--model", model, "--config", "other.json", "-o", "out");
+
+        Assert.Equal(2, code);
+        Assert.Contains("was tuned for model resnet18", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Bench_times_three_ways_and_draws_a_chart()
+    {
+        var model = WriteTinyJob();
+
+        var (code, stdout, stderr) = await Cli.RunAsync(Dir, "bench", "in.jsonl", "--model", model, "--items", "60", "--rounds", "2", "--json", "--chart", "bench.png");
+
+        Assert.True(code == 0, stdout + stderr);
+        using var report = JsonDocument.Parse(stdout);
+        var ways = report.RootElement.GetProperty("ways").EnumerateArray().ToList();
+        Assert.Equal(["plain loop", "Parallel.ForEachAsync", "InferPool"], ways.Select(w => w.GetProperty("name").GetString()));
+        Assert.Equal(1.0, ways[0].GetProperty("ratio_to_plain_loop").GetDouble());
+        Assert.All(ways, w => Assert.Equal(2, w.GetProperty("seconds").GetArrayLength()));
+        Assert.All(ways, w => Assert.True(w.GetProperty("items_per_second").GetDouble() > 0));
+        var png = File.ReadAllBytes(Path.Combine(Dir, "bench.png"));
+        Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], png[..4]);
+    }
+
+    [Theory]
+    [InlineData(2, "cpu,2,1|cpu,2,4|cpu=2,1,1|cpu=2,1,4|cpu=2,2,1")]
+    [InlineData(4, "cpu,4,1|cpu,4,4|cpu=2,2,1|cpu=2,2,4|cpu=4,1,1|cpu=4,1,4|cpu=4,2,1")]
+    public void Cpu_candidates_split_the_cores_and_include_one_oversubscribed_split(int cores, string expected)
+    {
+        var candidates = Candidate.For(ReplicaPlan.Cpu(1), cores, maxModelBatch: null);
+
+        Assert.Equal(expected, string.Join('|', candidates.Select(c => $"{c.Plan},{c.Threads},{c.Batch}")));
+        Assert.Single(candidates, c => c.Oversubscribed(cores));
+    }
+
+    [Fact]
+    public void A_model_that_cannot_batch_is_tried_at_batch_1_only()
+    {
+        Assert.All(Candidate.For(ReplicaPlan.Cpu(1), 4, maxModelBatch: 1), c => Assert.Equal(1, c.Batch));
+    }
+}
