@@ -79,6 +79,16 @@ public sealed class InferencePoolOptions
     /// </summary>
     public TimeSpan DrainTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// Reads GPU memory (e.g. <see cref="NvmlTelemetry"/>). When set, the first replica on each GPU with more than
+    /// one planned replica is built and run alone first; what it took caps that GPU's replicas so that
+    /// <see cref="GpuMemoryHeadroom"/> stays free (see <see cref="GpuReplicaCap"/>). Null: no capping.
+    /// </summary>
+    public IGpuTelemetry? GpuTelemetry { get; set; }
+
+    /// <summary>Share of each GPU's memory that replica capping keeps free, from 0 to below 1.</summary>
+    public double GpuMemoryHeadroom { get; set; } = 0.10;
+
     /// <summary>Decides what an exception from a batch call means. Null uses <see cref="DefaultClassifyFault"/>.</summary>
     public Func<Exception, FaultKind>? ClassifyFault { get; set; }
 
@@ -92,15 +102,30 @@ public sealed class InferencePoolOptions
     public PoolMonitor? Monitor { get; set; }
 
     /// <summary>
-    /// The default fault classification: <see cref="ReplicaFaultException"/>, <see cref="TimeoutException"/>,
-    /// <see cref="OutOfMemoryException"/> and <see cref="System.Runtime.InteropServices.SEHException"/> break the
-    /// replica; everything else is the item's fault.
+    /// The default fault classification: <see cref="OutOfMemoryException"/> and messages that report a device
+    /// allocation failure (<see cref="IsOutOfDeviceMemory"/>) are <see cref="FaultKind.OutOfMemory"/>;
+    /// <see cref="ReplicaFaultException"/>, <see cref="TimeoutException"/> and
+    /// <see cref="System.Runtime.InteropServices.SEHException"/> break the replica; everything else is the item's fault.
     /// </summary>
     public static FaultKind DefaultClassifyFault(Exception exception) => exception switch
     {
-        ReplicaFaultException or TimeoutException or OutOfMemoryException or System.Runtime.InteropServices.SEHException => FaultKind.Replica,
+        OutOfMemoryException => FaultKind.OutOfMemory,
+        ReplicaFaultException or TimeoutException or System.Runtime.InteropServices.SEHException => FaultKind.Replica,
+        _ when IsOutOfDeviceMemory(exception.Message) => FaultKind.OutOfMemory,
         _ => FaultKind.Item,
     };
+
+    /// <summary>
+    /// Whether an error message reports a device allocation failure, as ONNX Runtime ("Failed to allocate memory",
+    /// "CUDA failure 2: out of memory"), CUDA (<c>CUDA_ERROR_OUT_OF_MEMORY</c>, <c>cudaErrorMemoryAllocation</c>) and
+    /// PyTorch ("CUDA out of memory") word it.
+    /// </summary>
+    public static bool IsOutOfDeviceMemory(string? message) =>
+        message is not null
+        && (message.Contains("out of memory", StringComparison.OrdinalIgnoreCase)
+            || message.Contains("Failed to allocate memory", StringComparison.OrdinalIgnoreCase)
+            || message.Contains("CUDA_ERROR_OUT_OF_MEMORY", StringComparison.Ordinal)
+            || message.Contains("cudaErrorMemoryAllocation", StringComparison.Ordinal));
 
     /// <summary>The effective in-flight bound for these options.</summary>
     public int EffectiveMaxInFlight => MaxInFlight ?? Math.Max(64, 4 * Replicas.TotalReplicas * MaxBatchSize);
@@ -122,6 +147,7 @@ public sealed class InferencePoolOptions
         Require(MaxBatchDelay >= TimeSpan.Zero, nameof(MaxBatchDelay), MaxBatchDelay, "zero or more");
         Require(MaxInFlight is null || MaxInFlight >= 1, nameof(MaxInFlight), MaxInFlight, "null or at least 1");
         Require(PrepareParallelism >= 1, nameof(PrepareParallelism), PrepareParallelism, "at least 1");
+        Require(GpuMemoryHeadroom is >= 0 and < 1, nameof(GpuMemoryHeadroom), GpuMemoryHeadroom, "from 0 to below 1");
         Require(Enum.IsDefined(Order), nameof(Order), Order, "Input or Completion");
         Require(MaxAttempts >= 1, nameof(MaxAttempts), MaxAttempts, "at least 1");
         Require(BatchTimeout is null || BatchTimeout > TimeSpan.Zero, nameof(BatchTimeout), BatchTimeout, "null or positive");

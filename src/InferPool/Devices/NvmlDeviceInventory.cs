@@ -7,10 +7,8 @@ namespace InferPool.Devices;
 /// Finds NVIDIA GPUs through NVML (<c>libnvidia-ml.so.1</c>, installed with the driver). Without the library
 /// or a driver it reports no GPU and says why, instead of failing.
 /// </summary>
-public sealed partial class NvmlDeviceInventory : IDeviceInventory
+public sealed class NvmlDeviceInventory : IDeviceInventory
 {
-    private const string Library = "libnvidia-ml.so.1";
-
     private NvmlDeviceInventory(int cpuCores, IReadOnlyList<GpuInfo> gpus, string? unavailableReason)
     {
         CpuCores = cpuCores;
@@ -35,15 +33,15 @@ public sealed partial class NvmlDeviceInventory : IDeviceInventory
     public static NvmlDeviceInventory Discover()
     {
         var cores = Environment.ProcessorCount;
-        if (!OperatingSystem.IsLinux() || !NativeLibrary.TryLoad(Library, out var handle))
+        if (!OperatingSystem.IsLinux() || !NativeLibrary.TryLoad(Nvml.Library, out var handle))
         {
-            return new NvmlDeviceInventory(cores, [], $"no NVIDIA GPU found ({Library} is not installed)");
+            return new NvmlDeviceInventory(cores, [], $"no NVIDIA GPU found ({Nvml.Library} is not installed)");
         }
 
         NativeLibrary.Free(handle);
         try
         {
-            var init = NvmlInit();
+            var init = Nvml.Init();
             if (init != 0)
             {
                 return new NvmlDeviceInventory(cores, [], $"no NVIDIA GPU found (NVML could not start: error {init}; is the driver loaded?)");
@@ -51,7 +49,7 @@ public sealed partial class NvmlDeviceInventory : IDeviceInventory
 
             try
             {
-                if (NvmlDeviceGetCount(out var count) != 0)
+                if (Nvml.DeviceGetCount(out var count) != 0)
                 {
                     return new NvmlDeviceInventory(cores, [], "no NVIDIA GPU found (NVML could not count devices)");
                 }
@@ -59,14 +57,14 @@ public sealed partial class NvmlDeviceInventory : IDeviceInventory
                 var gpus = new List<GpuInfo>();
                 for (var i = 0u; i < count; i++)
                 {
-                    if (NvmlDeviceGetHandleByIndex(i, out var device) != 0)
+                    if (Nvml.DeviceGetHandleByIndex(i, out var device) != 0)
                     {
                         continue;
                     }
 
                     var name = new byte[96];
-                    var gotName = NvmlDeviceGetName(device, name, (uint)name.Length) == 0;
-                    var gotMemory = NvmlDeviceGetMemoryInfo(device, out var memory) == 0;
+                    var gotName = Nvml.DeviceGetName(device, name, (uint)name.Length) == 0;
+                    var gotMemory = Nvml.DeviceGetMemoryInfo(device, out var memory) == 0;
                     gpus.Add(new GpuInfo(
                         Device.Cuda((int)i),
                         gotName ? Encoding.UTF8.GetString(name).TrimEnd('\0') : "unknown",
@@ -78,7 +76,7 @@ public sealed partial class NvmlDeviceInventory : IDeviceInventory
             }
             finally
             {
-                _ = NvmlShutdown();
+                _ = Nvml.Shutdown();
             }
         }
         catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException)
@@ -86,30 +84,4 @@ public sealed partial class NvmlDeviceInventory : IDeviceInventory
             return new NvmlDeviceInventory(cores, [], $"no NVIDIA GPU found ({ex.Message})");
         }
     }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct NvmlMemory
-    {
-        public ulong Total;
-        public ulong Free;
-        public ulong Used;
-    }
-
-    [LibraryImport(Library, EntryPoint = "nvmlInit_v2")]
-    private static partial int NvmlInit();
-
-    [LibraryImport(Library, EntryPoint = "nvmlShutdown")]
-    private static partial int NvmlShutdown();
-
-    [LibraryImport(Library, EntryPoint = "nvmlDeviceGetCount_v2")]
-    private static partial int NvmlDeviceGetCount(out uint count);
-
-    [LibraryImport(Library, EntryPoint = "nvmlDeviceGetHandleByIndex_v2")]
-    private static partial int NvmlDeviceGetHandleByIndex(uint index, out IntPtr device);
-
-    [LibraryImport(Library, EntryPoint = "nvmlDeviceGetName")]
-    private static partial int NvmlDeviceGetName(IntPtr device, [Out] byte[] name, uint length);
-
-    [LibraryImport(Library, EntryPoint = "nvmlDeviceGetMemoryInfo")]
-    private static partial int NvmlDeviceGetMemoryInfo(IntPtr device, out NvmlMemory memory);
 }

@@ -17,4 +17,10 @@ public enum ReplicaEventKind
 
     /// <summary>The last slot of a device was given up: the device takes no more work in this job.</summary>
     DeviceRemoved = 4,
+
+    /// <summary>The replica ran out of device memory on a batch; its batch limit was halved (until it is rebuilt).</summary>
+    BatchLimitHalved = 5,
+
+    /// <summary>A device's replicas were capped so that its memory keeps the configured headroom; the extra slots take no work.</summary>
+    Capped = 6,
 }

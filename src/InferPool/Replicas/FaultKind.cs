@@ -17,4 +17,11 @@ public enum FaultKind
     /// poison item ends up alone and fails after <see cref="InferencePoolOptions.MaxAttempts"/> attempts.
     /// </summary>
     Replica = 2,
+
+    /// <summary>
+    /// The device ran out of memory for this batch: the replica's batch limit is halved and the batch retried in
+    /// pieces of the new limit, down to one item; an item that still does not fit rebuilds the replica (as
+    /// <see cref="Replica"/>). Each step is logged and raised as a replica event.
+    /// </summary>
+    OutOfMemory = 3,
 }

@@ -13,11 +13,30 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
     private async Task ReplicaLoopAsync(ReplicaSlot slot)
     {
         IReplica<TPrepared, TOut>? replica = null;
+        var limit = new BatchLimit(_options.MaxBatchSize);
         var startFailures = 0;
         var faultsInRow = 0;
         var reader = _batches.Reader;
+        var gate = _gpuGates.GetValueOrDefault(slot.Device);
+        var measuring = gate is not null && slot.IndexOnDevice == 0;
         try
         {
+            if (gate is not null && !measuring)
+            {
+                // The first replica on this GPU is measured alone; the others start once it is known how many fit.
+                var cap = await gate.Cap.Task.WaitAsync(Token).ConfigureAwait(false);
+                if (slot.IndexOnDevice >= cap)
+                {
+                    CapSlot(slot, gate.Reason!);
+                    return;
+                }
+            }
+
+            if (measuring)
+            {
+                gate!.Before = _options.GpuTelemetry!.Read(slot.Device);
+            }
+
             while (true)
             {
                 if (replica is null)
@@ -41,6 +60,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
                     }
 
                     startFailures = 0;
+                    limit = new BatchLimit(_options.MaxBatchSize);
                     Raise(new ReplicaEvent(slot, ReplicaEventKind.Started, $"Replica {slot} started."));
                 }
 
@@ -62,9 +82,14 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
                     _batchSlots.Release();
                 }
 
-                if (await ProcessAsync(slot, replica, batch.Items).ConfigureAwait(false))
+                if (await ProcessAsync(slot, replica, batch.Items, limit).ConfigureAwait(false))
                 {
                     faultsInRow = 0;
+                    if (measuring)
+                    {
+                        measuring = false;
+                        ResolveGpuCap(slot, gate!);
+                    }
                 }
                 else
                 {
@@ -86,6 +111,11 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
         }
         finally
         {
+            // Never measured (no batch, no replica): the others on this GPU start uncapped.
+            if (slot.IndexOnDevice == 0)
+            {
+                gate?.Cap.TrySetResult(int.MaxValue);
+            }
             if (replica is not null)
             {
                 _monitor?.ReplicaStopped(slot);
@@ -96,15 +126,29 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
 
     /// <summary>
     /// Runs one batch. A batch that throws an item fault is split in halves on this replica until the bad
-    /// item is alone. A replica fault puts the batch back in the queue in halves and returns false.
+    /// item is alone. A batch that runs out of device memory halves the replica's batch limit and is run in
+    /// pieces of that size. A replica fault (or running out of memory on one item) puts the batch back in the
+    /// queue in halves and returns false.
     /// </summary>
-    private async Task<bool> ProcessAsync(ReplicaSlot slot, IReplica<TPrepared, TOut> replica, WorkItem<TIn, TPrepared>[] items)
+    private async Task<bool> ProcessAsync(ReplicaSlot slot, IReplica<TPrepared, TOut> replica, WorkItem<TIn, TPrepared>[] items, BatchLimit limit)
     {
         var pending = new Stack<ArraySegment<WorkItem<TIn, TPrepared>>>();
         pending.Push(items);
         while (pending.Count > 0)
         {
             var segment = pending.Pop();
+            if (segment.Count > limit.Value)
+            {
+                // Larger than this replica takes since it ran out of memory: run it in pieces, in order.
+                for (var end = segment.Count; end > 0; end -= limit.Value)
+                {
+                    var start = Math.Max(0, end - limit.Value);
+                    pending.Push(segment[start..end]);
+                }
+
+                continue;
+            }
+
             var (outcomes, error, kind) = await CallAsync(slot, replica, segment).ConfigureAwait(false);
             if (error is null)
             {
@@ -112,7 +156,15 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
                 continue;
             }
 
-            if (kind == FaultKind.Replica)
+            if (kind == FaultKind.OutOfMemory && segment.Count > 1)
+            {
+                limit.Value = segment.Count / 2;
+                Raise(new ReplicaEvent(slot, ReplicaEventKind.BatchLimitHalved, $"Replica {slot} ran out of memory on a batch of {segment.Count}; it now takes at most {limit.Value} item(s) per call until it is rebuilt: {error.Message}", error));
+                pending.Push(segment);
+                continue;
+            }
+
+            if (kind is FaultKind.Replica or FaultKind.OutOfMemory)
             {
                 LogReplicaFault(_log, slot.Name, segment.Count, error.Message, error);
                 InferPoolMetrics.ReplicaFaults.Add(1, new KeyValuePair<string, object?>("device", slot.Device.ToString()));
@@ -259,6 +311,34 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
         Emit(results);
     }
 
+    private void ResolveGpuCap(ReplicaSlot slot, GpuCapGate gate)
+    {
+        var after = _options.GpuTelemetry!.Read(slot.Device);
+        if (gate.Before is not { } before || after is not { } now)
+        {
+            gate.Reason = $"{slot.Device}: its memory could not be read; all {slot.ReplicasOnDevice} planned replicas are kept";
+            gate.Cap.TrySetResult(int.MaxValue);
+            return;
+        }
+
+        var cap = GpuReplicaCap.Compute(slot.Device, before, now, slot.ReplicasOnDevice, _options.GpuMemoryHeadroom);
+        gate.Reason = cap.Reason;
+        LogReplicaEvent(_log, LogLevel.Information, cap.Reason, null);
+        gate.Cap.TrySetResult(cap.Replicas);
+    }
+
+    /// <summary>A slot left out because its GPU has no room for it: not a failure, and never the device's last slot.</summary>
+    private void CapSlot(ReplicaSlot slot, string reason)
+    {
+        lock (_slotLock)
+        {
+            --_liveSlotsPerDevice[slot.Device];
+            --_liveSlots;
+        }
+
+        Raise(new ReplicaEvent(slot, ReplicaEventKind.Capped, $"Replica {slot} is not started: {reason}."));
+    }
+
     private void RemoveSlot(ReplicaSlot slot, int failures, Exception error)
     {
         var message = $"Replica {slot} was given up after {failures} failed starts in a row: {error.Message}";
@@ -305,6 +385,8 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
                 break;
             case ReplicaEventKind.StartFailed:
             case ReplicaEventKind.Removed:
+            case ReplicaEventKind.BatchLimitHalved:
+            case ReplicaEventKind.Capped:
                 LogReplicaEvent(_log, LogLevel.Warning, e.Message, e.Exception);
                 break;
             default:
@@ -342,4 +424,20 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Disposing replica {Slot} failed: {Reason}")]
     private static partial void LogDisposeFailed(ILogger logger, string slot, string reason, Exception? exception);
+
+    /// <summary>The most items a replica takes per call; halved when it runs out of device memory, reset when it is rebuilt.</summary>
+    private sealed class BatchLimit(int value)
+    {
+        public int Value { get; set; } = value;
+    }
+
+    /// <summary>The first replica's measurement on one GPU, which the others on it wait for.</summary>
+    private sealed class GpuCapGate
+    {
+        public TaskCompletionSource<int> Cap { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public GpuReading? Before { get; set; }
+
+        public string? Reason { get; set; }
+    }
 }

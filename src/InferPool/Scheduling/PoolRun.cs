@@ -41,6 +41,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
     private readonly Lock _slotLock = new();
     private readonly Dictionary<Device, int> _liveSlotsPerDevice = [];
     private readonly List<string> _removalReasons = [];
+    private readonly Dictionary<Device, GpuCapGate> _gpuGates = [];
     private int _liveSlots;
 
     // Admitted items not yet written to the results channel, plus one held by the reader until the input ends.
@@ -88,6 +89,10 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
         foreach (var allocation in options.Replicas.Devices)
         {
             _liveSlotsPerDevice[allocation.Device] = allocation.Replicas;
+            if (options.GpuTelemetry is not null && allocation.Device.IsGpu && allocation.Replicas > 1)
+            {
+                _gpuGates[allocation.Device] = new GpuCapGate();
+            }
         }
 
         _liveSlots = options.Replicas.TotalReplicas;

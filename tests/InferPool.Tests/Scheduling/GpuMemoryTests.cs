@@ -1,0 +1,150 @@
+using System.Collections.Concurrent;
+using InferPool.Devices;
+using InferPool.Diagnostics;
+using InferPool.Replicas;
+using InferPool.Results;
+using static InferPool.Tests.PoolTestKit;
+
+namespace InferPool.Tests.Scheduling;
+
+/// <summary>Running out of device memory (batches halved, then a rebuild) and replicas capped by what the first one took, against a fake GPU.</summary>
+public sealed class GpuMemoryTests
+{
+    private const long GiB = 1L << 30;
+
+    [Fact]
+    public async Task Run_OutOfMemoryOnLargeBatches_HalvesTheReplicasBatchLimitAndEveryItemSucceedsOnItsFirstAttempt()
+    {
+        var calls = new ConcurrentQueue<int>();
+        var events = new ConcurrentQueue<ReplicaEvent>();
+        var monitor = new PoolMonitor();
+        monitor.ReplicaChanged += (_, e) => events.Enqueue(e);
+        var options = new InferencePoolOptions
+        {
+            Replicas = Plan(("cuda:0", 1)),
+            MaxBatchSize = 16,
+            MaxBatchDelay = TimeSpan.FromHours(1), // batches are always full
+            Monitor = monitor,
+        };
+        var factory = new LambdaFactory<int, int>(_ => new LambdaReplica<int, int>(batch =>
+        {
+            calls.Enqueue(batch.Count);
+            return batch.Count > 3
+                ? throw new InvalidOperationException("[ErrorCode:RuntimeException] CUDA failure 2: out of memory")
+                : [.. batch.Select(x => Outcome.Success(x + 1))];
+        }));
+
+        var results = await CollectBoundedAsync(InferencePool.RunAsync(FailureTests.AsyncRange(64), factory, options));
+
+        Assert.Equal(64, results.Count);
+        Assert.All(results, r => Assert.Equal((r.Item + 1, 1), (r.Value, r.Attempts)));
+        // 16 → 8 → 4 → 2: three halvings on the first batch, then every call is at most 2 items; no rebuild.
+        Assert.Equal([16, 8, 4, 2], calls.Take(4));
+        Assert.All(calls.Skip(3), size => Assert.True(size <= 2));
+        Assert.Equal(3, events.Count(e => e.Kind == ReplicaEventKind.BatchLimitHalved));
+        Assert.Contains("now takes at most 2 item(s)", events.Last(e => e.Kind == ReplicaEventKind.BatchLimitHalved).Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(events, e => e.Kind == ReplicaEventKind.Faulted);
+    }
+
+    [Fact]
+    public async Task Run_OneItemDoesNotFitAlone_RebuildsTheReplicaAndFailsThatItemAfterMaxAttempts()
+    {
+        var builds = 0;
+        var options = new InferencePoolOptions
+        {
+            Replicas = Plan(("cuda:0", 1)),
+            MaxBatchSize = 4,
+            MaxBatchDelay = TimeSpan.FromHours(1),
+            MaxAttempts = 3,
+            RestartBackoff = TimeSpan.Zero,
+        };
+        var factory = new LambdaFactory<int, int>(_ =>
+        {
+            Interlocked.Increment(ref builds);
+            return new LambdaReplica<int, int>(batch => batch.Contains(5)
+                ? throw new InvalidOperationException("CUDA out of memory. Tried to allocate 2.00 GiB")
+                : [.. batch.Select(Outcome.Success)]);
+        });
+
+        var results = await CollectBoundedAsync(InferencePool.RunAsync(FailureTests.AsyncRange(12), factory, options));
+
+        var failed = Assert.Single(results, r => !r.IsSuccess);
+        Assert.Equal((5, 3), (failed.Item, failed.Attempts));
+        Assert.Contains("out of memory", failed.Error!.Message, StringComparison.Ordinal);
+        Assert.Equal(11, results.Count(r => r.IsSuccess));
+        Assert.Equal(1 + 3, builds);
+    }
+
+    [Fact]
+    public async Task Run_WithGpuTelemetry_CapsReplicasSoTheHeadroomStaysFree()
+    {
+        // 10 GiB card; each replica takes 3 GiB. After the first: 7 GiB free, 1 GiB kept → room for 2 more.
+        var gpu = new FakeGpu(10 * GiB);
+        var built = new ConcurrentQueue<string>();
+        var events = new ConcurrentQueue<ReplicaEvent>();
+        var monitor = new PoolMonitor();
+        monitor.ReplicaChanged += (_, e) => events.Enqueue(e);
+        var options = new InferencePoolOptions
+        {
+            Replicas = Plan(("cuda:0", 4)),
+            MaxBatchSize = 2,
+            GpuTelemetry = gpu,
+            GpuMemoryHeadroom = 0.10,
+            Monitor = monitor,
+        };
+        var factory = new LambdaFactory<int, int>(slot =>
+        {
+            gpu.Allocate(3 * GiB);
+            built.Enqueue(slot.Name);
+            return new LambdaReplica<int, int>(batch => [.. batch.Select(Outcome.Success)]);
+        });
+
+        var results = await CollectBoundedAsync(InferencePool.RunAsync(FailureTests.AsyncRange(200), factory, options));
+
+        Assert.Equal(200, results.Count(r => r.IsSuccess));
+        Assert.Equal(["cuda:0#0", "cuda:0#1", "cuda:0#2"], built.Order(StringComparer.Ordinal));
+        var capped = Assert.Single(events, e => e.Kind == ReplicaEventKind.Capped);
+        Assert.Equal("cuda:0#3", capped.Slot.Name);
+        Assert.Contains("capped at 3 of 4 planned replicas: one replica took 3072 MiB; 7168 MiB of 10240 MiB were then free, and 10 % (1024 MiB) is kept free", capped.Message, StringComparison.Ordinal);
+        Assert.True(gpu.FreeBytes >= 1 * GiB);
+    }
+
+    [Theory]
+    [InlineData(10, 10, 7, 4, 3)] // room for 2 more beside the first
+    [InlineData(10, 10, 7, 2, 2)] // fewer planned than fit: the plan stands
+    [InlineData(10, 3, 0, 4, 1)] // nothing left: the first one stays, alone
+    [InlineData(10, 7, 7, 4, 4)] // nothing measured (memory did not drop): the plan stands
+    public void Compute_CapsAtWhatFitsButNeverBelowOne(long total, long freeBefore, long freeAfter, int planned, int expected)
+    {
+        var cap = GpuReplicaCap.Compute(Device.Cuda(1), new GpuReading(total * GiB, freeBefore * GiB, null), new GpuReading(total * GiB, freeAfter * GiB, null), planned, 0.10);
+
+        Assert.Equal(expected, cap.Replicas);
+        Assert.StartsWith("cuda:1: ", cap.Reason, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("CUDA failure 2: out of memory ; GPU=0", FaultKind.OutOfMemory)]
+    [InlineData("Failed to allocate memory for requested buffer of size 123", FaultKind.OutOfMemory)]
+    [InlineData("CUDA_ERROR_OUT_OF_MEMORY", FaultKind.OutOfMemory)]
+    [InlineData("torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB", FaultKind.OutOfMemory)]
+    [InlineData("Got invalid dimensions for input", FaultKind.Item)]
+    public void DefaultClassifyFault_RecognisesDeviceOutOfMemoryMessages(string message, FaultKind expected)
+    {
+        Assert.Equal(expected, InferencePoolOptions.DefaultClassifyFault(new InvalidOperationException(message)));
+#pragma warning disable CA2201 // the runtime throws it; the classifier must recognise it
+        Assert.Equal(FaultKind.OutOfMemory, InferencePoolOptions.DefaultClassifyFault(new OutOfMemoryException()));
+#pragma warning restore CA2201
+    }
+
+    /// <summary>A GPU whose free memory drops as replicas allocate.</summary>
+    private sealed class FakeGpu(long total) : IGpuTelemetry
+    {
+        private long _used;
+
+        public long FreeBytes => total - Interlocked.Read(ref _used);
+
+        public void Allocate(long bytes) => Interlocked.Add(ref _used, bytes);
+
+        public GpuReading? Read(Device gpu) => gpu == Device.Cuda(0) ? new GpuReading(total, FreeBytes, 50) : null;
+    }
+}
