@@ -2,6 +2,13 @@ using InferPool.Cli;
 using InferPool.Cli.Commands;
 using Spectre.Console.Cli;
 
+// NVML numbers GPUs in PCI bus order and CUDA, by default, fastest first: make cuda:N the same card to both
+// (for ONNX Runtime in this process and for worker processes, which inherit it).
+if (Environment.GetEnvironmentVariable("CUDA_DEVICE_ORDER") is null)
+{
+    Environment.SetEnvironmentVariable("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+}
+
 using var interrupts = Interrupts.ForConsole();
 if (Console.IsOutputRedirected)
 {

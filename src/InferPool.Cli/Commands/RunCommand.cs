@@ -50,6 +50,7 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
             return Fail(ex.Message);
         }
 
+        using var telemetry = spec.GpuTelemetry as IDisposable;
         if (!settings.Quiet)
         {
             _console.WriteLine(Describe(spec));
@@ -76,7 +77,7 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
         try
         {
             var summary = await new ProgressDisplay(_console, _time, settings.Quiet)
-                .RunAsync(() => job.RunAsync(_interrupts.StopIntake, hardStop.Token), job.Monitor, () => Interlocked.Read(ref total) is >= 0 and var t ? t : null)
+                .RunAsync(() => job.RunAsync(_interrupts.StopIntake, hardStop.Token), job.Monitor, () => Interlocked.Read(ref total) is >= 0 and var t ? t : null, () => job.GpuUsage)
                 .ConfigureAwait(false);
             PrintSummary(spec, summary);
             // The exit code speaks for the whole job, parts committed by earlier runs included.
@@ -161,7 +162,9 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
             settings.Force,
             settings.Resume,
             settings.FailFast,
-            tuned is null ? null : $"{tuned.Source}: {tuned.Devices}, {tuned.Threads} thread(s), batch {tuned.Batch}, {tuned.ItemsPerSecond:F1} items/s measured {tuned.Measured:yyyy-MM-dd}");
+            tuned is null ? null : $"{tuned.Source}: {tuned.Devices}, {tuned.Threads} thread(s), batch {tuned.Batch}, {tuned.ItemsPerSecond:F1} items/s measured {tuned.Measured:yyyy-MM-dd}",
+            plan.Devices.Any(d => d.Device.IsGpu) ? NvmlTelemetry.TryOpen(out _) : null,
+            settings.GpuHeadroom);
     }
 
     /// <summary>
@@ -275,6 +278,18 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
             {
                 _console.WriteLine($"  … and {s.Failed - s.FirstFailures.Count} more (status = 'failed' in the output).");
             }
+        }
+
+        foreach (var gpu in s.Gpus ?? [])
+        {
+            var util = gpu.MeanUtilizationPercent is { } u ? string.Create(CultureInfo.InvariantCulture, $"mean utilisation {u:F0}%") : "utilisation not reported";
+            var total = gpu.Latest is { } r ? string.Create(CultureInfo.InvariantCulture, $" of {r.TotalMemoryBytes / (1024.0 * 1024 * 1024):F1}") : "";
+            _console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {gpu.Device}: {util}, peak memory in use {gpu.PeakUsedBytes / (1024.0 * 1024 * 1024):F1}{total} GiB ({gpu.Samples} samples, about one a second)."));
+        }
+
+        foreach (var note in s.Notes ?? [])
+        {
+            _console.WriteLine($"  Note: {note}");
         }
 
         using (var self = System.Diagnostics.Process.GetCurrentProcess())

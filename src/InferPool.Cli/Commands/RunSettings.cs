@@ -66,6 +66,11 @@ internal sealed class RunSettings : CommandSettings
     [DefaultValue(300.0)]
     public double BatchTimeoutSeconds { get; init; } = 300;
 
+    [CommandOption("--gpu-headroom <FRACTION>")]
+    [Description("Share of each GPU's memory to keep free: after the first replica on a GPU has run, the replicas there are capped to what fits.")]
+    [DefaultValue(0.10)]
+    public double GpuHeadroom { get; init; } = 0.10;
+
     [CommandOption("--max-pixels <N>")]
     [Description("Images with more pixels are refused from their header, before decoding.")]
     [DefaultValue(100_000_000L)]
@@ -121,6 +126,11 @@ internal sealed class RunSettings : CommandSettings
         if (BatchTimeoutSeconds <= 0)
         {
             return ValidationResult.Error($"--batch-timeout is {BatchTimeoutSeconds}; it must be more than 0 seconds.");
+        }
+
+        if (GpuHeadroom is < 0 or >= 1)
+        {
+            return ValidationResult.Error($"--gpu-headroom is {GpuHeadroom}; it must be from 0 to below 1 (0.1 keeps 10% free).");
         }
 
         if (MaxPixels < 1 || PartRows < 1)

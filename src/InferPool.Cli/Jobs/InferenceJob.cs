@@ -3,6 +3,7 @@ using System.Text.Json;
 using InferPool.Cli.Images;
 using InferPool.Cli.Inputs;
 using InferPool.Cli.Output;
+using InferPool.Devices;
 using InferPool.Diagnostics;
 using InferPool.Onnx;
 using InferPool.Processes;
@@ -32,6 +33,11 @@ internal sealed class InferenceJob
 
     /// <summary>Live counters, for a progress display.</summary>
     public PoolMonitor Monitor { get; }
+
+    /// <summary>GPU utilisation and memory sampled while the job runs (empty without GPUs or NVML).</summary>
+    public IReadOnlyList<GpuUsage> GpuUsage => _gpuUsage();
+
+    private Func<IReadOnlyList<GpuUsage>> _gpuUsage = () => [];
 
     /// <summary>Items in flight: enough to keep every replica fed and the preparation ahead, few enough that memory stays small.</summary>
     private int InFlight => Math.Max(32, 4 * _spec.Plan.TotalReplicas * _spec.BatchSize);
@@ -163,6 +169,24 @@ internal sealed class InferenceJob
 
         var writer = new PartWriter(_spec.OutputDirectory, start.Journal, _spec.Format, engine.Columns, _spec.RowsPerPart);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(stopIntake);
+        var notes = new List<string>();
+        void Note(object? sender, ReplicaEvent e)
+        {
+            if (e.Kind is ReplicaEventKind.Capped or ReplicaEventKind.BatchLimitHalved or ReplicaEventKind.DeviceRemoved)
+            {
+                lock (notes)
+                {
+                    notes.Add(e.Message);
+                }
+            }
+        }
+
+        Monitor.ReplicaChanged += Note;
+        var gpus = _spec.Plan.Devices.Where(d => d.Device.IsGpu).Select(d => d.Device).ToList();
+        var sampler = new GpuSampler(_spec.GpuTelemetry ?? NoGpus.Instance, gpus, _timeProvider);
+        await using var sampling = sampler.ConfigureAwait(false);
+        _gpuUsage = sampler.Usage;
+        sampler.Start();
         var options = new InferencePoolOptions
         {
             Replicas = _spec.Plan,
@@ -174,6 +198,8 @@ internal sealed class InferenceJob
             Monitor = Monitor,
             Logger = _logger,
             TimeProvider = _timeProvider,
+            GpuTelemetry = _spec.GpuTelemetry,
+            GpuMemoryHeadroom = _spec.GpuHeadroom,
         };
 
         var started = _timeProvider.GetTimestamp();
@@ -244,7 +270,9 @@ internal sealed class InferenceJob
             start.Resumed,
             start.Discarded,
             stoppedEarly && !stopIntake.IsCancellationRequested,
-            start.CommittedFailures);
+            start.CommittedFailures,
+            Gpus: GpuUsage,
+            Notes: [.. notes]);
     }
 
     private static async IAsyncEnumerable<InputItem> StopWhen(
@@ -261,5 +289,13 @@ internal sealed class InferenceJob
 
             yield return item;
         }
+    }
+
+    /// <summary>Telemetry where there is none (no GPU or no NVML): the sampler then reads nothing.</summary>
+    private sealed class NoGpus : IGpuTelemetry
+    {
+        public static readonly NoGpus Instance = new();
+
+        public GpuReading? Read(Device gpu) => null;
     }
 }

@@ -20,4 +20,6 @@ internal sealed record JobSpec(
     bool Force = false,
     bool RequireResume = false,
     bool FailFast = false,
-    string? TunedFrom = null);
+    string? TunedFrom = null,
+    IGpuTelemetry? GpuTelemetry = null,
+    double GpuHeadroom = 0.10);

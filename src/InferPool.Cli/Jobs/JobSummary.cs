@@ -18,7 +18,9 @@ internal sealed record JobSummary(
     int Discarded = 0,
     bool StoppedOnFailure = false,
     long FailedEarlier = 0,
-    bool AlreadyComplete = false)
+    bool AlreadyComplete = false,
+    IReadOnlyList<GpuUsage>? Gpus = null,
+    IReadOnlyList<string>? Notes = null)
 {
     public const int FailuresListed = 20;
 

@@ -14,20 +14,24 @@ internal sealed class ProgressDisplay(IAnsiConsole console, TimeProvider timePro
     private static readonly TimeSpan PlainInterval = TimeSpan.FromSeconds(5);
 
     /// <summary>Runs <paramref name="job"/> while showing <paramref name="monitor"/>; <paramref name="total"/> is read when known.</summary>
-    public async Task<T> RunAsync<T>(Func<Task<T>> job, PoolMonitor monitor, Func<long?> total)
+    public async Task<T> RunAsync<T>(Func<Task<T>> job, PoolMonitor monitor, Func<long?> total, Func<IReadOnlyList<GpuUsage>>? gpus = null)
     {
         if (quiet)
         {
             return await job().ConfigureAwait(false);
         }
 
+        gpus ??= () => [];
         return console.Profile.Capabilities.Interactive
-            ? await LiveAsync(job, monitor, total).ConfigureAwait(false)
-            : await PlainAsync(job, monitor, total).ConfigureAwait(false);
+            ? await LiveAsync(job, monitor, total, gpus).ConfigureAwait(false)
+            : await PlainAsync(job, monitor, total, gpus).ConfigureAwait(false);
     }
 
-    /// <summary>One line of progress, e.g. <c>12/20 (60%) · 8.4 items/s · 0 failed · ETA 1s · cpu 2/2 busy 97%</c>.</summary>
-    public static string Line(PoolSnapshot s, long? total)
+    /// <summary>
+    /// One line of progress, e.g. <c>12/20 (60%) · 8.4 items/s · 0 failed · ETA 1s · cpu 2/2 busy 97%</c>; a GPU
+    /// also shows its sampled utilisation and memory (<c>cuda:0 2/2 busy 95% · GPU 87% 12.3/80.0 GiB</c>).
+    /// </summary>
+    public static string Line(PoolSnapshot s, long? total, IReadOnlyList<GpuUsage>? gpus = null)
     {
         var done = s.Completed;
         var parts = new List<string>
@@ -43,16 +47,22 @@ internal sealed class ProgressDisplay(IAnsiConsole console, TimeProvider timePro
 
         parts.AddRange(s.Devices.Select(d => string.Create(
             CultureInfo.InvariantCulture,
-            $"{d.Device} {d.ReplicasAlive}/{d.ReplicasPlanned} busy {d.BusyFraction:P0}{(d.Removed ? " (removed)" : "")}")));
+            $"{d.Device} {d.ReplicasAlive}/{d.ReplicasPlanned} busy {d.BusyFraction:P0}{(d.Removed ? " (removed)" : "")}{Gpu(gpus?.FirstOrDefault(g => g.Device == d.Device))}")));
         return string.Join(" · ", parts);
     }
+
+    private static string Gpu(GpuUsage? usage) => usage?.Latest is { } r
+        ? string.Create(CultureInfo.InvariantCulture, $" · GPU {(r.UtilizationPercent is { } u ? $"{u}%" : "?")} {r.UsedMemoryBytes / Gib:F1}/{r.TotalMemoryBytes / Gib:F1} GiB")
+        : "";
+
+    private const double Gib = 1024.0 * 1024 * 1024;
 
     public static string Duration(TimeSpan t) =>
         t.TotalHours >= 1 ? t.ToString(@"h\:mm\:ss", CultureInfo.InvariantCulture)
         : t.TotalMinutes >= 1 ? t.ToString(@"m\:ss", CultureInfo.InvariantCulture)
         : string.Create(CultureInfo.InvariantCulture, $"{t.TotalSeconds:F1}s");
 
-    private async Task<T> LiveAsync<T>(Func<Task<T>> job, PoolMonitor monitor, Func<long?> total)
+    private async Task<T> LiveAsync<T>(Func<Task<T>> job, PoolMonitor monitor, Func<long?> total, Func<IReadOnlyList<GpuUsage>> gpus)
     {
         T result = default!;
         await console.Progress()
@@ -66,19 +76,19 @@ internal sealed class ProgressDisplay(IAnsiConsole console, TimeProvider timePro
                 var running = job();
                 while (!running.IsCompleted)
                 {
-                    Update(bar, monitor.Snapshot(), total());
+                    Update(bar, monitor.Snapshot(), total(), gpus());
                     await Task.WhenAny(running, Task.Delay(LiveRefresh, timeProvider)).ConfigureAwait(false);
                 }
 
-                Update(bar, monitor.Snapshot(), total());
+                Update(bar, monitor.Snapshot(), total(), gpus());
                 result = await running.ConfigureAwait(false);
             }).ConfigureAwait(false);
         return result;
     }
 
-    private static void Update(ProgressTask bar, PoolSnapshot s, long? total)
+    private static void Update(ProgressTask bar, PoolSnapshot s, long? total, IReadOnlyList<GpuUsage> gpus)
     {
-        bar.Description = Markup.Escape(Line(s, total));
+        bar.Description = Markup.Escape(Line(s, total, gpus));
         if (total is { } t)
         {
             bar.IsIndeterminate = false;
@@ -87,7 +97,7 @@ internal sealed class ProgressDisplay(IAnsiConsole console, TimeProvider timePro
         }
     }
 
-    private async Task<T> PlainAsync<T>(Func<Task<T>> job, PoolMonitor monitor, Func<long?> total)
+    private async Task<T> PlainAsync<T>(Func<Task<T>> job, PoolMonitor monitor, Func<long?> total, Func<IReadOnlyList<GpuUsage>> gpus)
     {
         var running = job();
         while (!running.IsCompleted)
@@ -95,7 +105,7 @@ internal sealed class ProgressDisplay(IAnsiConsole console, TimeProvider timePro
             await Task.WhenAny(running, Task.Delay(PlainInterval, timeProvider)).ConfigureAwait(false);
             if (!running.IsCompleted)
             {
-                console.WriteLine(Line(monitor.Snapshot(), total()));
+                console.WriteLine(Line(monitor.Snapshot(), total(), gpus()));
             }
         }
 
