@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Reruns the figures in README.md's performance section on this machine (about 10 minutes on 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dotnet build InferPool.slnx -c Release -v quiet -nologo
+tool=src/InferPool.Cli/bin/Release/net10.0/inferpool
+echo "== inferpool tune (saves beside the built-in model; bench then uses it)"
+"$tool" tune --budget 60s
+echo "== inferpool bench"
+"$tool" bench --items 200 --rounds 3 --chart inferpool-bench.png
+echo "== Python: loop vs multiprocessing.Pool vs inferpool --worker"
+bash bench/python/compare.sh --repeat 15 --rounds 2 || echo "(skipped: needs python3-torch and python3-pil)"
+echo "== Whole job against raw ONNX Runtime loops"
+dotnet run -c Release --project bench/InferPool.Bench -- --repeat 25 --rounds 3
+echo "== Memory for 10,000 and 100,000 inputs"
+dotnet run -c Release --project bench/InferPool.Bench -- --memory
+echo "== Pool overhead (BenchmarkDotNet)"
+dotnet run -c Release --project bench/InferPool.Benchmarks -- --filter '*PoolOverhead*'
