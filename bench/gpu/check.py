@@ -19,6 +19,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SAMPLE = os.path.join(ROOT, "samples", "workers", "python")
 sys.path.insert(0, SAMPLE)
+sys.path.insert(0, os.path.join(ROOT, "bench", "python"))
+from inputs import copy_images  # noqa: E402
 import resnet18_torch as sample  # noqa: E402
 
 
@@ -82,20 +84,9 @@ def main():
     args = parser.parse_args()
 
     gpu = int(args.device.split(":")[1]) if args.device.startswith("cuda") else None
-    images = sorted(os.path.join(ROOT, "samples", "images", f) for f in os.listdir(os.path.join(ROOT, "samples", "images"))
-                    if f.lower().endswith((".png", ".jpg", ".jpeg")))
     work = tempfile.mkdtemp(prefix="inferpool-gpu-check-")
     try:
-        paths = []
-        for r in range(args.repeat):
-            for image in images:
-                copy = os.path.join(work, "in", f"{r:03d}-{os.path.basename(image)}")
-                os.makedirs(os.path.dirname(copy), exist_ok=True)
-                shutil.copyfile(image, copy)
-                paths.append(copy)
-        list_file = os.path.join(work, "list.txt")
-        with open(list_file, "w") as f:
-            f.write("\n".join(paths) + "\n")
+        paths, list_file = copy_images(os.path.join(ROOT, "samples", "images"), args.repeat, work)
 
         if gpu is not None:
             os.environ.setdefault("CUDA_VISIBLE_DEVICES", str(gpu))  # the loop, like a worker, sees one GPU as cuda:0

@@ -29,6 +29,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SAMPLE = os.path.join(ROOT, "samples", "workers", "python")
 sys.path.insert(0, SAMPLE)
+sys.path.insert(0, HERE)
+from inputs import copy_images  # noqa: E402
 
 _model = None
 sample = None
@@ -99,21 +101,9 @@ def main():
     if not args.inferpool:
         parser.error("--inferpool is required")
 
-    images = sorted(os.path.join(args.images, f) for f in os.listdir(args.images)
-                    if f.lower().endswith((".png", ".jpg", ".jpeg")))
     work = tempfile.mkdtemp(prefix="inferpool-compare-")
     try:
-        # Copies, so every item is a distinct file (the OS cache holds them all either way).
-        paths = []
-        for r in range(args.repeat):
-            for image in images:
-                copy = os.path.join(work, "in", f"{r:03d}-{os.path.basename(image)}")
-                os.makedirs(os.path.dirname(copy), exist_ok=True)
-                shutil.copyfile(image, copy)
-                paths.append(copy)
-        list_file = os.path.join(work, "list.txt")
-        with open(list_file, "w") as f:
-            f.write("\n".join(paths) + "\n")
+        paths, list_file = copy_images(args.images, args.repeat, work)
 
         ways = {
             "loop": lambda: run_way("loop", list_file, args.processes),

@@ -8,6 +8,7 @@ using InferPool.Cli.Output;
 using InferPool.Cli.Tuning;
 using InferPool.Devices;
 using InferPool.Onnx;
+using InferPool.Results;
 using Microsoft.Extensions.Logging;
 using Microsoft.ML.OnnxRuntime;
 using Spectre.Console;
@@ -262,13 +263,7 @@ internal sealed class BenchCommand : AsyncCommand<BenchSettings>
         public async Task<int> RunAsync(IReadOnlyList<InputItem> items, OnnxInputs prepare, CancellationToken cancellationToken)
         {
             _replicas.Reset();
-            var options = new InferencePoolOptions
-            {
-                Replicas = _candidate.Plan,
-                MaxBatchSize = _candidate.Batch,
-                MaxInFlight = Math.Max(32, 4 * _candidate.Plan.TotalReplicas * _candidate.Batch),
-                PrepareParallelism = Environment.ProcessorCount,
-            };
+            var options = _candidate.PoolOptions(ResultOrder.Input);
             var done = 0;
             var stage = new PrepareStage<InputItem, float[]>((item, _) => ValueTask.FromResult(prepare.Prepare(item)));
             await foreach (var result in InferencePool.RunAsync(items.ToAsyncEnumerable(), stage, _replicas, options, cancellationToken).ConfigureAwait(false))

@@ -7,6 +7,21 @@ internal static partial class Durable
 {
     private const int ReadOnly = 0;
 
+    /// <summary>Replaces <paramref name="path"/> atomically: writes a temporary file, flushes it to disk, renames it over the old one, flushes the folder.</summary>
+    public static void WriteAtomically(string path, Action<Stream> write)
+    {
+        var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        var temporary = path + ".tmp";
+        using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            write(stream);
+            stream.Flush(flushToDisk: true);
+        }
+
+        File.Move(temporary, path, overwrite: true);
+        FlushDirectory(directory);
+    }
+
     /// <summary>Flushes a directory's entries (after a rename into it). A no-op where the platform cannot.</summary>
     public static void FlushDirectory(string directory)
     {

@@ -50,16 +50,7 @@ internal sealed class JobJournal
     /// <summary>Writes the journal atomically: temporary file, flush to disk, rename, flush the folder.</summary>
     public void Save(string directory)
     {
-        var path = PathIn(directory);
-        var temporary = path + ".tmp";
-        using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
-        {
-            JsonSerializer.Serialize(stream, this, CliJson.Default.JobJournal);
-            stream.Flush(flushToDisk: true);
-        }
-
-        File.Move(temporary, path, overwrite: true);
-        Durable.FlushDirectory(directory);
+        Durable.WriteAtomically(PathIn(directory), stream => JsonSerializer.Serialize(stream, this, CliJson.Default.JobJournal));
     }
 }
 

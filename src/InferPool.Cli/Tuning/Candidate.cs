@@ -1,4 +1,5 @@
 using InferPool.Devices;
+using InferPool.Results;
 
 namespace InferPool.Cli.Tuning;
 
@@ -14,6 +15,17 @@ internal sealed record Candidate(ReplicaPlan Plan, int Threads, int Batch)
     public string Devices => string.Join(',', Plan.Devices.Select(d => $"{d.Device}={d.Replicas}"));
 
     public override string ToString() => $"{Plan}, {Threads} thread(s), batch {Batch}";
+
+    /// <summary>Pool options for this configuration, with run's in-flight bound.</summary>
+    public InferencePoolOptions PoolOptions(ResultOrder order, TimeProvider? time = null) => new()
+    {
+        Replicas = Plan,
+        MaxBatchSize = Batch,
+        MaxInFlight = Math.Max(32, 4 * Plan.TotalReplicas * Batch),
+        PrepareParallelism = Environment.ProcessorCount,
+        Order = order,
+        TimeProvider = time ?? TimeProvider.System,
+    };
 
     /// <summary>
     /// The configurations worth trying for a selection of devices. On the CPU: every split of the cores into

@@ -57,17 +57,8 @@ internal sealed record TunedConfig(
     /// <summary>Writes the file atomically (temporary file, flush, rename).</summary>
     public void Save(string path)
     {
-        var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        Directory.CreateDirectory(directory);
-        var temporary = path + ".tmp";
-        using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
-        {
-            JsonSerializer.Serialize(stream, this, CliJson.Default.TunedConfig);
-            stream.Flush(flushToDisk: true);
-        }
-
-        File.Move(temporary, path, overwrite: true);
-        Durable.FlushDirectory(directory);
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        Durable.WriteAtomically(path, stream => JsonSerializer.Serialize(stream, this, CliJson.Default.TunedConfig));
     }
 }
 

@@ -119,14 +119,7 @@ internal sealed class Tuner
         CancellationToken cancellationToken)
     {
         replicas.Reset();
-        var options = new InferencePoolOptions
-        {
-            Replicas = candidate.Plan,
-            MaxBatchSize = candidate.Batch,
-            MaxInFlight = Math.Max(32, 4 * candidate.Plan.TotalReplicas * candidate.Batch),
-            Order = ResultOrder.Completion,
-            TimeProvider = time,
-        };
+        var options = candidate.PoolOptions(ResultOrder.Completion, time);
         using var stop = new CancellationTokenSource();
         var warmUp = 2L * candidate.Plan.TotalReplicas * candidate.Batch;
         long done = 0;
