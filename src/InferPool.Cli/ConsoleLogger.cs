@@ -31,3 +31,15 @@ internal sealed class ConsoleLogger(TextWriter writer, LogLevel minimum) : ILogg
         }
     }
 }
+
+/// <summary>Hands out <see cref="ConsoleLogger"/>s (one writer, one minimum level) to a host's logging.</summary>
+internal sealed class ConsoleLoggerProvider(TextWriter writer, LogLevel minimum) : ILoggerProvider
+{
+    private readonly ConsoleLogger _logger = new(writer, minimum);
+
+    public ILogger CreateLogger(string categoryName) => _logger;
+
+    public void Dispose()
+    {
+    }
+}

@@ -33,6 +33,11 @@ app.Configure(config =>
     config.AddCommand<BenchCommand>("bench")
         .WithDescription("Time the same job three ways in one process: the plain loop, Parallel.ForEachAsync over one session, and InferPool.")
         .WithExample("bench", "--items", "200", "--chart", "bench.png");
+    config.AddCommand<NodeCommand>("node")
+        .WithDescription("Join a cluster (Orleans, clustered through PostgreSQL) and work on its jobs with this machine's devices.")
+        .WithExample("node", "--cluster", "Host=db;Username=inferpool;Database=inferpool", "--devices", "auto");
+    config.AddCommand<StatusCommand>("status").WithDescription("Show a cluster job's progress, or the latest jobs.");
+    config.AddCommand<CancelCommand>("cancel").WithDescription("Stop handing out a cluster job's shards.");
     config.AddCommand<DevicesCommand>("devices").WithDescription("List the CPU cores and GPUs this machine offers.");
     config.SetExceptionHandler((ex, _) =>
     {

@@ -39,6 +39,11 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
 
     public override async Task<int> ExecuteAsync(CommandContext context, RunSettings settings, CancellationToken cancellationToken)
     {
+        if (settings.Cluster is not null)
+        {
+            return await Cluster.ClusterSubmit.RunAsync(settings, _console.Profile.Out.Writer, _errors, cancellationToken).ConfigureAwait(false);
+        }
+
         var logger = new ConsoleLogger(_errors, settings.Verbose ? LogLevel.Information : LogLevel.Warning);
         JobSpec spec;
         try

@@ -44,6 +44,28 @@ internal sealed class RunSettings : CommandSettings
     [Description("A configuration saved by 'inferpool tune' (devices, threads, batch). Default: inferpool.tuned.json in the output folder, else the one 'tune' saved beside the model. The command line wins over it.")]
     public string? Config { get; init; }
 
+    [CommandOption("--cluster <CONNECTION>")]
+    [Description("Submit the job to a cluster of 'inferpool node' processes sharing this PostgreSQL database, and follow it; results go to the table inferpool_results. INPUT and the model must be readable by every node.")]
+    public string? Cluster { get; init; }
+
+    [CommandOption("--job <ID>")]
+    [Description("With --cluster: the job's id. Default: job-<time>-<random>")]
+    public string? Job { get; init; }
+
+    [CommandOption("--shard-size <N>")]
+    [Description("With --cluster: items per shard (the unit a node leases, runs and commits).")]
+    [DefaultValue(100)]
+    public int ShardSize { get; init; } = 100;
+
+    [CommandOption("--lease <SECONDS>")]
+    [Description("With --cluster: how long a shard lease lasts without renewal before another node may take the shard.")]
+    [DefaultValue(30)]
+    public int LeaseSeconds { get; init; } = 30;
+
+    [CommandOption("--detach")]
+    [Description("With --cluster: submit and return without following the job.")]
+    public bool Detach { get; init; }
+
     [CommandOption("--threads <N>")]
     [Description("Threads per CPU replica (ONNX Runtime intra-op threads; OMP_NUM_THREADS for a worker). Default: cores / CPU replicas")]
     public int? Threads { get; init; }
@@ -151,6 +173,16 @@ internal sealed class RunSettings : CommandSettings
         if (WorkerOutput is not ("vector" or "json"))
         {
             return ValidationResult.Error($"--worker-output '{WorkerOutput}' is not supported: use vector or json.");
+        }
+
+        if (Cluster is not null && Worker is not null)
+        {
+            return ValidationResult.Error("--cluster runs ONNX models on the nodes; --worker is not supported there yet.");
+        }
+
+        if (ShardSize < 1 || LeaseSeconds < 2)
+        {
+            return ValidationResult.Error("--shard-size must be at least 1 and --lease at least 2 seconds.");
         }
 
         if (Resume && Force)

@@ -1,0 +1,72 @@
+using System.Net;
+using InferPool.Devices;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+using Orleans.Configuration;
+
+namespace InferPool.Cli.Cluster;
+
+/// <summary>How a node joins the cluster.</summary>
+/// <param name="ConnectionString">The PostgreSQL connection string (Npgsql form: <c>Host=…;Port=…;Username=…;Database=…</c>).</param>
+/// <param name="Name">The node's (silo's) name, unique in the cluster.</param>
+/// <param name="Advertise">The address other nodes reach this one at.</param>
+/// <param name="SiloPort">Silo-to-silo port.</param>
+/// <param name="GatewayPort">Client gateway port.</param>
+/// <param name="FastFailureDetection">Declare a silent node dead in seconds rather than the default minute or so (tests, small clusters).</param>
+internal sealed record NodeSettings(string ConnectionString, string Name, IPAddress Advertise, int SiloPort, int GatewayPort, bool FastFailureDetection);
+
+/// <summary>Builds the process a node runs: an Orleans silo clustered through PostgreSQL, plus the node's work loop.</summary>
+internal static class NodeHost
+{
+    /// <summary>The cluster and service id every InferPool node uses.</summary>
+    public const string ClusterId = "inferpool";
+
+    public static IHost Build(NodeSettings settings, ClusterNodeOptions node, ILoggerProvider logs)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.Logging.AddProvider(logs);
+        builder.Logging.AddFilter("Orleans", LogLevel.Warning);
+        builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        builder.Services.AddSingleton(_ => NpgsqlDataSource.Create(settings.ConnectionString));
+        builder.Services.AddSingleton(sp => new ClusterStore(sp.GetRequiredService<NpgsqlDataSource>()));
+        builder.Services.AddSingleton(node);
+        builder.Services.AddHostedService<ClusterNode>();
+        builder.UseOrleans(silo =>
+        {
+            silo.Configure<ClusterOptions>(o =>
+            {
+                o.ClusterId = ClusterId;
+                o.ServiceId = ClusterId;
+            });
+            silo.Configure<SiloOptions>(o => o.SiloName = settings.Name);
+            silo.ConfigureEndpoints(settings.Advertise, settings.SiloPort, settings.GatewayPort, listenOnAnyHostAddress: true);
+            silo.UseAdoNetClustering(o =>
+            {
+                o.Invariant = "Npgsql";
+                o.ConnectionString = settings.ConnectionString;
+            });
+            if (settings.FastFailureDetection)
+            {
+                silo.Configure<ClusterMembershipOptions>(o =>
+                {
+                    o.ProbeTimeout = TimeSpan.FromSeconds(1);
+                    o.NumMissedProbesLimit = 2;
+                    o.TableRefreshTimeout = TimeSpan.FromSeconds(2);
+                    o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(5);
+                    o.DeathVoteExpirationTimeout = TimeSpan.FromSeconds(10);
+                });
+            }
+        });
+        return builder.Build();
+    }
+
+    /// <summary>Applies the schema (idempotent) before the silo reads Orleans' queries from it.</summary>
+    public static async Task PrepareDatabaseAsync(string connectionString, CancellationToken cancellationToken)
+    {
+        await using var database = NpgsqlDataSource.Create(connectionString);
+        await ClusterSchema.EnsureAsync(database, cancellationToken).ConfigureAwait(false);
+    }
+}

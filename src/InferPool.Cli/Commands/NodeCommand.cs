@@ -1,0 +1,111 @@
+using System.ComponentModel;
+using System.Net;
+using System.Net.Sockets;
+using InferPool.Cli.Cluster;
+using InferPool.Devices;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace InferPool.Cli.Commands;
+
+/// <summary>The arguments of <c>inferpool node</c>.</summary>
+internal sealed class NodeSettings : CommandSettings
+{
+    [CommandOption("--cluster <CONNECTION>")]
+    [Description("PostgreSQL connection string shared by the cluster, e.g. \"Host=db;Username=inferpool;Password=…;Database=inferpool\".")]
+    public string Cluster { get; init; } = "";
+
+    [CommandOption("--devices <DEVICES>")]
+    [Description("This node's devices: auto, cpu, cuda:0,1, cuda:0=2,cpu.")]
+    [DefaultValue("auto")]
+    public string Devices { get; init; } = "auto";
+
+    [CommandOption("--threads <N>")]
+    [Description("ONNX Runtime intra-op threads per CPU replica. Default: cores / CPU replicas")]
+    public int? Threads { get; init; }
+
+    [CommandOption("--name <NAME>")]
+    [Description("This node's name in the cluster (unique). Default: host name and silo port")]
+    public string? Name { get; init; }
+
+    [CommandOption("--advertise <ADDRESS>")]
+    [Description("The address other nodes reach this one at. Default: this host's first IPv4 address")]
+    public string? Advertise { get; init; }
+
+    [CommandOption("--silo-port <PORT>")]
+    [DefaultValue(11111)]
+    public int SiloPort { get; init; } = 11111;
+
+    [CommandOption("--gateway-port <PORT>")]
+    [DefaultValue(30000)]
+    public int GatewayPort { get; init; } = 30000;
+
+    [CommandOption("--fast-failure-detection")]
+    [Description("Declare a silent node dead within seconds instead of Orleans' default (for tests and small local clusters).")]
+    public bool FastFailureDetection { get; init; }
+
+    public override ValidationResult Validate()
+    {
+        if (string.IsNullOrWhiteSpace(Cluster))
+        {
+            return ValidationResult.Error("--cluster is required: the PostgreSQL connection string the nodes share.");
+        }
+
+        if (Advertise is not null && !IPAddress.TryParse(Advertise, out _))
+        {
+            return ValidationResult.Error($"--advertise '{Advertise}' is not an IP address.");
+        }
+
+        try
+        {
+            DeviceSpec.Parse(Devices);
+        }
+        catch (FormatException ex)
+        {
+            return ValidationResult.Error($"--devices: {ex.Message}");
+        }
+
+        return ValidationResult.Success();
+    }
+}
+
+/// <summary>
+/// <c>inferpool node</c>: joins the cluster (an Orleans silo clustered through PostgreSQL) and works on every
+/// running job's shards with this machine's devices until stopped (Ctrl+C or SIGTERM).
+/// </summary>
+internal sealed class NodeCommand : AsyncCommand<NodeSettings>
+{
+    public override async Task<int> ExecuteAsync(CommandContext context, NodeSettings settings, CancellationToken cancellationToken)
+    {
+        var errors = Console.Error;
+        var inventory = NvmlDeviceInventory.Discover();
+        var plan = DeviceSpec.Parse(settings.Devices).Resolve(inventory, d => d.IsGpu ? 2 : RunCommand.CpuReplicas(inventory.CpuCores, settings.Threads));
+        var name = settings.Name ?? $"{Dns.GetHostName()}-{settings.SiloPort}";
+        var advertise = settings.Advertise is { } a ? IPAddress.Parse(a) : HostAddress();
+        var node = new Cluster.NodeSettings(settings.Cluster, name, advertise, settings.SiloPort, settings.GatewayPort, settings.FastFailureDetection);
+        try
+        {
+            await NodeHost.PrepareDatabaseAsync(settings.Cluster, cancellationToken).ConfigureAwait(false);
+            using var logs = new ConsoleLoggerProvider(errors, LogLevel.Information);
+            using var host = NodeHost.Build(node, new ClusterNodeOptions(name, plan, settings.Threads, TimeSpan.FromSeconds(1)), logs);
+            AnsiConsole.Console.WriteLine($"Node {name} joining cluster '{NodeHost.ClusterId}' at {advertise}:{settings.SiloPort} (gateway {settings.GatewayPort}) with {plan}.");
+            await host.RunAsync(cancellationToken).ConfigureAwait(false);
+            return ExitCodes.Ok;
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            return ExitCodes.Interrupted;
+        }
+        catch (Exception ex) when (ex is Npgsql.NpgsqlException or ArgumentException or InvalidOperationException or SocketException)
+        {
+            errors.WriteLine($"inferpool: node {name} could not join the cluster: {ex.Message}");
+            return ExitCodes.JobFailed;
+        }
+    }
+
+    private static IPAddress HostAddress() =>
+        Dns.GetHostAddresses(Dns.GetHostName()).FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork && !IPAddress.IsLoopback(a))
+        ?? IPAddress.Loopback;
+}
