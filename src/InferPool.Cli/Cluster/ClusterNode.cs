@@ -67,7 +67,19 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         foreach (var job in jobs)
         {
             var coordinator = grains.GetGrain<IJobCoordinatorGrain>(job.Id);
-            var lease = await coordinator.AcquireAsync(options.Name).ConfigureAwait(false);
+            ShardLease? lease;
+            try
+            {
+                lease = await coordinator.AcquireAsync(options.Name).WaitAsync(stoppingToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException || !stoppingToken.IsCancellationRequested)
+            {
+                // The coordinator's silo is unreachable (frozen, dying) or the database is: Orleans moves the grain
+                // once membership declares that silo dead; until then, try again.
+                LogCoordinatorUnavailable(logger, options.Name, job.Id, ex.Message);
+                continue;
+            }
+
             if (lease is null)
             {
                 continue;
@@ -101,7 +113,19 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
             await renewing.ConfigureAwait(false);
         }
 
-        if (await store.CommitAsync(lease, options.Name, results, stoppingToken).ConfigureAwait(false))
+        bool committed;
+        try
+        {
+            committed = await store.CommitAsync(lease, options.Name, results, stoppingToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is Npgsql.NpgsqlException or TimeoutException)
+        {
+            // Nothing was committed (one transaction): the lease runs out and the shard is redone.
+            LogDatabaseUnavailable(logger, options.Name, ex.Message);
+            return;
+        }
+
+        if (committed)
         {
             Committed++;
             LogShardCommitted(logger, options.Name, job.Id, lease.Shard, lease.Epoch, results.Count);
@@ -121,7 +145,19 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
             while (!lost.IsCancellationRequested)
             {
                 await Task.Delay(period, lost.Token).ConfigureAwait(false);
-                if (!await coordinator.RenewAsync(lease, options.Name).WaitAsync(stoppingToken).ConfigureAwait(false))
+                bool renewed;
+                try
+                {
+                    renewed = await coordinator.RenewAsync(lease, options.Name).WaitAsync(lost.Token).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    // Cannot tell: keep working; the commit's epoch check decides.
+                    LogCoordinatorUnavailable(logger, options.Name, lease.JobId, ex.Message);
+                    continue;
+                }
+
+                if (!renewed)
                 {
                     await lost.CancelAsync().ConfigureAwait(false);
                 }
@@ -213,6 +249,9 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Node}: commit of shard {Shard} of {Job} refused: epoch {Epoch} is stale (the shard was granted again or is done); results discarded")]
     private static partial void LogStaleCommit(ILogger logger, string node, string job, int shard, long epoch);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Node}: the coordinator of {Job} did not answer ({Reason}); trying again")]
+    private static partial void LogCoordinatorUnavailable(ILogger logger, string node, string job, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Node}: the database is not reachable ({Reason}); trying again")]
     private static partial void LogDatabaseUnavailable(ILogger logger, string node, string reason);

@@ -28,8 +28,12 @@ internal static class NodeHost
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
         builder.Logging.AddProvider(logs);
-        builder.Logging.AddFilter("Orleans", LogLevel.Warning);
-        builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        // The node's own lines at Information; Orleans, Polly and the host only when something is wrong. Orleans'
+        // start-up notes about server GC and its watchdog are not the user's concern.
+        builder.Logging.AddFilter((category, level) =>
+            category?.StartsWith("InferPool", StringComparison.Ordinal) == true ? level >= LogLevel.Information
+            : category is "Orleans.Runtime.Silo" or "Orleans.Runtime.Watchdog" ? level >= LogLevel.Error
+            : level >= LogLevel.Warning);
         builder.Services.AddSingleton(_ => NpgsqlDataSource.Create(settings.ConnectionString));
         builder.Services.AddSingleton(sp => new ClusterStore(sp.GetRequiredService<NpgsqlDataSource>()));
         builder.Services.AddSingleton(node);
@@ -57,6 +61,7 @@ internal static class NodeHost
                     o.TableRefreshTimeout = TimeSpan.FromSeconds(2);
                     o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(5);
                     o.DeathVoteExpirationTimeout = TimeSpan.FromSeconds(10);
+                    o.NumVotesForDeathDeclaration = 1; // two-node clusters can declare the other one dead
                 });
             }
         });

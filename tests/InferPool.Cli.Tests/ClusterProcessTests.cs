@@ -1,0 +1,248 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using Npgsql;
+
+namespace InferPool.Cli.Tests;
+
+/// <summary>
+/// The cluster as users run it: real <c>inferpool node</c> processes on loopback sharing a throwaway PostgreSQL,
+/// a job submitted with <c>run --cluster</c>, one node killed with SIGKILL (or frozen with SIGSTOP past its lease)
+/// in the middle; every key must be committed exactly once and equal a single-machine run.
+/// </summary>
+[Collection(PostgresTests.Name)]
+public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTest
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromMinutes(3);
+
+    [SkippableFact]
+    public async Task A_node_killed_mid_job_loses_nothing_and_duplicates_nothing()
+    {
+        Skip.If(postgres.Unavailable is not null, postgres.Unavailable);
+        var connection = postgres.NewDatabase();
+        CopySamples(copies: 6);
+        var reference = await ReferenceAsync();
+        var nodes = Enumerable.Range(1, 3).Select(i => Node.Start(Dir, connection, $"node-{i}")).ToList();
+        try
+        {
+            await using var database = NpgsqlDataSource.Create(connection);
+            await InferPool.Cli.Cluster.ClusterSchema.EnsureAsync(database, CancellationToken.None); // as the nodes do, so the test can poll at once
+            await WaitForAsync(async () => await ScalarAsync(database, "SELECT count(*) FROM OrleansMembershipTable WHERE Status = 3") == 3, "three active nodes", nodes);
+            var submit = await Cli.RunAsync(Dir, "run", "in", "--cluster", connection, "--shard-size", "5", "--lease", "4", "--job", "kill", "--detach");
+            Assert.True(submit.ExitCode == 0, submit.Out + submit.Err);
+
+            // Once work is under way, kill a node that holds a lease right now.
+            string? victim = null;
+            await WaitForAsync(async () =>
+            {
+                if (await ScalarAsync(database, "SELECT count(*) FROM inferpool_shards WHERE state = 'done'") < 2)
+                {
+                    return false;
+                }
+
+                victim = await TextAsync(database, "SELECT owner FROM inferpool_shards WHERE state = 'leased' ORDER BY shard LIMIT 1");
+                return victim is not null;
+            }, "a leased shard after two commits", nodes);
+            var killed = nodes.Single(n => n.Name == victim);
+            killed.Signal("-KILL");
+
+            await WaitForAsync(async () => await ScalarAsync(database, "SELECT count(*) FROM inferpool_shards WHERE state <> 'done'") == 0, "every shard committed", nodes);
+
+            var rows = await ReadResultsAsync(database, "kill");
+            Assert.Equal(reference.Count, rows.Count);
+            foreach (var (key, expected) in reference)
+            {
+                Assert.True(rows.TryGetValue(key, out var actual), $"{key} was not committed");
+                Assert.Equal(expected.Length, actual!.Length);
+                Assert.All(expected.Zip(actual), p => Assert.Equal(p.First, p.Second, 1e-5f));
+            }
+
+            Assert.Equal(0L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_results r JOIN inferpool_shards s USING (job_id, shard) WHERE r.epoch <> s.epoch"));
+            var status = await Cli.RunAsync(Dir, "status", "kill", "--cluster", connection);
+            Assert.Contains($"kill: done, 24/24 shards committed (0 leased), {reference.Count}/{reference.Count} items, 0 failed", status.Out, StringComparison.Ordinal);
+        }
+        finally
+        {
+            nodes.ForEach(n => n.Dispose());
+        }
+    }
+
+    [SkippableFact]
+    public async Task A_node_frozen_past_its_lease_cannot_commit_its_stale_shard()
+    {
+        Skip.If(postgres.Unavailable is not null, postgres.Unavailable);
+        var connection = postgres.NewDatabase();
+        CopySamples(copies: 3);
+        var nodes = Enumerable.Range(1, 2).Select(i => Node.Start(Dir, connection, $"node-{i}")).ToList();
+        Node? zombie = null;
+        try
+        {
+            await using var database = NpgsqlDataSource.Create(connection);
+            await InferPool.Cli.Cluster.ClusterSchema.EnsureAsync(database, CancellationToken.None); // as the nodes do, so the test can poll at once
+            await WaitForAsync(async () => await ScalarAsync(database, "SELECT count(*) FROM OrleansMembershipTable WHERE Status = 3") == 2, "two active nodes", nodes);
+            var submit = await Cli.RunAsync(Dir, "run", "in", "--cluster", connection, "--shard-size", "15", "--lease", "3", "--job", "zombie", "--detach");
+            Assert.True(submit.ExitCode == 0, submit.Out + submit.Err);
+
+            // Freeze a node while it holds a lease it has not committed.
+            var shard = -1;
+            long epoch = 0;
+            await WaitForAsync(async () =>
+            {
+                await using var command = database.CreateCommand("SELECT owner, shard, epoch FROM inferpool_shards WHERE state = 'leased' ORDER BY shard LIMIT 1");
+                await using var reader = await command.ExecuteReaderAsync();
+                if (!await reader.ReadAsync())
+                {
+                    return false;
+                }
+
+                var candidate = nodes.Single(n => n.Name == reader.GetString(0));
+                (shard, epoch) = (reader.GetInt32(1), reader.GetInt64(2));
+                await reader.DisposeAsync();
+                candidate.Signal("-STOP");
+                var stillLeased = await ScalarAsync(database, $"SELECT count(*) FROM inferpool_shards WHERE shard = {shard} AND state = 'leased' AND epoch = {epoch}") == 1;
+                if (!stillLeased)
+                {
+                    candidate.Signal("-CONT"); // it committed just before: try again with the next shard
+                    return false;
+                }
+
+                zombie = candidate;
+                return true;
+            }, "a node frozen while holding a lease", nodes);
+
+            // The other node takes the shard over after the lease runs out, and the job completes without the zombie.
+            await WaitForAsync(async () => await ScalarAsync(database, $"SELECT count(*) FROM inferpool_shards WHERE shard = {shard} AND state = 'done' AND epoch > {epoch}") == 1, "the frozen node's shard redone", nodes);
+            await WaitForAsync(async () => await ScalarAsync(database, "SELECT count(*) FROM inferpool_shards WHERE state <> 'done'") == 0, "every shard committed", nodes);
+
+            // Resumed, the zombie finds its lease gone (or itself declared dead) and commits nothing.
+            zombie!.Signal("-CONT");
+            await WaitForAsync(
+                () => Task.FromResult(zombie.HasExited || zombie.Log.Any(l => l.Contains($"shard {shard} of zombie", StringComparison.Ordinal) && (l.Contains("lost the lease", StringComparison.Ordinal) || l.Contains("refused", StringComparison.Ordinal)))),
+                "the zombie giving up its stale shard",
+                nodes);
+            Assert.Equal(60L, await ScalarAsync(database, "SELECT count(DISTINCT key) FROM inferpool_results WHERE job_id = 'zombie'"));
+            Assert.Equal(60L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_results WHERE job_id = 'zombie'"));
+            Assert.Equal(0L, await ScalarAsync(database, $"SELECT count(*) FROM inferpool_results WHERE job_id = 'zombie' AND shard = {shard} AND epoch = {epoch}"));
+        }
+        finally
+        {
+            nodes.ForEach(n => n.Dispose());
+        }
+    }
+
+    private void CopySamples(int copies)
+    {
+        var images = Directory.GetFiles(Cli.SampleImages).Where(f => !f.EndsWith(".md", StringComparison.Ordinal)).Order(StringComparer.Ordinal).ToList();
+        for (var c = 0; c < copies; c++)
+        {
+            foreach (var image in images)
+            {
+                var target = Path.Combine(Dir, "in", $"c{c}", Path.GetFileName(image));
+                Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+                File.Copy(image, target);
+            }
+        }
+    }
+
+    private async Task<Dictionary<string, float[]>> ReferenceAsync()
+    {
+        var run = await Cli.RunAsync(Dir, "run", "in", "-o", "reference", "--format", "jsonl", "-q");
+        Assert.True(run.ExitCode == 0, run.Err);
+        return await EmbeddingTests.ReadJsonlAsync(Path.Combine(Dir, "reference"));
+    }
+
+    private static async Task<Dictionary<string, float[]>> ReadResultsAsync(NpgsqlDataSource database, string job)
+    {
+        var rows = new Dictionary<string, float[]>(StringComparer.Ordinal);
+        await using var command = database.CreateCommand($"SELECT key, vector FROM inferpool_results WHERE job_id = '{job}' AND status = 'ok'");
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            rows.Add(reader.GetString(0), reader.GetFieldValue<float[]>(1));
+        }
+
+        return rows;
+    }
+
+    private static async Task WaitForAsync(Func<Task<bool>> condition, string what, IReadOnlyList<Node> nodes)
+    {
+        var deadline = Stopwatch.StartNew();
+        while (!await condition())
+        {
+            if (deadline.Elapsed > Bound)
+            {
+                throw new TimeoutException($"Gave up waiting for {what}. Node logs:\n{string.Join("\n", nodes.SelectMany(n => n.Log.TakeLast(15).Select(l => $"[{n.Name}] {l}")))}");
+            }
+
+            // Polling a database another process writes: there is no event to wait on.
+            await Task.Delay(100);
+        }
+    }
+
+    private static async Task<long> ScalarAsync(NpgsqlDataSource database, string sql)
+    {
+        await using var command = database.CreateCommand(sql);
+        return Convert.ToInt64(await command.ExecuteScalarAsync(), CultureInfo.InvariantCulture);
+    }
+
+    private static async Task<string?> TextAsync(NpgsqlDataSource database, string sql)
+    {
+        await using var command = database.CreateCommand(sql);
+        return await command.ExecuteScalarAsync() as string;
+    }
+
+    /// <summary>One <c>inferpool node</c> process on loopback, its output kept.</summary>
+    private sealed class Node : IDisposable
+    {
+        private readonly Process _process;
+
+        private Node(string name, Process process)
+        {
+            Name = name;
+            _process = process;
+            _process.OutputDataReceived += (_, e) => Keep(e.Data);
+            _process.ErrorDataReceived += (_, e) => Keep(e.Data);
+            _process.BeginOutputReadLine();
+            _process.BeginErrorReadLine();
+        }
+
+        public string Name { get; }
+
+        public ConcurrentQueue<string> Log { get; } = new();
+
+        public bool HasExited => _process.HasExited;
+
+        public static Node Start(string dir, string connection, string name) => new(name, Cli.Start(
+            dir,
+            "node", "--cluster", connection, "--devices", "cpu=1", "--threads", "1", "--name", name, "--advertise", "127.0.0.1",
+            "--silo-port", PostgresServer.FreePort().ToString(CultureInfo.InvariantCulture),
+            "--gateway-port", PostgresServer.FreePort().ToString(CultureInfo.InvariantCulture),
+            "--fast-failure-detection"));
+
+        public void Signal(string signal)
+        {
+            using var kill = Process.Start("kill", [signal, _process.Id.ToString(CultureInfo.InvariantCulture)]);
+            kill.WaitForExit();
+        }
+
+        public void Dispose()
+        {
+            if (!_process.HasExited)
+            {
+                Signal("-CONT");
+                _process.Kill(entireProcessTree: true);
+                _process.WaitForExit();
+            }
+
+            _process.Dispose();
+        }
+
+        private void Keep(string? line)
+        {
+            if (line is not null)
+            {
+                Log.Enqueue(line);
+            }
+        }
+    }
+}
