@@ -34,12 +34,9 @@ internal static class NodeHost
             category?.StartsWith("InferPool", StringComparison.Ordinal) == true ? level >= LogLevel.Information
             : category is "Orleans.Runtime.Silo" or "Orleans.Runtime.Watchdog" ? level >= LogLevel.Error
             : level >= LogLevel.Warning);
-        builder.Services.AddSingleton(_ => NpgsqlDataSource.Create(settings.ConnectionString));
-        builder.Services.AddSingleton(sp => new ClusterStore(sp.GetRequiredService<NpgsqlDataSource>()));
-        builder.Services.AddSingleton(node);
-        builder.Services.AddHostedService<ClusterNode>();
         builder.UseOrleans(silo =>
         {
+            AddWork(silo, settings.ConnectionString, node);
             silo.Configure<ClusterOptions>(o =>
             {
                 o.ClusterId = ClusterId;
@@ -66,6 +63,19 @@ internal static class NodeHost
             }
         });
         return builder.Build();
+    }
+
+    /// <summary>
+    /// What makes a silo an InferPool node, whatever its clustering: the job store on PostgreSQL, the node's
+    /// options, and its work loop. Also used by the in-process test cluster.
+    /// </summary>
+    public static void AddWork(ISiloBuilder silo, string connectionString, ClusterNodeOptions node)
+    {
+        ArgumentNullException.ThrowIfNull(silo);
+        silo.Services.AddSingleton(_ => NpgsqlDataSource.Create(connectionString));
+        silo.Services.AddSingleton(sp => new ClusterStore(sp.GetRequiredService<NpgsqlDataSource>()));
+        silo.Services.AddSingleton(node);
+        silo.Services.AddHostedService<ClusterNode>();
     }
 
     /// <summary>Applies the schema (idempotent) before the silo reads Orleans' queries from it.</summary>
