@@ -56,6 +56,19 @@ public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderT
             }
 
             Assert.Equal(Items, seen.Count);
+
+            // An item a node cannot use fails alone, with the reason and the node's name, and the job still ends.
+            Write("bad.jsonl", """
+                {"key": "good", "input": [1, 1, 1, 1]}
+                {"key": "short", "input": [1, 2]}
+                """);
+            await store.CreateJobAsync(new ClusterJob("bad", Path.Combine(Dir, "bad.jsonl"), model, 4, 10, 2, 2, "running"), CancellationToken.None);
+            await WaitForAsync(async () => (await store.ProgressAsync("bad", CancellationToken.None))!.Finished);
+            await using var bad = database.CreateCommand("SELECT error FROM inferpool_results WHERE job_id = 'bad' AND key = 'short' AND status = 'failed'");
+            var error = (string)(await bad.ExecuteScalarAsync())!;
+            Assert.Contains("takes 4 per item", error, StringComparison.Ordinal);
+            Assert.Matches(@"\(on node [^)]+\)$", error);
+            Assert.Equal(1, (await store.ProgressAsync("bad", CancellationToken.None))!.Failed);
         }
         finally
         {

@@ -168,11 +168,32 @@ public sealed class ResumeTests : TempFolderTest
         CopySamples(copies: 6);
         using var process = Cli.Start(Dir, InterruptedRun);
         var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
+        // The first press is acknowledged on stderr before the second is sent: two signals sent back to back
+        // can merge into one before the process handles the first (POSIX signals do not queue).
+        var acknowledged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var stderr = Task.Run(async () =>
+        {
+            var all = new System.Text.StringBuilder();
+            while (await process.StandardError.ReadLineAsync() is { } line)
+            {
+                all.AppendLine(line);
+                if (line.StartsWith("Stopping:", StringComparison.Ordinal))
+                {
+                    acknowledged.TrySetResult();
+                }
+            }
+
+            acknowledged.TrySetResult();
+            return all.ToString();
+        });
         await WaitForCommittedPartsAsync(Path.Combine(Dir, "out"), 1, process);
         for (var i = 0; i < presses; i++)
         {
             await SignalAsync(process, "-INT");
+            if (i == 0)
+            {
+                await acknowledged.Task.WaitAsync(Bound);
+            }
         }
 
         await process.WaitForExitAsync().WaitAsync(Bound);
