@@ -3,7 +3,7 @@
 # batch 1 and 32, with img/s and peak GPU memory per configuration.
 #
 # Here (has .NET):     bash bench/gpu/check.sh publish     -> bench/gpu/out/inferpool-cli.tar.gz (self-contained,
-#                                                              trimmed, no built-in ONNX model: ~25 MB, under the carry limit)
+#                                                              trimmed, no built-in ONNX model: ~42 MB, under the carry limit)
 # There (no .NET):     bash bench/gpu/check.sh run [check.py options]    e.g. --device cuda:0 --repeat 10 --json $OUT/gpu.json
 # Without a GPU:       bash bench/gpu/check.sh run --device cpu --replicas 1,2 --batch 4 --repeat 1
 set -euo pipefail
