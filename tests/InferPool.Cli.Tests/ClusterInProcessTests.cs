@@ -77,6 +77,60 @@ public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderT
         }
     }
 
+    [SkippableFact]
+    public async Task A_worker_command_runs_on_every_silo_and_a_crashing_item_fails_alone()
+    {
+        Skip.If(postgres.Unavailable is not null, postgres.Unavailable);
+        var connection = postgres.NewDatabase();
+        for (var i = 0; i < 30; i++)
+        {
+            Write($"in/f{i:D2}.bin", [(byte)(i + 1), .. new byte[i]]);
+        }
+
+        Write("in/g-crash.bin", [1]);
+        await using var database = NpgsqlDataSource.Create(connection);
+        await ClusterSchema.EnsureAsync(database, CancellationToken.None);
+        var store = new ClusterStore(database);
+        var builder = new TestClusterBuilder(2);
+        builder.Properties[Silo.ConnectionKey] = connection;
+        builder.AddSiloBuilderConfigurator<Silo>();
+        var cluster = builder.Build();
+        await cluster.DeployAsync();
+        try
+        {
+            var worker = $"python3 {Path.Combine(Cli.ToolDirectory, "workers", "file_worker.py")}";
+            await store.CreateJobAsync(new ClusterJob("workers", Path.Combine(Dir, "in"), "worker", 3, 4, 31, 10, "running", worker), CancellationToken.None);
+
+            await WaitForAsync(async () => (await store.ProgressAsync("workers", CancellationToken.None))!.Finished);
+
+            await using var command = database.CreateCommand("SELECT key, status, error, vector, node FROM inferpool_results WHERE job_id = 'workers'");
+            await using var reader = await command.ExecuteReaderAsync();
+            var rows = new Dictionary<string, (string Status, string? Error, float[]? Vector, string Node)>(StringComparer.Ordinal);
+            while (await reader.ReadAsync())
+            {
+                rows.Add(reader.GetString(0), (reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetString(2), reader.IsDBNull(3) ? null : reader.GetFieldValue<float[]>(3), reader.GetString(4)));
+            }
+
+            Assert.Equal(31, rows.Count);
+            for (var i = 0; i < 30; i++)
+            {
+                var row = rows[$"f{i:D2}.bin"];
+                Assert.Equal("ok", row.Status);
+                Assert.Equal([i + 1, i + 1], row.Vector!);
+            }
+
+            var crashed = rows["g-crash.bin"];
+            Assert.Equal("failed", crashed.Status);
+            Assert.Contains("exit code 3", crashed.Error, StringComparison.Ordinal);
+            Assert.Contains("(on node ", crashed.Error, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await cluster.StopAllSilosAsync();
+            await cluster.DisposeAsync();
+        }
+    }
+
     private static async Task WaitForAsync(Func<Task<bool>> condition)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(2);

@@ -1,9 +1,11 @@
+using System.Text.Json;
 using InferPool.Cli.Inputs;
 using InferPool.Cli.Jobs;
 using InferPool.Cli.Models;
 using InferPool.Cli.Tuning;
 using InferPool.Devices;
 using InferPool.Onnx;
+using InferPool.Processes;
 using InferPool.Results;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -172,36 +174,26 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
     /// <summary>Runs items [First, First + Count) of the job's input through this node's replicas.</summary>
     private async Task<List<ClusterResult>> ProcessAsync(ClusterJob job, ShardLease lease, CancellationToken cancellationToken)
     {
-        var results = new List<ClusterResult>(lease.Count);
         LoadedJob loaded;
         IAsyncEnumerable<(InputItem Item, long Index)> items;
         try
         {
             loaded = await LoadAsync(job, cancellationToken).ConfigureAwait(false);
-            items = InputSource.Open(job.Input).ReadAsync().Select((item, i) => (item, (long)i)).Skip((int)lease.First).Take(lease.Count);
+            items = InputSource.Open(job.Input, forWorker: job.Worker is not null).ReadAsync().Select((item, i) => (item, (long)i)).Skip((int)lease.First).Take(lease.Count);
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidDataException or NotSupportedException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidDataException or NotSupportedException or InvalidOperationException)
         {
-            // This node cannot read the input or the model: every item of the shard fails with the reason and the node's name.
-            for (var i = lease.First; i < lease.First + lease.Count; i++)
-            {
-                results.Add(new ClusterResult($"#{i}", i, false, $"{ex.GetType().Name}: node {options.Name} cannot run the job: {ex.Message}", null, null));
-            }
-
-            return results;
+            // This node cannot read the input or load the model: every item of the shard fails with the reason and the node's name.
+            return [.. Enumerable.Range(0, lease.Count).Select(i => new ClusterResult(
+                $"#{lease.First + i}",
+                lease.First + i,
+                false,
+                $"{ex.GetType().Name}: node {options.Name} cannot run the job: {ex.Message}",
+                null,
+                null))];
         }
 
-        loaded.Replicas.Reset();
-        var stage = new PrepareStage<(InputItem Item, long Index), float[]>((entry, _) => ValueTask.FromResult(loaded.Inputs.Prepare(entry.Item)));
-        var poolOptions = loaded.Candidate.PoolOptions(ResultOrder.Input);
-        await foreach (var r in InferencePool.RunAsync(items, stage, loaded.Replicas, poolOptions, cancellationToken).ConfigureAwait(false))
-        {
-            results.Add(r.IsSuccess
-                ? new ClusterResult(r.Item.Item.Key, r.Item.Index, true, null, r.Value![0], r.Device?.ToString())
-                : new ClusterResult(r.Item.Item.Key, r.Item.Index, false, $"{r.Error} (on node {options.Name})", null, r.Device?.ToString()));
-        }
-
-        return results;
+        return await loaded.RunAsync(items, options.Name, cancellationToken).ConfigureAwait(false);
     }
 
     private async Task<LoadedJob> LoadAsync(ClusterJob job, CancellationToken cancellationToken)
@@ -218,23 +210,97 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         }
 
         _loaded.Clear();
-        var model = ModelChoice.Resolve(job.Model);
-        var engine = new OnnxEngine(model, OnnxModel.Load(model.Path, logger));
-        var batch = Math.Min(job.Batch, engine.Onnx.MaxBatchSize ?? job.Batch);
-        var candidate = new Candidate(options.Plan, options.Threads ?? 0, batch);
-        var factory = new OnnxReplicaFactory(engine.Onnx, new OnnxReplicaOptions { IntraOpThreads = options.Threads });
-        var replicas = await PrebuiltReplicas<float[], float[][]>.BuildAsync(factory, options.Plan, cancellationToken).ConfigureAwait(false);
-        loaded = new LoadedJob(new OnnxInputs(engine, 100_000_000), candidate, factory, replicas);
+        loaded = job.Worker is { } command
+            ? await WorkerJob.LoadAsync(command, job.Batch, options, logger, cancellationToken).ConfigureAwait(false)
+            : await OnnxJob.LoadAsync(job, options, logger, cancellationToken).ConfigureAwait(false);
         _loaded[job.Id] = loaded;
         return loaded;
     }
 
-    private sealed record LoadedJob(OnnxInputs Inputs, Candidate Candidate, OnnxReplicaFactory Factory, PrebuiltReplicas<float[], float[][]> Replicas) : IAsyncDisposable
+    /// <summary>A job's replicas on this node, built once and kept between its shards.</summary>
+    private abstract class LoadedJob : IAsyncDisposable
     {
-        public async ValueTask DisposeAsync()
+        public abstract Task<List<ClusterResult>> RunAsync(IAsyncEnumerable<(InputItem Item, long Index)> items, string node, CancellationToken cancellationToken);
+
+        public abstract ValueTask DisposeAsync();
+
+        /// <summary>Runs the items through prebuilt replicas in input order, turning each result into a row.</summary>
+        protected static async Task<List<ClusterResult>> RunAsync<TPrepared, TOutput>(
+            IAsyncEnumerable<(InputItem Item, long Index)> items,
+            Func<InputItem, TPrepared> prepare,
+            PrebuiltReplicas<TPrepared, TOutput> replicas,
+            Candidate candidate,
+            Func<TOutput, (float[]? Vector, string? Error)> toVector,
+            string node,
+            CancellationToken cancellationToken)
         {
-            await Replicas.DisposeAsync().ConfigureAwait(false);
-            Factory.Dispose();
+            replicas.Reset();
+            var results = new List<ClusterResult>();
+            var stage = new PrepareStage<(InputItem Item, long Index), TPrepared>((entry, _) => ValueTask.FromResult(prepare(entry.Item)));
+            await foreach (var r in InferencePool.RunAsync(items, stage, replicas, candidate.PoolOptions(ResultOrder.Input), cancellationToken).ConfigureAwait(false))
+            {
+                var (vector, error) = r.IsSuccess ? toVector(r.Value!) : (null, r.Error!.ToString());
+                results.Add(new ClusterResult(r.Item.Item.Key, r.Item.Index, vector is not null, vector is null ? $"{error} (on node {node})" : null, vector, r.Device?.ToString()));
+            }
+
+            return results;
+        }
+    }
+
+    private sealed class OnnxJob(OnnxInputs inputs, Candidate candidate, OnnxReplicaFactory factory, PrebuiltReplicas<float[], float[][]> replicas) : LoadedJob
+    {
+        public static async Task<LoadedJob> LoadAsync(ClusterJob job, ClusterNodeOptions options, ILogger logger, CancellationToken cancellationToken)
+        {
+            var model = ModelChoice.Resolve(job.Model);
+            var engine = new OnnxEngine(model, OnnxModel.Load(model.Path, logger));
+            var batch = Math.Min(job.Batch, engine.Onnx.MaxBatchSize ?? job.Batch);
+            var factory = new OnnxReplicaFactory(engine.Onnx, new OnnxReplicaOptions { IntraOpThreads = options.Threads });
+            var replicas = await PrebuiltReplicas<float[], float[][]>.BuildAsync(factory, options.Plan, cancellationToken).ConfigureAwait(false);
+            return new OnnxJob(new OnnxInputs(engine, 100_000_000), new Candidate(options.Plan, options.Threads ?? 0, batch), factory, replicas);
+        }
+
+        public override Task<List<ClusterResult>> RunAsync(IAsyncEnumerable<(InputItem Item, long Index)> items, string node, CancellationToken cancellationToken) =>
+            RunAsync(items, inputs.Prepare, replicas, candidate, outputs => (outputs[0], null), node, cancellationToken);
+
+        public override async ValueTask DisposeAsync()
+        {
+            await replicas.DisposeAsync().ConfigureAwait(false);
+            factory.Dispose();
+        }
+    }
+
+    /// <summary>A worker command's processes on this node: items sent as paths or whole records, numeric outputs kept as the vector.</summary>
+    private sealed class WorkerJob(Candidate candidate, PrebuiltReplicas<WorkerInput, JsonElement> replicas) : LoadedJob
+    {
+        public static async Task<LoadedJob> LoadAsync(string command, int batch, ClusterNodeOptions options, ILogger logger, CancellationToken cancellationToken)
+        {
+            var threads = (options.Threads ?? Math.Max(1, Environment.ProcessorCount / options.Plan.TotalReplicas)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            var factory = new WorkerReplicaFactory(
+                new WorkerOptions
+                {
+                    Command = command,
+                    Environment = new Dictionary<string, string>(StringComparer.Ordinal) { ["OMP_NUM_THREADS"] = threads, ["INFERPOOL_THREADS"] = threads },
+                },
+                logger);
+            var replicas = await PrebuiltReplicas<WorkerInput, JsonElement>.BuildAsync(factory, options.Plan, cancellationToken).ConfigureAwait(false);
+            return new WorkerJob(new Candidate(options.Plan, 0, batch), replicas);
+        }
+
+        public override Task<List<ClusterResult>> RunAsync(IAsyncEnumerable<(InputItem Item, long Index)> items, string node, CancellationToken cancellationToken) =>
+            RunAsync(items, Send, replicas, candidate, Vector, node, cancellationToken);
+
+        public override ValueTask DisposeAsync() => replicas.DisposeAsync();
+
+        private static WorkerInput Send(InputItem item) => item.Error is { } error
+            ? throw new InvalidDataException(error)
+            : new WorkerInput(item.Key, item.Record ?? JsonSerializer.SerializeToElement(item.Path!, CliJson.Default.String));
+
+        private static (float[]? Vector, string? Error) Vector(JsonElement output)
+        {
+            var values = new List<float>();
+            return InferenceJob.TryFlatten(output, values)
+                ? ([.. values], null)
+                : (null, $"InvalidOutput: the worker's output is not numbers: {output.GetRawText()[..Math.Min(120, output.GetRawText().Length)]}");
         }
     }
 

@@ -83,6 +83,8 @@ internal static class ClusterSchema
             epoch bigint NOT NULL,
             committed timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (job_id, key));
+
+        ALTER TABLE inferpool_jobs ADD COLUMN IF NOT EXISTS worker text NULL;
         """;
 
     /// <summary>Orleans' named queries: key, then text. Parameters and result columns follow Orleans' contract.</summary>

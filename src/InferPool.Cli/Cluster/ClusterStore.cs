@@ -3,8 +3,8 @@ using NpgsqlTypes;
 
 namespace InferPool.Cli.Cluster;
 
-/// <summary>A job as stored: what to run and how it is split.</summary>
-internal sealed record ClusterJob(string Id, string Input, string Model, int Batch, int ShardSize, long TotalItems, int LeaseSeconds, string State);
+/// <summary>A job as stored: what to run (an ONNX model, or a worker command when <see cref="Worker"/> is set) and how it is split.</summary>
+internal sealed record ClusterJob(string Id, string Input, string Model, int Batch, int ShardSize, long TotalItems, int LeaseSeconds, string State, string? Worker = null);
 
 /// <summary>A shard granted to a node: items [First, First + Count) of the job's input, valid while <see cref="Epoch"/> is the shard's.</summary>
 [GenerateSerializer]
@@ -52,7 +52,7 @@ internal sealed class ClusterStore(NpgsqlDataSource database)
         await using var connection = await Database.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
         await using (var insert = new NpgsqlCommand(
-            "INSERT INTO inferpool_jobs (id, input, model, batch, shard_size, total_items, lease_seconds) VALUES (@id, @input, @model, @batch, @shard, @total, @lease)",
+            "INSERT INTO inferpool_jobs (id, input, model, batch, shard_size, total_items, lease_seconds, worker) VALUES (@id, @input, @model, @batch, @shard, @total, @lease, @worker)",
             connection,
             transaction))
         {
@@ -63,6 +63,7 @@ internal sealed class ClusterStore(NpgsqlDataSource database)
             insert.Parameters.AddWithValue("shard", job.ShardSize);
             insert.Parameters.AddWithValue("total", job.TotalItems);
             insert.Parameters.AddWithValue("lease", job.LeaseSeconds);
+            insert.Parameters.AddWithValue("worker", (object?)job.Worker ?? DBNull.Value);
             await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }
 
@@ -86,7 +87,7 @@ internal sealed class ClusterStore(NpgsqlDataSource database)
 
     public async Task<ClusterJob?> GetJobAsync(string id, CancellationToken cancellationToken)
     {
-        await using var command = Database.CreateCommand("SELECT id, input, model, batch, shard_size, total_items, lease_seconds, state FROM inferpool_jobs WHERE id = @id");
+        await using var command = Database.CreateCommand("SELECT id, input, model, batch, shard_size, total_items, lease_seconds, state, worker FROM inferpool_jobs WHERE id = @id");
         command.Parameters.AddWithValue("id", id);
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? ReadJob(reader) : null;
@@ -97,7 +98,7 @@ internal sealed class ClusterStore(NpgsqlDataSource database)
     {
         await using var command = Database.CreateCommand(
             """
-            SELECT j.id, j.input, j.model, j.batch, j.shard_size, j.total_items, j.lease_seconds, j.state FROM inferpool_jobs j
+            SELECT j.id, j.input, j.model, j.batch, j.shard_size, j.total_items, j.lease_seconds, j.state, j.worker FROM inferpool_jobs j
             WHERE j.state = 'running' AND EXISTS (SELECT 1 FROM inferpool_shards s WHERE s.job_id = j.id AND s.state <> 'done')
             ORDER BY j.created
             """);
@@ -246,7 +247,7 @@ internal sealed class ClusterStore(NpgsqlDataSource database)
     }
 
     private static ClusterJob ReadJob(NpgsqlDataReader reader) =>
-        new(reader.GetString(0), reader.GetString(1), reader.GetString(2), reader.GetInt32(3), reader.GetInt32(4), reader.GetInt64(5), reader.GetInt32(6), reader.GetString(7));
+        new(reader.GetString(0), reader.GetString(1), reader.GetString(2), reader.GetInt32(3), reader.GetInt32(4), reader.GetInt64(5), reader.GetInt32(6), reader.GetString(7), reader.IsDBNull(8) ? null : reader.GetString(8));
 
     private static Task WriteNullableAsync<T>(NpgsqlBinaryImporter import, T? value, NpgsqlDbType type, CancellationToken cancellationToken)
         where T : class =>

@@ -17,12 +17,19 @@ internal static class ClusterSubmit
     {
         var inputPath = Path.GetFullPath(settings.Input ?? Path.Combine(AppContext.BaseDirectory, "samples", "images"));
         var model = settings.Model ?? ModelChoice.BuiltInName;
-        // Every node resolves the model itself: the built-in name, or a path every node can read.
-        var modelForNodes = string.Equals(model, ModelChoice.BuiltInName, StringComparison.OrdinalIgnoreCase) ? ModelChoice.BuiltInName : Path.GetFullPath(model);
+        // Every node resolves the model itself: the built-in name, or a path every node can read; or it starts
+        // the worker command, which must work on every node.
+        var modelForNodes = settings.Worker is not null ? "worker"
+            : string.Equals(model, ModelChoice.BuiltInName, StringComparison.OrdinalIgnoreCase) ? ModelChoice.BuiltInName
+            : Path.GetFullPath(model);
         try
         {
-            var input = InputSource.Open(inputPath);
-            ModelChoice.Resolve(modelForNodes);
+            var input = InputSource.Open(inputPath, forWorker: settings.Worker is not null);
+            if (settings.Worker is null)
+            {
+                ModelChoice.Resolve(modelForNodes);
+            }
+
             var total = input.Count();
             var job = new ClusterJob(
                 settings.Job ?? string.Create(CultureInfo.InvariantCulture, $"job-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Random.Shared.Next(0x10000):x4}"),
@@ -32,7 +39,8 @@ internal static class ClusterSubmit
                 settings.ShardSize,
                 total,
                 settings.LeaseSeconds,
-                "running");
+                "running",
+                settings.Worker);
             await using var database = NpgsqlDataSource.Create(settings.Cluster!);
             await ClusterSchema.EnsureAsync(database, cancellationToken);
             var store = new ClusterStore(database);
@@ -43,7 +51,7 @@ internal static class ClusterSubmit
             }
 
             await store.CreateJobAsync(job, cancellationToken);
-            output.WriteLine($"Submitted {job.Id}: {total} items of {input.Description} in {(total + job.ShardSize - 1) / job.ShardSize} shards of up to {job.ShardSize}, model {modelForNodes}. Results go to the table inferpool_results (job_id = '{job.Id}').");
+            output.WriteLine($"Submitted {job.Id}: {total} items of {input.Description} in {(total + job.ShardSize - 1) / job.ShardSize} shards of up to {job.ShardSize}, {(settings.Worker is null ? $"model {modelForNodes}" : $"worker '{settings.Worker}'")}. Results go to the table inferpool_results (job_id = '{job.Id}').");
             if (settings.Detach)
             {
                 return ExitCodes.Ok;

@@ -175,11 +175,6 @@ internal sealed class RunSettings : CommandSettings
             return ValidationResult.Error($"--worker-output '{WorkerOutput}' is not supported: use vector or json.");
         }
 
-        if (Cluster is not null && Worker is not null)
-        {
-            return ValidationResult.Error("--cluster runs ONNX models on the nodes; --worker is not supported there yet.");
-        }
-
         if (ShardSize < 1 || LeaseSeconds < 2)
         {
             return ValidationResult.Error("--shard-size must be at least 1 and --lease at least 2 seconds.");

@@ -118,7 +118,8 @@ internal sealed class InferenceJob
         return Row(result, [[.. values]], null);
     }
 
-    private static bool TryFlatten(JsonElement value, List<float> into)
+    /// <summary>Numbers, or arrays of them at any depth, appended in order; false for anything else.</summary>
+    internal static bool TryFlatten(JsonElement value, List<float> into)
     {
         switch (value.ValueKind)
         {
