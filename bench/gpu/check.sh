@@ -22,14 +22,7 @@ case "${1:-run}" in
     if [ ! -x "$out/cli/inferpool" ]; then
       tar -C "$out" -xzf "$out/inferpool-cli.tar.gz"
     fi
-    python=""
-    for candidate in python3 /usr/bin/python3; do
-      if "$candidate" -c "import torch, PIL, numpy" 2>/dev/null; then python=$candidate; break; fi
-    done
-    if [ -z "$python" ]; then
-      echo "No python3 with torch, Pillow and NumPy here." >&2
-      exit 2
-    fi
+    source bench/python/find_python.sh
     if command -v nvidia-smi >/dev/null; then
       nvidia-smi --query-gpu=index,name,memory.total,memory.used --format=csv
     fi

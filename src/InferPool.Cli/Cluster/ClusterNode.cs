@@ -251,8 +251,7 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
     {
         public static async Task<LoadedJob> LoadAsync(ClusterJob job, ClusterNodeOptions options, ILogger logger, CancellationToken cancellationToken)
         {
-            var model = ModelChoice.Resolve(job.Model);
-            var engine = new OnnxEngine(model, OnnxModel.Load(model.Path, logger));
+            var engine = OnnxEngine.Load(job.Model, logger);
             var batch = Math.Min(job.Batch, engine.Onnx.MaxBatchSize ?? job.Batch);
             var factory = new OnnxReplicaFactory(engine.Onnx, new OnnxReplicaOptions { IntraOpThreads = options.Threads });
             var replicas = await PrebuiltReplicas<float[], float[][]>.BuildAsync(factory, options.Plan, cancellationToken).ConfigureAwait(false);

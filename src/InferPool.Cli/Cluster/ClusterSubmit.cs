@@ -15,7 +15,7 @@ internal static class ClusterSubmit
 {
     public static async Task<int> RunAsync(RunSettings settings, TextWriter output, TextWriter errors, CancellationToken cancellationToken)
     {
-        var inputPath = Path.GetFullPath(settings.Input ?? Path.Combine(AppContext.BaseDirectory, "samples", "images"));
+        var inputPath = Path.GetFullPath(settings.Input ?? InputSource.SampleImages);
         var model = settings.Model ?? ModelChoice.BuiltInName;
         // Every node resolves the model itself: the built-in name, or a path every node can read; or it starts
         // the worker command, which must work on every node.

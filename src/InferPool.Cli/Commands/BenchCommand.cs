@@ -30,9 +30,9 @@ internal sealed class BenchCommand : AsyncCommand<BenchSettings>
         var logger = new ConsoleLogger(errors, LogLevel.Warning);
         try
         {
-            var model = ModelChoice.Resolve(settings.Model);
-            var engine = new OnnxEngine(model, OnnxModel.Load(model.Path, logger));
-            var input = InputSource.Open(settings.Input ?? Path.Combine(AppContext.BaseDirectory, "samples", "images"));
+            var engine = OnnxEngine.Load(settings.Model, logger);
+            var model = engine.Model;
+            var input = InputSource.Open(settings.Input ?? InputSource.SampleImages);
             var inventory = NvmlDeviceInventory.Discover();
             var prepare = new OnnxInputs(engine, 100_000_000);
             var items = await CycledItemsAsync(input, prepare, settings.Items, cancellationToken).ConfigureAwait(false);

@@ -106,7 +106,7 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
 
     private static JobSpec Resolve(RunSettings settings, ILogger logger)
     {
-        var inputPath = settings.Input ?? Path.Combine(AppContext.BaseDirectory, "samples", "images");
+        var inputPath = settings.Input ?? InputSource.SampleImages;
         var input = InputSource.Open(inputPath, forWorker: settings.Worker is not null);
         var format = OutputFormat.Parse(settings.Format);
         var inventory = NvmlDeviceInventory.Discover();
@@ -114,8 +114,7 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
         TunedConfig? tuned = null;
         if (settings.Worker is null)
         {
-            var model = ModelChoice.Resolve(settings.Model ?? ModelChoice.BuiltInName);
-            onnxEngine = new OnnxEngine(model, OnnxModel.Load(model.Path, logger));
+            onnxEngine = OnnxEngine.Load(settings.Model ?? ModelChoice.BuiltInName, logger);
             tuned = FindTunedConfig(settings, onnxEngine, inventory, logger);
         }
         else if (settings.Config is not null)

@@ -24,10 +24,9 @@ internal sealed class TuneCommand : AsyncCommand<TuneSettings>
         var logger = new ConsoleLogger(errors, LogLevel.Warning);
         try
         {
-            var model = ModelChoice.Resolve(settings.Model);
-            var onnx = OnnxModel.Load(model.Path, logger);
-            var engine = new OnnxEngine(model, onnx);
-            var input = InputSource.Open(settings.Input ?? Path.Combine(AppContext.BaseDirectory, "samples", "images"));
+            var engine = OnnxEngine.Load(settings.Model, logger);
+            var (model, onnx) = (engine.Model, engine.Onnx);
+            var input = InputSource.Open(settings.Input ?? InputSource.SampleImages);
             var inventory = NvmlDeviceInventory.Discover();
             var selection = DeviceSpec.Parse(settings.Devices).Resolve(inventory, d => d.IsGpu ? 2 : 1);
             var candidates = Candidate.For(selection, inventory.CpuCores, onnx.MaxBatchSize);

@@ -42,6 +42,9 @@ internal sealed class InputSource
     /// <summary>The full path of the input.</summary>
     public string FullPath => System.IO.Path.GetFullPath(_path);
 
+    /// <summary>The sample images shipped with the tool: the input of every command that is given none.</summary>
+    public static string SampleImages => System.IO.Path.Combine(AppContext.BaseDirectory, "samples", "images");
+
     /// <summary>Opens an input path.</summary>
     /// <param name="path">A folder, a list file, or a .jsonl file.</param>
     /// <param name="forWorker">

@@ -27,6 +27,13 @@ internal sealed record OnnxEngine(ModelChoice Model, OnnxModel Onnx) : JobEngine
     public override string Fingerprint => Onnx.Sha256;
 
     public override IReadOnlyList<OutputColumn> Columns { get; } = [.. Onnx.Outputs.Select(o => new OutputColumn(Model.ColumnFor(o.Name)))];
+
+    /// <summary>Resolves <paramref name="model"/> (<c>resnet18</c> or a path) and loads it, checking its batch dimension.</summary>
+    public static OnnxEngine Load(string model, Microsoft.Extensions.Logging.ILogger logger)
+    {
+        var choice = ModelChoice.Resolve(model);
+        return new OnnxEngine(choice, OnnxModel.Load(choice.Path, logger));
+    }
 }
 
 /// <summary>
