@@ -116,6 +116,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
             {
                 gate?.Cap.TrySetResult(int.MaxValue);
             }
+
             if (replica is not null)
             {
                 _monitor?.ReplicaStopped(slot);
