@@ -286,21 +286,12 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         }
 
         public override Task<List<ClusterResult>> RunAsync(IAsyncEnumerable<(InputItem Item, long Index)> items, string node, CancellationToken cancellationToken) =>
-            RunAsync(items, Send, replicas, candidate, Vector, node, cancellationToken);
+            RunAsync(items, InferenceJob.ToWorkerInput, replicas, candidate, Vector, node, cancellationToken);
 
         public override ValueTask DisposeAsync() => replicas.DisposeAsync();
 
-        private static WorkerInput Send(InputItem item) => item.Error is { } error
-            ? throw new InvalidDataException(error)
-            : new WorkerInput(item.Key, item.Record ?? JsonSerializer.SerializeToElement(item.Path!, CliJson.Default.String));
-
-        private static (float[]? Vector, string? Error) Vector(JsonElement output)
-        {
-            var values = new List<float>();
-            return InferenceJob.TryFlatten(output, values)
-                ? ([.. values], null)
-                : (null, $"InvalidOutput: the worker's output is not numbers: {output.GetRawText()[..Math.Min(120, output.GetRawText().Length)]}");
-        }
+        private static (float[]? Vector, string? Error) Vector(JsonElement output) =>
+            InferenceJob.TryVector(output, out var vector, out var error) ? (vector, null) : (null, error);
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "{Node}: took shard {Shard} of {Job} (epoch {Epoch}): items {First}+{Count}")]

@@ -142,9 +142,9 @@ internal sealed class BenchCommand : AsyncCommand<BenchSettings>
         }
 
         note = " (run's defaults; 'inferpool tune' may find better)";
-        var plan = DeviceSpec.Parse("auto").Resolve(inventory, d => d.IsGpu ? 2 : RunCommand.CpuReplicas(inventory.CpuCores, null));
+        var plan = DeviceSpec.Parse("auto").Resolve(inventory, d => RunCommand.DefaultReplicas(d, inventory.CpuCores, null));
         var cpuReplicas = plan.Devices.Where(d => !d.Device.IsGpu).Sum(d => d.Replicas);
-        var batch = plan.Devices.Any(d => d.Device.IsGpu) ? Math.Min(32, engine.Onnx.MaxBatchSize ?? 32) : 1;
+        var batch = Math.Min(RunCommand.DefaultBatch(plan), engine.Onnx.MaxBatchSize ?? int.MaxValue);
         return new Candidate(plan, Math.Max(1, inventory.CpuCores / Math.Max(1, cpuReplicas)), batch);
     }
 

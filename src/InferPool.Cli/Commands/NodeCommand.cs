@@ -58,16 +58,7 @@ internal sealed class NodeSettings : CommandSettings
             return ValidationResult.Error($"--advertise '{Advertise}' is not an IP address.");
         }
 
-        try
-        {
-            DeviceSpec.Parse(Devices);
-        }
-        catch (FormatException ex)
-        {
-            return ValidationResult.Error($"--devices: {ex.Message}");
-        }
-
-        return ValidationResult.Success();
+        return DevicesOption.Validate(Devices);
     }
 }
 
@@ -81,7 +72,7 @@ internal sealed class NodeCommand : AsyncCommand<NodeSettings>
     {
         var errors = Console.Error;
         var inventory = NvmlDeviceInventory.Discover();
-        var plan = DeviceSpec.Parse(settings.Devices).Resolve(inventory, d => d.IsGpu ? 2 : RunCommand.CpuReplicas(inventory.CpuCores, settings.Threads));
+        var plan = DeviceSpec.Parse(settings.Devices).Resolve(inventory, d => RunCommand.DefaultReplicas(d, inventory.CpuCores, settings.Threads));
         var name = settings.Name ?? $"{Dns.GetHostName()}-{settings.SiloPort}";
         var advertise = settings.Advertise is { } a ? IPAddress.Parse(a) : HostAddress();
         var node = new Cluster.NodeSettings(settings.Cluster, name, advertise, settings.SiloPort, settings.GatewayPort, settings.FastFailureDetection);

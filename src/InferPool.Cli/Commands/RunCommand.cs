@@ -127,8 +127,8 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
         var useTunedDevices = tuned is not null && settings.Devices == "auto" && settings.Replicas is null;
         var threadsPerReplica = settings.Threads ?? tuned?.Threads;
         var spec = DeviceSpec.Parse(useTunedDevices ? tuned!.Devices : settings.Devices);
-        var plan = spec.Resolve(inventory, d => settings.Replicas ?? (d.IsGpu ? 2 : CpuReplicas(inventory.CpuCores, threadsPerReplica)));
-        var batch = settings.Batch ?? tuned?.Batch ?? (plan.Devices.Any(d => d.Device.IsGpu) ? 32 : 1);
+        var plan = spec.Resolve(inventory, d => settings.Replicas ?? DefaultReplicas(d, inventory.CpuCores, threadsPerReplica));
+        var batch = settings.Batch ?? tuned?.Batch ?? DefaultBatch(plan);
         JobEngine engine;
         if (onnxEngine is null)
         {
@@ -213,6 +213,12 @@ internal sealed class RunCommand : AsyncCommand<RunSettings>
 
         return config;
     }
+
+    /// <summary>Replicas on a device when none are given: two per GPU (capped by memory), <see cref="CpuReplicas"/> on the CPU.</summary>
+    internal static int DefaultReplicas(Device device, int cores, int? threads) => device.IsGpu ? 2 : CpuReplicas(cores, threads);
+
+    /// <summary>Batch size when none is given: 1 on the CPU (batching does not pay there), 32 with a GPU.</summary>
+    internal static int DefaultBatch(ReplicaPlan plan) => plan.Devices.Any(d => d.Device.IsGpu) ? 32 : 1;
 
     /// <summary>
     /// CPU replicas when none are given: one single-threaded session per core on small machines, where it

@@ -1,6 +1,5 @@
 using System.ComponentModel;
 using InferPool.Cli.Output;
-using InferPool.Devices;
 using Spectre.Console;
 using Spectre.Console.Cli;
 
@@ -194,15 +193,6 @@ internal sealed class RunSettings : CommandSettings
             return ValidationResult.Error(ex.Message);
         }
 
-        try
-        {
-            DeviceSpec.Parse(Devices);
-        }
-        catch (FormatException ex)
-        {
-            return ValidationResult.Error($"--devices: {ex.Message}");
-        }
-
-        return ValidationResult.Success();
+        return DevicesOption.Validate(Devices);
     }
 }

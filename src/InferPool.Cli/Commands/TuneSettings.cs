@@ -1,6 +1,5 @@
 using System.ComponentModel;
 using System.Globalization;
-using InferPool.Devices;
 using Spectre.Console;
 using Spectre.Console.Cli;
 
@@ -52,16 +51,7 @@ internal sealed class TuneSettings : CommandSettings
             return ValidationResult.Error($"--sample is {SampleSize}; it must be at least 1.");
         }
 
-        try
-        {
-            DeviceSpec.Parse(Devices);
-        }
-        catch (FormatException ex)
-        {
-            return ValidationResult.Error($"--devices: {ex.Message}");
-        }
-
-        return ValidationResult.Success();
+        return DevicesOption.Validate(Devices);
     }
 
     /// <summary>"90", "90s", "1.5m", "2h"; null when it is none of these.</summary>

@@ -86,9 +86,7 @@ internal sealed class InferenceJob
                 },
             },
             _logger);
-        var prepare = new PrepareStage<InputItem, WorkerInput>((item, _) => ValueTask.FromResult(new WorkerInput(
-            item.Key,
-            item.Record ?? JsonSerializer.SerializeToElement(item.Path ?? throw new InvalidDataException($"'{item.Key}' has no path to send to the worker."), CliJson.Default.String))));
+        var prepare = new PrepareStage<InputItem, WorkerInput>((item, _) => ValueTask.FromResult(ToWorkerInput(item)));
         return await RunCoreAsync(
             factory,
             prepare,
@@ -107,19 +105,33 @@ internal sealed class InferenceJob
             return Row(result, null, output.GetRawText());
         }
 
-        var values = new List<float>();
-        if (!TryFlatten(output, values))
-        {
-            var text = output.GetRawText();
-            var error = $"InvalidOutput: the worker's output is not a number or an array of numbers: {(text.Length <= 120 ? text : text[..120] + "…")} (use --worker-output json to keep any JSON)";
-            return new ResultRow(result.Item.Key, false, error, null, result.Device?.ToString(), result.Replica?.Name, result.Attempts);
-        }
-
-        return Row(result, [[.. values]], null);
+        return TryVector(output, out var vector, out var error)
+            ? Row(result, [vector], null)
+            : new ResultRow(result.Item.Key, false, $"{error} (use --worker-output json to keep any JSON)", null, result.Device?.ToString(), result.Replica?.Name, result.Attempts);
     }
 
-    /// <summary>Numbers, or arrays of them at any depth, appended in order; false for anything else.</summary>
-    internal static bool TryFlatten(JsonElement value, List<float> into)
+    /// <summary>What a worker is sent for an item: its whole record, or its path as a JSON string.</summary>
+    /// <exception cref="InvalidDataException">The item is unusable (a malformed record), or has neither.</exception>
+    internal static WorkerInput ToWorkerInput(InputItem item) =>
+        item.Error is { } error ? throw new InvalidDataException(error)
+        : new WorkerInput(item.Key, item.Record ?? JsonSerializer.SerializeToElement(item.Path ?? throw new InvalidDataException($"'{item.Key}' has no path to send to the worker."), CliJson.Default.String));
+
+    /// <summary>A worker's output as a vector: a number, or arrays of numbers at any depth, flattened in order.</summary>
+    internal static bool TryVector(JsonElement output, out float[] vector, out string error)
+    {
+        var values = new List<float>();
+        if (TryFlatten(output, values))
+        {
+            (vector, error) = ([.. values], "");
+            return true;
+        }
+
+        var text = output.GetRawText();
+        (vector, error) = ([], $"InvalidOutput: the worker's output is not a number or an array of numbers: {(text.Length <= 120 ? text : text[..120] + "…")}");
+        return false;
+    }
+
+    private static bool TryFlatten(JsonElement value, List<float> into)
     {
         switch (value.ValueKind)
         {
