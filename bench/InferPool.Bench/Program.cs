@@ -4,11 +4,11 @@
 using System.Diagnostics;
 using System.Globalization;
 using InferPool.Bench;
-using InferPool.Cli.Images;
-using InferPool.Cli.Inputs;
-using InferPool.Cli.Jobs;
-using InferPool.Cli.Models;
-using InferPool.Cli.Output;
+using InferPool.Images;
+using InferPool.Jobs;
+using InferPool.Jobs.Engines;
+using InferPool.Jobs.Inputs;
+using InferPool.Jobs.Parts;
 using InferPool.Devices;
 using InferPool.Onnx;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -46,8 +46,8 @@ if (args.Contains("--memory"))
 if (args.Contains("--startup"))
 {
     // When each replica starts and the first results arrive, relative to the job's start.
-    var spec = new JobSpec(InputSource.Open(list), new OnnxEngine(choice, onnx), ReplicaPlan.Cpu(2), null, 1, OutputFormat.Parse("parquet"), Path.Combine(work, "out"), cores, null, 100_000_000, 10_000);
-    var job = new InferenceJob(spec, NullLogger.Instance, TimeProvider.System);
+    var options = new JobOptions { Input = InputSource.Open(list), Engine = new OnnxEngine(choice, onnx), OutputDirectory = Path.Combine(work, "out"), Plan = ReplicaPlan.Cpu(2), BatchSize = 1, PrepareWorkers = cores, RowsPerPart = 10_000 };
+    var job = new InferenceJob(options, NullLogger.Instance, TimeProvider.System);
     var t0 = Stopwatch.GetTimestamp();
     job.Monitor.ReplicaChanged += (_, e) => Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Stopwatch.GetElapsedTime(t0).TotalMilliseconds,7:F0} ms  {e.Message}"));
     var probe = Task.Run(async () =>
@@ -65,7 +65,7 @@ if (args.Contains("--startup"))
             await Task.Delay(20);
         }
     });
-    await job.RunAsync(CancellationToken.None, CancellationToken.None);
+    await job.RunAsync();
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Stopwatch.GetElapsedTime(t0).TotalMilliseconds,7:F0} ms  job done"));
     await probe;
     return;
@@ -75,7 +75,7 @@ if (args.Contains("--write-cost"))
 {
     // What committing results costs on the consumer thread: one part of 500 rows of 512 floats.
     var random = new Random(1);
-    var rows = Enumerable.Range(0, 500).Select(i => new ResultRow($"img-{i}.png", true, null, [[.. Enumerable.Range(0, 512).Select(_ => random.NextSingle())]], "cpu", "cpu#0", 1)).ToList();
+    var rows = Enumerable.Range(0, 500).Select(i => new ResultRow { Key = $"img-{i}.png", Ok = true, Outputs = [[.. Enumerable.Range(0, 512).Select(_ => random.NextSingle())]], Device = "cpu", Replica = "cpu#0", Attempts = 1 }).ToList();
     foreach (var format in new[] { "parquet", "jsonl" })
     {
         var writer = OutputFormat.Parse(format);
@@ -158,20 +158,18 @@ Directory.Delete(work, recursive: true);
 async Task<double> EndToEndAsync()
 {
     var output = Path.Combine(work, "out");
-    var spec = new JobSpec(
-        InputSource.Open(list),
-        new OnnxEngine(choice, onnx),
-        ReplicaPlan.Cpu(InferPool.Cli.Commands.RunCommand.CpuReplicas(cores, null)),
-        IntraOpThreads: null,
-        BatchSize: batchSize,
-        OutputFormat.Parse("parquet"),
-        output,
-        PrepareWorkers: cores,
-        BatchTimeout: null,
-        MaxPixels: 100_000_000,
-        RowsPerPart: 10_000);
+    var options = new JobOptions
+    {
+        Input = InputSource.Open(list),
+        Engine = new OnnxEngine(choice, onnx),
+        OutputDirectory = output,
+        Plan = ReplicaPlan.Cpu(JobDefaults.CpuReplicas(cores, null)),
+        BatchSize = batchSize,
+        PrepareWorkers = cores,
+        RowsPerPart = 10_000,
+    };
     var started = Stopwatch.GetTimestamp();
-    var summary = await new InferenceJob(spec, NullLogger.Instance, TimeProvider.System).RunAsync(CancellationToken.None, CancellationToken.None);
+    var summary = await new InferenceJob(options, NullLogger.Instance, TimeProvider.System).RunAsync();
     var elapsed = Stopwatch.GetElapsedTime(started).TotalSeconds;
     if (summary.Failed != 0 || summary.Items != items)
     {

@@ -1,5 +1,7 @@
 using InferPool.Cli;
 using InferPool.Cli.Commands;
+using Microsoft.Extensions.DependencyInjection;
+using Spectre.Console;
 using Spectre.Console.Cli;
 
 // NVML numbers GPUs in PCI bus order and CUDA, by default, fastest first: make cuda:N the same card to both
@@ -13,11 +15,16 @@ using var interrupts = Interrupts.ForConsole();
 if (Console.IsOutputRedirected)
 {
     // Logs and pipes: one line per message, not wrapped at 80 columns.
-    Spectre.Console.AnsiConsole.Console.Profile.Width = 400;
+    AnsiConsole.Console.Profile.Width = 400;
 }
 
-Program.Interrupts = interrupts;
-var app = new CommandApp();
+// The commands' services: the console, standard error, the clock and Ctrl+C, injected so commands are testable.
+var services = new ServiceCollection()
+    .AddSingleton(AnsiConsole.Console)
+    .AddSingleton(new ErrorOutput(Console.Error))
+    .AddSingleton(TimeProvider.System)
+    .AddSingleton(interrupts);
+var app = new CommandApp(new TypeRegistrar(services));
 app.Configure(config =>
 {
     config.SetApplicationName("inferpool");
@@ -46,10 +53,3 @@ app.Configure(config =>
     });
 });
 return await app.RunAsync(args, interrupts.StopNow).ConfigureAwait(false);
-
-/// <summary>The entry point's shared state.</summary>
-internal static partial class Program
-{
-    /// <summary>Ctrl+C handling for this process.</summary>
-    public static Interrupts Interrupts { get; set; } = new();
-}

@@ -26,4 +26,23 @@ public sealed class WorkerOptions
 
     /// <summary>Extra environment variables for every worker.</summary>
     public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>
+    /// The environment that keeps a worker to <paramref name="threads"/> threads: <c>OMP_NUM_THREADS</c> (read by
+    /// PyTorch, NumPy's BLAS and ONNX Runtime) and <c>INFERPOOL_THREADS</c> (for the worker's own pools), so that CPU
+    /// workers together do not oversubscribe the cores.
+    /// </summary>
+    /// <param name="threads">Threads per worker, at least 1.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="threads"/> is below 1.</exception>
+    public static IReadOnlyDictionary<string, string> ThreadEnvironment(int threads)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
+        var text = threads.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return new Dictionary<string, string>(StringComparer.Ordinal) { ["OMP_NUM_THREADS"] = text, ["INFERPOOL_THREADS"] = text };
+    }
+
+    /// <summary>Each worker's share of the cores when <paramref name="workers"/> run on a machine of <paramref name="cores"/>: at least 1.</summary>
+    /// <param name="cores">The machine's cores.</param>
+    /// <param name="workers">Worker processes running at once.</param>
+    public static int ThreadsPerWorker(int cores, int workers) => Math.Max(1, cores / Math.Max(1, workers));
 }

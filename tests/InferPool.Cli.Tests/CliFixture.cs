@@ -1,5 +1,6 @@
 using System.Diagnostics;
-using System.Text;
+
+using InferPool.TestKit;
 
 namespace InferPool.Cli.Tests;
 
@@ -8,11 +9,11 @@ internal static class Cli
 {
     private static readonly TimeSpan Bound = TimeSpan.FromMinutes(3);
 
-    public static string ToolDirectory => AppContext.BaseDirectory;
+    public static string ToolDirectory => TestFiles.Directory;
 
-    public static string SampleImages => Path.Combine(ToolDirectory, "samples", "images");
+    public static string SampleImages => TestFiles.SampleImages;
 
-    public static string BuiltInModel => Path.Combine(ToolDirectory, "models", "resnet18", "ResNet18.onnx");
+    public static string BuiltInModel => TestFiles.BuiltInModel;
 
     public static Task<(int ExitCode, string Out, string Err)> RunAsync(string workingDirectory, params string[] args) =>
         RunAsync(workingDirectory, wrapper: [], args);
@@ -61,28 +62,4 @@ internal static class Cli
 
         return Process.Start(start)!;
     }
-}
-
-/// <summary>A temporary folder per test.</summary>
-public abstract class TempFolderTest : IDisposable
-{
-    protected TempFolderTest() => Dir = Directory.CreateTempSubdirectory("inferpool-cli-").FullName;
-
-    protected string Dir { get; }
-
-    public void Dispose()
-    {
-        Directory.Delete(Dir, recursive: true);
-        GC.SuppressFinalize(this);
-    }
-
-    protected string Write(string name, byte[] bytes)
-    {
-        var path = Path.Combine(Dir, name);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        File.WriteAllBytes(path, bytes);
-        return path;
-    }
-
-    protected string Write(string name, string text) => Write(name, Encoding.UTF8.GetBytes(text));
 }

@@ -26,7 +26,7 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
         try
         {
             await using var database = NpgsqlDataSource.Create(connection);
-            await InferPool.Cli.Cluster.ClusterSchema.EnsureAsync(database, CancellationToken.None); // as the nodes do, so the test can poll at once
+            await InferPool.Cluster.NodeHost.PrepareDatabaseAsync(connection); // as the nodes do, so the test can poll at once
             await WaitForAsync(async () => await ScalarAsync(database, "SELECT count(*) FROM OrleansMembershipTable WHERE Status = 3") == 3, "three active nodes", nodes);
             var submit = await Cli.RunAsync(Dir, "run", "in", "--cluster", connection, "--shard-size", "5", "--lease", "4", "--job", "kill", "--detach");
             Assert.True(submit.ExitCode == 0, submit.Out + submit.Err);
@@ -78,7 +78,7 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
         try
         {
             await using var database = NpgsqlDataSource.Create(connection);
-            await InferPool.Cli.Cluster.ClusterSchema.EnsureAsync(database, CancellationToken.None); // as the nodes do, so the test can poll at once
+            await InferPool.Cluster.NodeHost.PrepareDatabaseAsync(connection); // as the nodes do, so the test can poll at once
             await WaitForAsync(async () => await ScalarAsync(database, "SELECT count(*) FROM OrleansMembershipTable WHERE Status = 3") == 2, "two active nodes", nodes);
             var submit = await Cli.RunAsync(Dir, "run", "in", "--cluster", connection, "--shard-size", "15", "--lease", "3", "--job", "zombie", "--detach");
             Assert.True(submit.ExitCode == 0, submit.Out + submit.Err);
@@ -148,7 +148,7 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
     {
         var run = await Cli.RunAsync(Dir, "run", "in", "-o", "reference", "--format", "jsonl", "-q");
         Assert.True(run.ExitCode == 0, run.Err);
-        return await EmbeddingTests.ReadJsonlAsync(Path.Combine(Dir, "reference"));
+        return await PartFiles.ReadJsonlAsync(Path.Combine(Dir, "reference"));
     }
 
     private static async Task<Dictionary<string, float[]>> ReadResultsAsync(NpgsqlDataSource database, string job)

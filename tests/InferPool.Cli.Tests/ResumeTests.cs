@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
-using InferPool.Cli.Output;
+using InferPool.Jobs.Parts;
 
 namespace InferPool.Cli.Tests;
 
@@ -25,7 +25,7 @@ public sealed class ResumeTests : TempFolderTest
             using var process = Cli.Start(Dir, ["run", "in", "-o", "out", .. common]);
             _ = process.StandardOutput.ReadToEndAsync();
             _ = process.StandardError.ReadToEndAsync();
-            await WaitForCommittedPartsAsync(output, partsBeforeKill, process);
+            await PartFiles.WaitForCommittedPartsAsync(output, partsBeforeKill, process, Bound);
             process.Kill(entireProcessTree: true);
             await process.WaitForExitAsync().WaitAsync(Bound);
         }
@@ -120,7 +120,7 @@ public sealed class ResumeTests : TempFolderTest
         var unjournalled = journal.Parts[^1];
         journal.Parts.RemoveAt(journal.Parts.Count - 1);
         journal.Finished = false;
-        journal.Save(output);
+        await journal.SaveAsync(output);
         Write("out/part-00009.jsonl.tmp", "{\"key\": \"half a row");
 
         var resumed = await Cli.RunAsync(Dir, "run", "in", "-o", "out", "-q", "--format", "jsonl", "--part-rows", "1");
@@ -186,7 +186,7 @@ public sealed class ResumeTests : TempFolderTest
             acknowledged.TrySetResult();
             return all.ToString();
         });
-        await WaitForCommittedPartsAsync(Path.Combine(Dir, "out"), 1, process);
+        await PartFiles.WaitForCommittedPartsAsync(Path.Combine(Dir, "out"), 1, process, Bound);
         for (var i = 0; i < presses; i++)
         {
             await SignalAsync(process, "-INT");
@@ -225,25 +225,6 @@ public sealed class ResumeTests : TempFolderTest
             {
                 File.Copy(file, Path.Combine(folder, Path.GetFileName(file)));
             }
-        }
-    }
-
-    private static async Task WaitForCommittedPartsAsync(string output, int parts, Process process)
-    {
-        // Woken by the journal's atomic rename, which the tool does after every committed part; bounded.
-        Directory.CreateDirectory(output);
-        using var changed = new SemaphoreSlim(0);
-        using var watcher = new FileSystemWatcher(output) { NotifyFilter = NotifyFilters.FileName | NotifyFilters.LastWrite };
-        watcher.Renamed += (_, _) => changed.Release();
-        watcher.Created += (_, _) => changed.Release();
-        watcher.EnableRaisingEvents = true;
-        var exited = process.WaitForExitAsync();
-        while ((JobJournal.Load(output)?.Parts.Count ?? 0) < parts)
-        {
-            Assert.False(exited.IsCompleted, $"the run ended before {parts} parts were committed");
-            var woken = changed.WaitAsync(Bound);
-            await Task.WhenAny(woken, exited);
-            Assert.True(exited.IsCompleted || await woken, $"no {parts} committed parts within {Bound}");
         }
     }
 

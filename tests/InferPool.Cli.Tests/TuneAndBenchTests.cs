@@ -1,5 +1,5 @@
 using System.Text.Json;
-using InferPool.Cli.Tuning;
+using InferPool.Jobs.Tuning;
 using InferPool.Devices;
 using InferPool.Onnx.Tests;
 
@@ -50,14 +50,14 @@ public sealed class TuneAndBenchTests : TempFolderTest
         var sha = InferPool.Onnx.OnnxModel.Load(model).Sha256;
         var machine = TunedConfig.MachineOf(NvmlDeviceInventory.Discover());
         Directory.CreateDirectory(Path.Combine(Dir, "out"));
-        new TunedConfig("affine", sha, machine, "cpu=1", 1, 3, 100, DateTimeOffset.UtcNow, []).Save(Path.Combine(Dir, "out", TunedConfig.FileName));
+        await new TunedConfig("affine", sha, machine, "cpu=1", 1, 3, 100, DateTimeOffset.UtcNow, []).SaveAsync(Path.Combine(Dir, "out", TunedConfig.FileName));
 
         var found = await Cli.RunAsync(Dir, "run", "in.jsonl", "--model", model, "-o", "out", "--format", "jsonl");
 
         Assert.True(found.ExitCode == 0, found.Out + found.Err);
         Assert.Contains("on cpu (batch 3;", found.Out, StringComparison.Ordinal);
 
-        new TunedConfig("affine", sha, "64 cores, 8 × Imaginary GPU", "cpu=9", 1, 3, 100, DateTimeOffset.UtcNow, []).Save(Path.Combine(Dir, "out2", TunedConfig.FileName));
+        await new TunedConfig("affine", sha, "64 cores, 8 × Imaginary GPU", "cpu=9", 1, 3, 100, DateTimeOffset.UtcNow, []).SaveAsync(Path.Combine(Dir, "out2", TunedConfig.FileName));
         var other = await Cli.RunAsync(Dir, "run", "in.jsonl", "--model", model, "-o", "out2", "--format", "jsonl");
 
         Assert.True(other.ExitCode == 0, other.Out + other.Err);
@@ -69,7 +69,7 @@ public sealed class TuneAndBenchTests : TempFolderTest
     public async Task A_config_for_another_model_is_refused_when_named()
     {
         var model = WriteTinyJob();
-        new TunedConfig("resnet18", new string('a', 64), "x", "cpu", 1, 1, 1, DateTimeOffset.UtcNow, []).Save(Path.Combine(Dir, "other.json"));
+        await new TunedConfig("resnet18", new string('a', 64), "x", "cpu", 1, 1, 1, DateTimeOffset.UtcNow, []).SaveAsync(Path.Combine(Dir, "other.json"));
 
         var (code, _, stderr) = await Cli.RunAsync(Dir, "run", "in.jsonl", "--model", model, "--config", "other.json", "-o", "out");
 

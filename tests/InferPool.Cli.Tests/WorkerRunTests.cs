@@ -81,11 +81,11 @@ public sealed class WorkerRunTests : TempFolderTest
         var (code, _, _) = await Cli.RunAsync(Dir, "run", "records.jsonl", "--worker", FileWorker, "-o", "out", "--format", "parquet", "-q");
 
         Assert.Equal(1, code);
-        var rows = await EmbeddingTests.ReadParquetAsync(Path.Combine(Dir, "out"));
+        var rows = await PartFiles.ReadParquetAsync(Path.Combine(Dir, "out"));
         Assert.Equal("ok", rows["numbers"]["status"]);
         Assert.Equal([3f, 1f], ((System.Collections.IEnumerable)rows["numbers"]["output"]).Cast<float>().ToArray());
         Assert.Contains("InvalidOutput", (string)rows["words"]["error"], StringComparison.Ordinal);
-        Assert.Contains("--worker-output json", (string)rows["words"]["error"], StringComparison.Ordinal);
+        Assert.Contains("keeps outputs as JSON", (string)rows["words"]["error"], StringComparison.Ordinal);
     }
 
     [Fact]

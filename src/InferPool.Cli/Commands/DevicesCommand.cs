@@ -7,11 +7,10 @@ using Spectre.Console.Cli;
 namespace InferPool.Cli.Commands;
 
 /// <summary><c>inferpool devices</c>: the CPU cores and GPUs this machine offers, and the ONNX Runtime providers built in.</summary>
-internal sealed class DevicesCommand : Command
+internal sealed class DevicesCommand(IAnsiConsole console) : Command
 {
     public override int Execute(CommandContext context, CancellationToken cancellationToken)
     {
-        var console = AnsiConsole.Console;
         var inventory = NvmlDeviceInventory.Discover();
         var table = new Table().AddColumns("device", "what", "memory");
         table.AddRow("cpu", Markup.Escape($"{inventory.CpuCores} cores"), Markup.Escape(Gib(GC.GetGCMemoryInfo().TotalAvailableMemoryBytes) + " available"));

@@ -1,7 +1,8 @@
 using System.ComponentModel;
 using System.Net;
 using System.Net.Sockets;
-using InferPool.Cli.Cluster;
+using InferPool.Cluster;
+using InferPool.Jobs;
 using InferPool.Devices;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -66,22 +67,21 @@ internal sealed class NodeSettings : CommandSettings
 /// <c>inferpool node</c>: joins the cluster (an Orleans silo clustered through PostgreSQL) and works on every
 /// running job's shards with this machine's devices until stopped (Ctrl+C or SIGTERM).
 /// </summary>
-internal sealed class NodeCommand : AsyncCommand<NodeSettings>
+internal sealed class NodeCommand(IAnsiConsole console, ErrorOutput errors) : AsyncCommand<NodeSettings>
 {
     public override async Task<int> ExecuteAsync(CommandContext context, NodeSettings settings, CancellationToken cancellationToken)
     {
-        var errors = Console.Error;
         var inventory = NvmlDeviceInventory.Discover();
-        var plan = DeviceSpec.Parse(settings.Devices).Resolve(inventory, d => RunCommand.DefaultReplicas(d, inventory.CpuCores, settings.Threads));
+        var plan = JobDefaults.Plan(inventory, settings.Devices, threads: settings.Threads);
         var name = settings.Name ?? $"{Dns.GetHostName()}-{settings.SiloPort}";
         var advertise = settings.Advertise is { } a ? IPAddress.Parse(a) : HostAddress();
-        var node = new Cluster.NodeSettings(settings.Cluster, name, advertise, settings.SiloPort, settings.GatewayPort, settings.FastFailureDetection);
+        var node = new InferPool.Cluster.NodeSettings(settings.Cluster, name, advertise, settings.SiloPort, settings.GatewayPort, settings.FastFailureDetection);
         try
         {
             await NodeHost.PrepareDatabaseAsync(settings.Cluster, cancellationToken).ConfigureAwait(false);
-            using var logs = new ConsoleLoggerProvider(errors, LogLevel.Information);
+            using var logs = new ConsoleLoggerProvider(errors.Writer, LogLevel.Information);
             using var host = NodeHost.Build(node, new ClusterNodeOptions(name, plan, settings.Threads, TimeSpan.FromSeconds(1)), logs);
-            AnsiConsole.Console.WriteLine($"Node {name} joining cluster '{NodeHost.ClusterId}' at {advertise}:{settings.SiloPort} (gateway {settings.GatewayPort}) with {plan}.");
+            console.WriteLine($"Node {name} joining cluster '{NodeHost.ClusterId}' at {advertise}:{settings.SiloPort} (gateway {settings.GatewayPort}) with {plan}.");
             await host.RunAsync(cancellationToken).ConfigureAwait(false);
             return ExitCodes.Ok;
         }
@@ -91,8 +91,7 @@ internal sealed class NodeCommand : AsyncCommand<NodeSettings>
         }
         catch (Exception ex) when (ex is Npgsql.NpgsqlException or ArgumentException or InvalidOperationException or SocketException)
         {
-            errors.WriteLine($"inferpool: node {name} could not join the cluster: {ex.Message}");
-            return ExitCodes.JobFailed;
+            return errors.Fail($"node {name} could not join the cluster: {ex.Message}");
         }
     }
 

@@ -1,5 +1,6 @@
 using System.ComponentModel;
-using InferPool.Cli.Output;
+using InferPool.Images;
+using InferPool.Jobs;
 using Spectre.Console;
 using Spectre.Console.Cli;
 
@@ -84,23 +85,23 @@ internal sealed class RunSettings : CommandSettings
 
     [CommandOption("--batch-timeout <SECONDS>")]
     [Description("A model call taking longer is treated as hung: the replica is rebuilt and the batch retried.")]
-    [DefaultValue(300.0)]
-    public double BatchTimeoutSeconds { get; init; } = 300;
+    [DefaultValue(JobDefaults.BatchTimeoutSeconds)]
+    public double BatchTimeoutSeconds { get; init; } = JobDefaults.BatchTimeoutSeconds;
 
     [CommandOption("--gpu-headroom <FRACTION>")]
     [Description("Share of each GPU's memory to keep free: after the first replica on a GPU has run, the replicas there are capped to what fits.")]
-    [DefaultValue(0.10)]
-    public double GpuHeadroom { get; init; } = 0.10;
+    [DefaultValue(JobDefaults.GpuHeadroom)]
+    public double GpuHeadroom { get; init; } = JobDefaults.GpuHeadroom;
 
     [CommandOption("--max-pixels <N>")]
     [Description("Images with more pixels are refused from their header, before decoding.")]
-    [DefaultValue(100_000_000L)]
-    public long MaxPixels { get; init; } = 100_000_000;
+    [DefaultValue(ImagePreprocessor.DefaultMaxPixels)]
+    public long MaxPixels { get; init; } = ImagePreprocessor.DefaultMaxPixels;
 
     [CommandOption("--part-rows <N>")]
     [Description("Rows per output part.")]
-    [DefaultValue(1_000)]
-    public int PartRows { get; init; } = 1_000;
+    [DefaultValue(JobDefaults.RowsPerPart)]
+    public int PartRows { get; init; } = JobDefaults.RowsPerPart;
 
     [CommandOption("--resume")]
     [Description("Require an unfinished job in the output folder to resume (resuming is already the default when model, input and format match).")]
@@ -184,13 +185,9 @@ internal sealed class RunSettings : CommandSettings
             return ValidationResult.Error("--resume and --force contradict each other: choose one.");
         }
 
-        try
+        if (Format is not ("parquet" or "jsonl"))
         {
-            OutputFormat.Parse(Format);
-        }
-        catch (ArgumentException ex)
-        {
-            return ValidationResult.Error(ex.Message);
+            return ValidationResult.Error($"--format '{Format}' is not supported: use parquet or jsonl.");
         }
 
         return DevicesOption.Validate(Devices);

@@ -1,11 +1,10 @@
 using System.Globalization;
-using InferPool.Cli.Inputs;
-using InferPool.Cli.Jobs;
-using InferPool.Cli.Models;
-using InferPool.Cli.Tuning;
 using InferPool.Devices;
-using InferPool.Onnx;
+using InferPool.Jobs.Engines;
+using InferPool.Jobs.Inputs;
+using InferPool.Jobs.Tuning;
 using Microsoft.Extensions.Logging;
+using Microsoft.ML.OnnxRuntime;
 using Spectre.Console;
 using Spectre.Console.Cli;
 
@@ -15,28 +14,26 @@ namespace InferPool.Cli.Commands;
 /// <c>inferpool tune</c>: measures replicas × threads × batch size on the user's own inputs within a time budget
 /// and saves the fastest where <c>inferpool run</c> finds it.
 /// </summary>
-internal sealed class TuneCommand : AsyncCommand<TuneSettings>
+internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, TimeProvider time) : AsyncCommand<TuneSettings>
 {
     public override async Task<int> ExecuteAsync(CommandContext context, TuneSettings settings, CancellationToken cancellationToken)
     {
-        var console = AnsiConsole.Console;
-        var errors = Console.Error;
-        var logger = new ConsoleLogger(errors, LogLevel.Warning);
+        var logger = new ConsoleLogger(errors.Writer, LogLevel.Warning);
         try
         {
-            var engine = OnnxEngine.Load(settings.Model, logger);
+            var engine = RunCommand.LoadModel(settings.Model, logger);
             var (model, onnx) = (engine.Model, engine.Onnx);
-            var input = InputSource.Open(settings.Input ?? InputSource.SampleImages);
+            var input = InputSource.Open(settings.Input ?? ToolFiles.SampleImages);
             var inventory = NvmlDeviceInventory.Discover();
             var selection = DeviceSpec.Parse(settings.Devices).Resolve(inventory, d => d.IsGpu ? 2 : 1);
             var candidates = Candidate.For(selection, inventory.CpuCores, onnx.MaxBatchSize);
-            var sample = await Sample.LoadAsync(input, new OnnxInputs(engine, 100_000_000), settings.SampleSize, cancellationToken).ConfigureAwait(false);
+            var sample = await Sample.LoadAsync(input, new OnnxInputs(engine), settings.SampleSize, cancellationToken).ConfigureAwait(false);
             var budget = settings.BudgetSpan;
             console.WriteLine(
                 $"Tuning {model.Name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {sample.Tensors.Count} item(s) of {input.Description}" +
                 $"{(sample.Unusable > 0 ? $" ({sample.Unusable} unusable skipped)" : "")}: {candidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
 
-            var results = await new Tuner(onnx, TimeProvider.System).TuneAsync(
+            var results = await new Tuner(onnx, time).TuneAsync(
                 candidates,
                 sample.Tensors,
                 budget,
@@ -77,24 +74,23 @@ internal sealed class TuneCommand : AsyncCommand<TuneSettings>
                 winner.Candidate.Threads,
                 winner.Candidate.Batch,
                 Math.Round(winner.ItemsPerSecond, 2),
-                DateTimeOffset.UtcNow,
+                time.GetUtcNow(),
                 [.. results.Select(r => new TunedTrial(r.Candidate.Devices, r.Candidate.Threads, r.Candidate.Batch, Math.Round(r.ItemsPerSecond, 2), r.Measurements, r.StoppedEarly, r.Candidate.Oversubscribed(inventory.CpuCores)))]);
             var path = settings.Output ?? TunedConfig.BesideModel(model.Path);
-            config.Save(path);
+            await config.SaveAsync(path, cancellationToken).ConfigureAwait(false);
             console.WriteLine($"Best: {winner.Candidate} at {winner.ItemsPerSecond:F1} items/s (model inference on prepared inputs). Saved to {Path.GetFullPath(path)}.");
             console.WriteLine(settings.Output is null
                 ? "'inferpool run' with this model uses it from there unless the command line says otherwise."
                 : $"Use it with 'inferpool run --config {path}', or name it {TunedConfig.FileName} in the output folder.");
             return ExitCodes.Ok;
         }
-        catch (Exception ex) when (ex is FileNotFoundException or InvalidDataException or NotSupportedException or InvalidOperationException or IOException or UnauthorizedAccessException)
+        catch (Exception ex) when (ex is FileNotFoundException or InvalidDataException or NotSupportedException or InvalidOperationException or IOException or UnauthorizedAccessException or OnnxRuntimeException)
         {
-            errors.WriteLine($"inferpool: {ex.Message}");
-            return ExitCodes.JobFailed;
+            return errors.Fail(ex.Message);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            errors.WriteLine("inferpool: tuning stopped; nothing was saved.");
+            errors.Writer.WriteLine("inferpool: tuning stopped; nothing was saved.");
             return ExitCodes.Interrupted;
         }
     }

@@ -6,14 +6,23 @@ namespace InferPool.Cli.Progress;
 
 /// <summary>
 /// Shows a job's progress while it runs: a live bar with items/s, ETA, failures and per-device activity
-/// on a terminal; a plain line every few seconds otherwise (CI logs); nothing with --quiet.
+/// on a terminal; a plain line every few seconds otherwise (CI logs); nothing with --quiet. Public so its line
+/// format is tested directly, without reaching into the tool's internals.
 /// </summary>
-internal sealed class ProgressDisplay(IAnsiConsole console, TimeProvider timeProvider, bool quiet)
+/// <param name="console">Where progress goes.</param>
+/// <param name="timeProvider">The clock for refreshes.</param>
+/// <param name="quiet">Show nothing.</param>
+public sealed class ProgressDisplay(IAnsiConsole console, TimeProvider timeProvider, bool quiet)
 {
     private static readonly TimeSpan LiveRefresh = TimeSpan.FromMilliseconds(250);
     private static readonly TimeSpan PlainInterval = TimeSpan.FromSeconds(5);
 
     /// <summary>Runs <paramref name="job"/> while showing <paramref name="monitor"/>; <paramref name="total"/> is read when known.</summary>
+    /// <typeparam name="T">The job's result.</typeparam>
+    /// <param name="job">Starts the job.</param>
+    /// <param name="monitor">The job's live counters.</param>
+    /// <param name="total">The number of items, once known.</param>
+    /// <param name="gpus">GPU usage sampled so far.</param>
     public async Task<T> RunAsync<T>(Func<Task<T>> job, PoolMonitor monitor, Func<long?> total, Func<IReadOnlyList<GpuUsage>>? gpus = null)
     {
         if (quiet)
@@ -31,6 +40,9 @@ internal sealed class ProgressDisplay(IAnsiConsole console, TimeProvider timePro
     /// One line of progress, e.g. <c>12/20 (60%) · 8.4 items/s · 0 failed · ETA 1s · cpu 2/2 busy 97%</c>; a GPU
     /// also shows its sampled utilisation and memory (<c>cuda:0 2/2 busy 95% · GPU 87% 12.3/80.0 GiB</c>).
     /// </summary>
+    /// <param name="s">The pool's counters.</param>
+    /// <param name="total">The number of items, once known.</param>
+    /// <param name="gpus">GPU usage sampled so far.</param>
     public static string Line(PoolSnapshot s, long? total, IReadOnlyList<GpuUsage>? gpus = null)
     {
         var done = s.Completed;
@@ -57,6 +69,8 @@ internal sealed class ProgressDisplay(IAnsiConsole console, TimeProvider timePro
 
     private const double Gib = 1024.0 * 1024 * 1024;
 
+    /// <summary>A duration as a person reads it: <c>4.2s</c>, <c>3:07</c>, <c>1:02:03</c>.</summary>
+    /// <param name="t">The duration.</param>
     public static string Duration(TimeSpan t) =>
         t.TotalHours >= 1 ? t.ToString(@"h\:mm\:ss", CultureInfo.InvariantCulture)
         : t.TotalMinutes >= 1 ? t.ToString(@"m\:ss", CultureInfo.InvariantCulture)

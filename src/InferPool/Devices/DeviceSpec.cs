@@ -25,9 +25,6 @@ public sealed class DeviceSpec
     /// <summary>The text this selection was parsed from.</summary>
     public string Text { get; }
 
-    /// <summary>True when the selection is <c>auto</c>.</summary>
-    public bool IsAuto => _entries.Count == 1 && _entries[0].Kind == EntryKind.Auto;
-
     /// <summary>Parses a device selection.</summary>
     /// <exception cref="FormatException">The text is not a device selection; the message names the bad part and the syntax.</exception>
     public static DeviceSpec Parse(string text)

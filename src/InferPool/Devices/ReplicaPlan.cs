@@ -67,9 +67,6 @@ public sealed class ReplicaPlan
         return new ReplicaPlan([.. devices]);
     }
 
-    /// <summary>The number of replicas planned on <paramref name="device"/> (0 when it is not in the plan).</summary>
-    public int ReplicasOn(Device device) => Devices.FirstOrDefault(d => d.Device == device).Replicas;
-
     /// <summary>The plan in <see cref="DeviceSpec"/> syntax, e.g. <c>cuda:0=2,cuda:1=2</c>.</summary>
     public override string ToString() => string.Join(',', Devices);
 }

@@ -53,4 +53,16 @@ public static class ReplicaFactory
             return new AsyncDelegateReplica<TIn, TModel, TOut>(model, infer);
         }
     }
+
+    /// <summary>
+    /// Builds one replica per slot of <paramref name="plan"/> now, one after another, and hands each to the pool once
+    /// when it asks (rebuilds after faults come from <paramref name="inner"/>). On failure disposes what it built.
+    /// </summary>
+    /// <typeparam name="TIn">The replicas' input.</typeparam>
+    /// <typeparam name="TOut">The replicas' output.</typeparam>
+    /// <param name="inner">The factory that builds them.</param>
+    /// <param name="plan">Replicas per device.</param>
+    /// <param name="cancellationToken">Stops the building.</param>
+    public static Task<PrebuiltReplicas<TIn, TOut>> PrebuildAsync<TIn, TOut>(IReplicaFactory<TIn, TOut> inner, ReplicaPlan plan, CancellationToken cancellationToken = default) =>
+        PrebuiltReplicas<TIn, TOut>.BuildAsync(inner, plan, cancellationToken);
 }

@@ -1,0 +1,8 @@
+namespace InferPool.Cli;
+
+/// <summary>Files shipped with the tool.</summary>
+internal static class ToolFiles
+{
+    /// <summary>The sample images: the input of every command that is given none.</summary>
+    public static string SampleImages => Path.Combine(AppContext.BaseDirectory, "samples", "images");
+}

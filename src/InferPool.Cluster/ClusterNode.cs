@@ -1,0 +1,276 @@
+using InferPool.Devices;
+using InferPool.Jobs.Engines;
+using InferPool.Jobs.Inputs;
+using InferPool.Processes;
+using InferPool.Results;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace InferPool.Cluster;
+
+/// <summary>What a node runs with: its name (the silo's), its devices, and how often it looks for work.</summary>
+/// <param name="Name">The node's name, unique in the cluster.</param>
+/// <param name="Plan">Replicas per device on this node.</param>
+/// <param name="Threads">Threads per CPU replica, or null for the cores shared out.</param>
+/// <param name="Poll">How long an idle node waits before it looks for work again.</param>
+public sealed record ClusterNodeOptions(string Name, ReplicaPlan Plan, int? Threads, TimeSpan Poll);
+
+/// <summary>
+/// The work loop of one node: while a job is running, take a shard lease from the job's coordinator grain, run
+/// the shard through the local pool (replicas built once per job and kept between shards), renew the lease while
+/// working, and commit the shard's results in one epoch-checked transaction. Long work never runs in a grain.
+/// </summary>
+internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grains, ClusterNodeOptions options, ILogger<ClusterNode> logger) : BackgroundService
+{
+    private readonly Dictionary<string, LoadedJob> _loaded = new(StringComparer.Ordinal);
+
+    /// <summary>Shards this node committed (for tests and logs).</summary>
+    public int Committed { get; private set; }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        try
+        {
+            while (!stoppingToken.IsCancellationRequested)
+            {
+                if (!await TryWorkAsync(stoppingToken).ConfigureAwait(false))
+                {
+                    await Task.Delay(options.Poll, stoppingToken).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+            // Stopping: a shard in progress is not committed; its lease runs out and another node redoes it.
+        }
+        finally
+        {
+            foreach (var job in _loaded.Values)
+            {
+                await job.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Takes and runs one shard of the oldest running job that has one free; false when there was none.</summary>
+    private async Task<bool> TryWorkAsync(CancellationToken stoppingToken)
+    {
+        IReadOnlyList<ClusterJob> jobs;
+        try
+        {
+            jobs = await store.RunningJobsAsync(stoppingToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is Npgsql.NpgsqlException or TimeoutException)
+        {
+            LogDatabaseUnavailable(logger, options.Name, ex.Message);
+            return false;
+        }
+
+        foreach (var job in jobs)
+        {
+            var coordinator = grains.GetGrain<IJobCoordinatorGrain>(job.Id);
+            ShardLease? lease;
+            try
+            {
+                lease = await coordinator.AcquireAsync(options.Name).WaitAsync(stoppingToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException || !stoppingToken.IsCancellationRequested)
+            {
+                // The coordinator's silo is unreachable (frozen, dying) or the database is: Orleans moves the grain
+                // once membership declares that silo dead; until then, try again.
+                LogCoordinatorUnavailable(logger, options.Name, job.Id, ex.Message);
+                continue;
+            }
+
+            if (lease is null)
+            {
+                continue;
+            }
+
+            await RunShardAsync(job, coordinator, lease, stoppingToken).ConfigureAwait(false);
+            return true;
+        }
+
+        return false;
+    }
+
+    private async Task RunShardAsync(ClusterJob job, IJobCoordinatorGrain coordinator, ShardLease lease, CancellationToken stoppingToken)
+    {
+        LogShardTaken(logger, options.Name, job.Id, lease.Shard, lease.Epoch, lease.First, lease.Count);
+        using var lost = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+        var renewing = RenewAsync(coordinator, lease, lost, stoppingToken);
+        List<ClusterResult> results;
+        try
+        {
+            results = await ProcessAsync(job, lease, lost.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (lost.IsCancellationRequested && !stoppingToken.IsCancellationRequested)
+        {
+            LogLeaseLost(logger, options.Name, job.Id, lease.Shard, lease.Epoch);
+            return;
+        }
+        finally
+        {
+            await lost.CancelAsync().ConfigureAwait(false);
+            await renewing.ConfigureAwait(false);
+        }
+
+        bool committed;
+        try
+        {
+            committed = await store.CommitAsync(lease, options.Name, results, stoppingToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is Npgsql.NpgsqlException or TimeoutException)
+        {
+            // Nothing was committed (one transaction): the lease runs out and the shard is redone.
+            LogDatabaseUnavailable(logger, options.Name, ex.Message);
+            return;
+        }
+
+        if (committed)
+        {
+            Committed++;
+            LogShardCommitted(logger, options.Name, job.Id, lease.Shard, lease.Epoch, results.Count);
+        }
+        else
+        {
+            LogStaleCommit(logger, options.Name, job.Id, lease.Shard, lease.Epoch);
+        }
+    }
+
+    /// <summary>Renews the lease a few times per lease period; cancels <paramref name="lost"/> when the shard has moved on.</summary>
+    private async Task RenewAsync(IJobCoordinatorGrain coordinator, ShardLease lease, CancellationTokenSource lost, CancellationToken stoppingToken)
+    {
+        var period = TimeSpan.FromSeconds(Math.Max(0.5, lease.LeaseSeconds / 3.0));
+        try
+        {
+            while (!lost.IsCancellationRequested)
+            {
+                await Task.Delay(period, lost.Token).ConfigureAwait(false);
+                bool renewed;
+                try
+                {
+                    renewed = await coordinator.RenewAsync(lease, options.Name).WaitAsync(lost.Token).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    // Cannot tell: keep working; the commit's epoch check decides.
+                    LogCoordinatorUnavailable(logger, options.Name, lease.JobId, ex.Message);
+                    continue;
+                }
+
+                if (!renewed)
+                {
+                    await lost.CancelAsync().ConfigureAwait(false);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The shard finished, the lease was lost, or the node is stopping.
+        }
+    }
+
+    /// <summary>Runs items [First, First + Count) of the job's input through this node's replicas.</summary>
+    private async Task<List<ClusterResult>> ProcessAsync(ClusterJob job, ShardLease lease, CancellationToken cancellationToken)
+    {
+        LoadedJob loaded;
+        IAsyncEnumerable<InputItem> items;
+        try
+        {
+            loaded = await LoadAsync(job, cancellationToken).ConfigureAwait(false);
+            items = InputSource.Open(job.Input, forWorker: job.Worker is not null).ReadAsync(lease.First, lease.Count, cancellationToken);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidDataException or NotSupportedException or InvalidOperationException)
+        {
+            // This node cannot read the input or load the model: every item of the shard fails with the reason and the node's name.
+            return [.. Enumerable.Range(0, lease.Count).Select(i => new ClusterResult(
+                $"#{lease.First + i}",
+                lease.First + i,
+                false,
+                $"{ex.GetType().Name}: node {options.Name} cannot run the job: {ex.Message}",
+                null,
+                null))];
+        }
+
+        var results = new List<ClusterResult>(lease.Count);
+        await foreach (var row in loaded.Session.RunAsync(items, loaded.Pool, cancellationToken).ConfigureAwait(false))
+        {
+            // The results table holds one vector per item: the model's first output.
+            var vector = row.Ok ? row.Outputs?[0] : null;
+            results.Add(new ClusterResult(row.Key, lease.First + row.Index, row.Ok, row.Ok ? null : $"{row.Error} (on node {options.Name})", vector, row.Device));
+        }
+
+        return results;
+    }
+
+    private async Task<LoadedJob> LoadAsync(ClusterJob job, CancellationToken cancellationToken)
+    {
+        if (_loaded.TryGetValue(job.Id, out var loaded))
+        {
+            return loaded;
+        }
+
+        // One job's model at a time on a node: replicas of finished jobs go.
+        foreach (var old in _loaded.Values)
+        {
+            await old.DisposeAsync().ConfigureAwait(false);
+        }
+
+        _loaded.Clear();
+        cancellationToken.ThrowIfCancellationRequested();
+        // The same engines as a local job: a worker command, or an ONNX model every node resolves itself.
+        JobEngine engine = job.Worker is { } command
+            ? new WorkerEngine(command, jsonOutput: false, options.Threads ?? WorkerOptions.ThreadsPerWorker(Environment.ProcessorCount, options.Plan.TotalReplicas))
+            : OnnxEngine.Load(job.Model, logger);
+        var pool = new InferencePoolOptions
+        {
+            Replicas = options.Plan,
+            MaxBatchSize = Math.Min(job.Batch, engine.MaxBatchSize ?? job.Batch),
+            PrepareParallelism = Environment.ProcessorCount,
+            Order = ResultOrder.Input,
+            Logger = logger,
+        };
+        var session = engine.OpenSession(
+            new EngineSessionOptions { IntraOpThreads = options.Threads, KeepReplicas = true, TensorCapacity = pool.EffectiveMaxInFlight + pool.PrepareParallelism },
+            logger);
+        try
+        {
+            // Replicas are built once per job and kept between its shards; one that cannot start fails this shard.
+            await session.StartAsync(options.Plan, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await session.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+
+        loaded = new LoadedJob(session, pool);
+        _loaded[job.Id] = loaded;
+        return loaded;
+    }
+
+    /// <summary>A job's session on this node: replicas built at its first shard and kept for the next ones.</summary>
+    private sealed record LoadedJob(EngineSession Session, InferencePoolOptions Pool) : IAsyncDisposable
+    {
+        public ValueTask DisposeAsync() => Session.DisposeAsync();
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Node}: took shard {Shard} of {Job} (epoch {Epoch}): items {First}+{Count}")]
+    private static partial void LogShardTaken(ILogger logger, string node, string job, int shard, long epoch, long first, int count);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Node}: committed shard {Shard} of {Job} (epoch {Epoch}), {Items} items")]
+    private static partial void LogShardCommitted(ILogger logger, string node, string job, int shard, long epoch, int items);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Node}: lost the lease on shard {Shard} of {Job} (epoch {Epoch}); its work is dropped and another node redoes it")]
+    private static partial void LogLeaseLost(ILogger logger, string node, string job, int shard, long epoch);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Node}: commit of shard {Shard} of {Job} refused: epoch {Epoch} is stale (the shard was granted again or is done); results discarded")]
+    private static partial void LogStaleCommit(ILogger logger, string node, string job, int shard, long epoch);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Node}: the coordinator of {Job} did not answer ({Reason}); trying again")]
+    private static partial void LogCoordinatorUnavailable(ILogger logger, string node, string job, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Node}: the database is not reachable ({Reason}); trying again")]
+    private static partial void LogDatabaseUnavailable(ILogger logger, string node, string reason);
+}

@@ -1,0 +1,29 @@
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+
+namespace InferPool.Cluster;
+
+/// <summary>Makes a silo in a program's own Orleans host an InferPool node.</summary>
+public static class NodeSiloBuilderExtensions
+{
+    /// <summary>
+    /// What makes a silo an InferPool node, whatever its clustering: the job store on PostgreSQL, the node's options,
+    /// and its work loop (a hosted service that leases shards, runs them on this machine's devices and commits them).
+    /// Apply the schema first with <see cref="NodeHost.PrepareDatabaseAsync"/>.
+    /// </summary>
+    /// <param name="silo">The silo.</param>
+    /// <param name="connectionString">The PostgreSQL connection string the nodes share.</param>
+    /// <param name="node">What the node runs with.</param>
+    /// <returns>The silo, for chaining.</returns>
+    public static ISiloBuilder AddInferPoolNode(this ISiloBuilder silo, string connectionString, ClusterNodeOptions node)
+    {
+        ArgumentNullException.ThrowIfNull(silo);
+        ArgumentException.ThrowIfNullOrEmpty(connectionString);
+        ArgumentNullException.ThrowIfNull(node);
+        silo.Services.AddSingleton(_ => NpgsqlDataSource.Create(connectionString));
+        silo.Services.AddSingleton(sp => new ClusterStore(sp.GetRequiredService<NpgsqlDataSource>()));
+        silo.Services.AddSingleton(node);
+        silo.Services.AddHostedService<ClusterNode>();
+        return silo;
+    }
+}

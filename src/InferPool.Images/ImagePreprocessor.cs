@@ -1,0 +1,237 @@
+using System.Buffers;
+using SkiaSharp;
+
+namespace InferPool.Images;
+
+/// <summary>
+/// Turns an image file into a model input: decode (refusing oversized images by their header first), apply
+/// the EXIF orientation, resize the shorter side to <see cref="ResizeShorter"/>, take the centre
+/// <see cref="Size"/>×<see cref="Size"/> crop, and write normalised CHW floats. Thread-safe; the pool runs it
+/// on several prepare workers at once.
+/// </summary>
+public sealed class ImagePreprocessor
+{
+    // Bilinear is exact enough down to half size (at exactly 1/2 it is a 2x2 box filter); below that a
+    // mipmap chain keeps the reduction antialiased. Building the chain costs more than the rest of the
+    // preparation, so it is used only where it is needed.
+    private static readonly SKSamplingOptions Bilinear = new(SKFilterMode.Linear, SKMipmapMode.None);
+    private static readonly SKSamplingOptions Mipmapped = new(SKFilterMode.Linear, SKMipmapMode.Linear);
+
+    /// <summary>The largest image accepted by default: 100 million pixels (a 10,000 × 10,000 photo), checked from the header.</summary>
+    public const long DefaultMaxPixels = 100_000_000;
+
+    private readonly PixelNormalization _normalization;
+    private readonly TensorPool? _tensors;
+
+    /// <summary>Creates a preparation with a square crop of <paramref name="size"/>.</summary>
+    /// <param name="normalization">How pixels become floats.</param>
+    /// <param name="size">The side of the square crop.</param>
+    /// <param name="resizeShorter">The shorter side after resizing.</param>
+    /// <param name="maxPixels">The largest image accepted, checked from the header.</param>
+    /// <param name="tensors">Where output arrays come from; null to allocate each.</param>
+    /// <exception cref="ArgumentOutOfRangeException">A size or the pixel limit is below 1, or the resize is smaller than the crop.</exception>
+    /// <exception cref="ArgumentException">The tensor pool's arrays are not <see cref="OutputLength"/> long.</exception>
+    public ImagePreprocessor(PixelNormalization normalization, int size = 224, int resizeShorter = 256, long maxPixels = DefaultMaxPixels, TensorPool? tensors = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(size, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(resizeShorter, size);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxPixels, 1);
+        _normalization = normalization;
+        Size = size;
+        ResizeShorter = resizeShorter;
+        MaxPixels = maxPixels;
+        _tensors = tensors is null || tensors.Length == OutputLength ? tensors : throw new ArgumentException($"The tensor pool holds arrays of {tensors.Length}; this preparation writes {OutputLength}.", nameof(tensors));
+    }
+
+    /// <summary>The side of the square crop fed to the model.</summary>
+    public int Size { get; }
+
+    /// <summary>The shorter side after resizing, before the crop.</summary>
+    public int ResizeShorter { get; }
+
+    /// <summary>Images with more pixels than this are refused from their header, before decoding (decompression bombs).</summary>
+    public long MaxPixels { get; }
+
+    /// <summary>Values per prepared image: 3 × size × size.</summary>
+    public int OutputLength => 3 * Size * Size;
+
+    /// <summary>Reads and prepares an image file.</summary>
+    /// <param name="path">The image file.</param>
+    /// <exception cref="InvalidDataException">The file is empty, not an image, truncated, or too large.</exception>
+    /// <exception cref="IOException">The file cannot be read.</exception>
+    /// <exception cref="UnauthorizedAccessException">The file may not be read.</exception>
+    public float[] PrepareFile(string path)
+    {
+        using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        var length = RandomAccess.GetLength(file);
+        if (length > int.MaxValue)
+        {
+            throw new InvalidDataException($"The file is {length:N0} bytes, too large for an image.");
+        }
+
+        var buffer = ArrayPool<byte>.Shared.Rent((int)Math.Max(length, 1));
+        try
+        {
+            var read = 0;
+            while (read < length)
+            {
+                var n = RandomAccess.Read(file, buffer.AsSpan(read, (int)length - read), read);
+                if (n == 0)
+                {
+                    break;
+                }
+
+                read += n;
+            }
+
+            return Prepare(buffer, read);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>Prepares an encoded image.</summary>
+    /// <param name="encoded">The file's bytes (PNG, JPEG, WebP, …).</param>
+    /// <exception cref="InvalidDataException">The bytes are empty, not an image, truncated, or too large.</exception>
+    public float[] Prepare(byte[] encoded) => Prepare(encoded, encoded?.Length ?? 0);
+
+    private float[] Prepare(byte[] encoded, int length)
+    {
+        ArgumentNullException.ThrowIfNull(encoded);
+        if (length == 0)
+        {
+            throw new InvalidDataException("The file is empty (0 bytes).");
+        }
+
+        using var codec = SKCodec.Create(new MemoryStream(encoded, 0, length, writable: false), out var result)
+            ?? throw new InvalidDataException($"Not a decodable image ({Describe(result)}).");
+        var (width, height) = (codec.Info.Width, codec.Info.Height);
+        if (width <= 0 || height <= 0 || (long)width * height > MaxPixels)
+        {
+            throw new InvalidDataException($"The image is {width}x{height} = {(long)width * height:N0} pixels, over the limit of {MaxPixels:N0}; it is refused before decoding.");
+        }
+
+        using var decoded = Decode(codec);
+        var oriented = Orient(decoded, codec.EncodedOrigin);
+        try
+        {
+            using var cropped = ResizeAndCrop(oriented);
+            var chw = _tensors?.Rent() ?? new float[OutputLength];
+            _normalization.Write(cropped.GetPixelSpan(), Size, chw);
+            return chw;
+        }
+        finally
+        {
+            if (!ReferenceEquals(oriented, decoded))
+            {
+                oriented.Dispose();
+            }
+        }
+    }
+
+    private SKBitmap Decode(SKCodec codec)
+    {
+        var info = new SKImageInfo(0, 0, SKColorType.Rgba8888, SKAlphaType.Premul).WithSize(DecodeSize(codec));
+        var bitmap = new SKBitmap(info);
+        try
+        {
+            var result = codec.GetPixels(info, bitmap.GetPixels());
+            if (result != SKCodecResult.Success)
+            {
+                throw new InvalidDataException($"The image data could not be decoded ({Describe(result)}).");
+            }
+
+            bitmap.SetImmutable();
+            return bitmap;
+        }
+        catch
+        {
+            bitmap.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The smallest size the codec can decode to directly (JPEG scales by n/8) that still leaves the shorter
+    /// side at least <see cref="ResizeShorter"/>: for a large photo most of the decoding work, for no loss
+    /// once it is resized anyway.
+    /// </summary>
+    private SKSizeI DecodeSize(SKCodec codec)
+    {
+        var full = codec.Info.Size;
+        for (var eighths = 1; eighths < 8; eighths++)
+        {
+            var scaled = codec.GetScaledDimensions(eighths / 8f);
+            if (Math.Min(scaled.Width, scaled.Height) >= ResizeShorter && scaled.Width < full.Width)
+            {
+                return scaled;
+            }
+        }
+
+        return full;
+    }
+
+    /// <summary>The image turned upright; the source itself when it already is (the caller disposes both, once).</summary>
+    private static SKBitmap Orient(SKBitmap source, SKEncodedOrigin origin)
+    {
+        if (origin is SKEncodedOrigin.TopLeft or SKEncodedOrigin.Default)
+        {
+            return source;
+        }
+
+        var swap = origin is SKEncodedOrigin.LeftTop or SKEncodedOrigin.RightTop or SKEncodedOrigin.RightBottom or SKEncodedOrigin.LeftBottom;
+        var (w, h) = swap ? (source.Height, source.Width) : (source.Width, source.Height);
+        var result = new SKBitmap(new SKImageInfo(w, h, SKColorType.Rgba8888, SKAlphaType.Premul));
+        using var canvas = new SKCanvas(result);
+        canvas.SetMatrix(OrientationMatrix(origin, source.Width, source.Height));
+        using var image = SKImage.FromBitmap(source);
+        canvas.DrawImage(image, 0, 0, new SKSamplingOptions(SKFilterMode.Nearest), null);
+        return result;
+    }
+
+    /// <summary>The transform that maps stored pixels to display orientation (EXIF orientations 2–8).</summary>
+    private static SKMatrix OrientationMatrix(SKEncodedOrigin origin, int w, int h) => origin switch
+    {
+        SKEncodedOrigin.TopRight => new SKMatrix(-1, 0, w, 0, 1, 0, 0, 0, 1),
+        SKEncodedOrigin.BottomRight => new SKMatrix(-1, 0, w, 0, -1, h, 0, 0, 1),
+        SKEncodedOrigin.BottomLeft => new SKMatrix(1, 0, 0, 0, -1, h, 0, 0, 1),
+        SKEncodedOrigin.LeftTop => new SKMatrix(0, 1, 0, 1, 0, 0, 0, 0, 1),
+        SKEncodedOrigin.RightTop => new SKMatrix(0, -1, h, 1, 0, 0, 0, 0, 1),
+        SKEncodedOrigin.RightBottom => new SKMatrix(0, -1, h, -1, 0, w, 0, 0, 1),
+        SKEncodedOrigin.LeftBottom => new SKMatrix(0, 1, 0, -1, 0, w, 0, 0, 1),
+        _ => SKMatrix.Identity,
+    };
+
+    private SKBitmap ResizeAndCrop(SKBitmap source)
+    {
+        // Resize so the shorter side is ResizeShorter, then take the centre Size×Size: done as one draw of
+        // the matching source rectangle.
+        var scale = (double)ResizeShorter / Math.Min(source.Width, source.Height);
+        var scaledW = source.Width * scale;
+        var scaledH = source.Height * scale;
+        var left = (scaledW - Size) / 2 / scale;
+        var top = (scaledH - Size) / 2 / scale;
+        var side = Size / scale;
+        var sourceRect = SKRect.Create((float)left, (float)top, (float)side, (float)side);
+
+        var result = new SKBitmap(new SKImageInfo(Size, Size, SKColorType.Rgba8888, SKAlphaType.Premul));
+        using var canvas = new SKCanvas(result);
+        using var pixels = source.PeekPixels();
+        using var image = SKImage.FromPixels(pixels);
+        canvas.Clear(SKColors.Black);
+        canvas.DrawImage(image, sourceRect, SKRect.Create(0, 0, Size, Size), scale >= 0.5 ? Bilinear : Mipmapped);
+        canvas.Flush();
+        return result;
+    }
+
+    private static string Describe(SKCodecResult result) => result switch
+    {
+        SKCodecResult.IncompleteInput => "the file is truncated",
+        SKCodecResult.ErrorInInput => "the file is corrupt",
+        SKCodecResult.InvalidInput or SKCodecResult.Unimplemented => "unrecognised or unsupported image format",
+        SKCodecResult.InvalidConversion => "unsupported pixel format",
+        _ => result.ToString(),
+    };
+}

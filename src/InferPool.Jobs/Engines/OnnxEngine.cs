@@ -1,0 +1,72 @@
+using InferPool.Images;
+using InferPool.Jobs.Parts;
+using InferPool.Onnx;
+using Microsoft.Extensions.Logging;
+
+namespace InferPool.Jobs.Engines;
+
+/// <summary>A model run by ONNX Runtime in this process, on image files or tensor records: one session per replica.</summary>
+public sealed class OnnxEngine : JobEngine
+{
+    /// <summary>Wraps a loaded model.</summary>
+    /// <param name="model">Which model it is and how to feed it.</param>
+    /// <param name="onnx">The model, loaded.</param>
+    public OnnxEngine(ModelChoice model, OnnxModel onnx)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(onnx);
+        Model = model;
+        Onnx = onnx;
+        Columns = [.. onnx.Outputs.Select(o => new OutputColumn(model.ColumnFor(o.Name)))];
+    }
+
+    /// <summary>Which model it is and how to feed it images.</summary>
+    public ModelChoice Model { get; }
+
+    /// <summary>The loaded model: inputs, outputs, batching.</summary>
+    public OnnxModel Onnx { get; }
+
+    /// <inheritdoc/>
+    public override string Name => Model.Name;
+
+    /// <inheritdoc/>
+    public override string Fingerprint => Onnx.Sha256;
+
+    /// <inheritdoc/>
+    public override IReadOnlyList<OutputColumn> Columns { get; }
+
+    /// <inheritdoc/>
+    public override int? MaxBatchSize => Onnx.MaxBatchSize;
+
+    /// <summary>Resolves <paramref name="model"/> (<c>resnet18</c> or a path) and loads it, checking its batch dimension.</summary>
+    /// <param name="model"><see cref="ModelChoice.BuiltInName"/> or the path of an .onnx file.</param>
+    /// <param name="logger">Where notes about the model's batching go.</param>
+    /// <exception cref="FileNotFoundException">The model is missing.</exception>
+    /// <exception cref="NotSupportedException">The model's inputs cannot be fed.</exception>
+    public static OnnxEngine Load(string model, ILogger? logger = null)
+    {
+        var choice = ModelChoice.Resolve(model);
+        return new OnnxEngine(choice, OnnxModel.Load(choice.Path, logger));
+    }
+
+    /// <inheritdoc/>
+    public override string Describe() => Onnx.BatchingReport;
+
+    /// <inheritdoc/>
+    public override EngineSession OpenSession(EngineSessionOptions options, ILogger logger)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        // Enough idle arrays for everything that can be in flight: prepared, queued, or in a batch.
+        var tensors = options.TensorCapacity > 0 && Onnx.Input.ItemLength > 0 ? new TensorPool(Onnx.Input.ItemLength, options.TensorCapacity) : null;
+        var inputs = new OnnxInputs(this, options.MaxPixels, tensors);
+        var factory = new OnnxReplicaFactory(Onnx, new OnnxReplicaOptions { IntraOpThreads = options.IntraOpThreads });
+        return new PooledSession<float[], float[][]>(
+            factory,
+            inputs.Prepare,
+            tensors is null ? null : tensors.Return,
+            r => PooledSession<float[], float[][]>.Row(r, r.Value),
+            () => [.. factory.Replicas.Select(r => new ReplicaUsage(r.Replica, $"{r.IntraOpThreads} thread(s)", r.ResidentBytes))],
+            options.KeepReplicas,
+            factory.Dispose);
+    }
+}

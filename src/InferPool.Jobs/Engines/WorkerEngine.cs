@@ -1,0 +1,127 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using InferPool.Jobs.Inputs;
+using InferPool.Jobs.Parts;
+using InferPool.Processes;
+using InferPool.Results;
+using Microsoft.Extensions.Logging;
+
+namespace InferPool.Jobs.Engines;
+
+/// <summary>
+/// A worker command (any language, <c>docs/worker-protocol.md</c>), one process per replica. Each item is sent as
+/// the input's absolute path, or as its JSONL record (a relative <c>path</c> in it made absolute). Outputs are kept
+/// as numbers (nested arrays flattened) in column <c>output</c>, or as JSON text.
+/// </summary>
+/// <param name="command">The shell command that starts one worker.</param>
+/// <param name="jsonOutput">Keep each output as JSON text instead of requiring numbers.</param>
+/// <param name="threads">Threads each worker process should use, its share of the cores (<see cref="WorkerOptions.ThreadEnvironment"/>).</param>
+public sealed class WorkerEngine(string command, bool jsonOutput, int threads) : JobEngine
+{
+    /// <summary>The shell command that starts one worker.</summary>
+    public string Command { get; } = !string.IsNullOrWhiteSpace(command) ? command : throw new ArgumentException("A worker needs a command.", nameof(command));
+
+    /// <summary>True when outputs are kept as JSON text.</summary>
+    public bool JsonOutput { get; } = jsonOutput;
+
+    /// <summary>Threads each worker process should use.</summary>
+    public int Threads { get; } = threads >= 1 ? threads : throw new ArgumentOutOfRangeException(nameof(threads), threads, "A worker needs at least 1 thread.");
+
+    /// <inheritdoc/>
+    public override string Name => $"worker '{Command}'";
+
+    /// <inheritdoc/>
+    public override string Fingerprint => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(Command)));
+
+    /// <inheritdoc/>
+    public override IReadOnlyList<OutputColumn> Columns => [new OutputColumn("output", JsonOutput)];
+
+    /// <inheritdoc/>
+    public override string Describe() => $"one process per replica, {Threads} thread(s) each";
+
+    /// <inheritdoc/>
+    public override EngineSession OpenSession(EngineSessionOptions options, ILogger logger)
+    {
+        var factory = new WorkerReplicaFactory(new WorkerOptions { Command = Command, Environment = WorkerOptions.ThreadEnvironment(Threads) }, logger);
+        return new PooledSession<WorkerInput, JsonElement>(
+            factory,
+            ToWorkerInput,
+            null,
+            ToRow,
+            () => [.. factory.Workers.Select(w => new ReplicaUsage(w.Replica, $"pid {w.ProcessId}", w.ResidentBytes))],
+            options?.KeepReplicas ?? false);
+    }
+
+    /// <summary>What a worker is sent for an item: its whole record, or its path as a JSON string.</summary>
+    /// <exception cref="InvalidDataException">The item has neither.</exception>
+    internal static WorkerInput ToWorkerInput(InputItem item) =>
+        new(item.Key, item.Record ?? JsonSerializer.SerializeToElement(item.Path ?? throw new InvalidDataException($"'{item.Key}' has no path to send to the worker."), JobsJson.Default.String));
+
+    private ResultRow ToRow(InferenceResult<InputItem, JsonElement> result)
+    {
+        if (!result.IsSuccess)
+        {
+            return PooledSession<WorkerInput, JsonElement>.Row(result, null);
+        }
+
+        if (JsonOutput)
+        {
+            return PooledSession<WorkerInput, JsonElement>.Row(result, null, result.Value.GetRawText());
+        }
+
+        if (TryVector(result.Value, out var vector, out var error))
+        {
+            return PooledSession<WorkerInput, JsonElement>.Row(result, [vector]);
+        }
+
+        return new ResultRow
+        {
+            Key = result.Item.Key,
+            Index = result.Index,
+            Ok = false,
+            Error = error,
+            ErrorType = "InvalidOutput",
+            Device = result.Device?.ToString(),
+            Replica = result.Replica?.Name,
+            Attempts = result.Attempts,
+        };
+    }
+
+    /// <summary>A worker's output as a vector: a number, or arrays of numbers at any depth, flattened in order.</summary>
+    internal static bool TryVector(JsonElement output, out float[] vector, out string error)
+    {
+        var values = new List<float>();
+        if (TryFlatten(output, values))
+        {
+            (vector, error) = ([.. values], "");
+            return true;
+        }
+
+        var text = output.GetRawText();
+        (vector, error) = ([], $"InvalidOutput: the worker's output is not a number or an array of numbers: {(text.Length <= 120 ? text : text[..120] + "…")} (a job that keeps outputs as JSON stores any JSON)");
+        return false;
+    }
+
+    private static bool TryFlatten(JsonElement value, List<float> into)
+    {
+        switch (value.ValueKind)
+        {
+            case JsonValueKind.Number:
+                into.Add(value.GetSingle());
+                return true;
+            case JsonValueKind.Array:
+                foreach (var element in value.EnumerateArray())
+                {
+                    if (!TryFlatten(element, into))
+                    {
+                        return false;
+                    }
+                }
+
+                return true;
+            default:
+                return false;
+        }
+    }
+}

@@ -1,0 +1,346 @@
+using System.Runtime.CompilerServices;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace InferPool.Jobs.Inputs;
+
+/// <summary>
+/// Reads a run's inputs lazily: a folder (recursive, image files, in a stable sorted order), a list file
+/// (one path per line), or a JSONL file of records (<c>{"key": …, "path": …}</c> or <c>{"key": …, "input": [floats]}</c>).
+/// Reads can start at any item (<see cref="ReadAsync(long, long?, CancellationToken)"/>), so a shard of a large job
+/// does not turn items 0…N-1 into items first: a folder is walked by name without a stat per file, and lines before
+/// the start are only scanned for their end, never decoded or parsed.
+/// </summary>
+public sealed class InputSource
+{
+    /// <summary>File extensions taken from a folder.</summary>
+    public static readonly IReadOnlySet<string> ImageExtensions = new HashSet<string>(StringComparer.OrdinalIgnoreCase)
+    {
+        ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ico", ".wbmp", ".heic", ".heif", ".avif",
+    };
+
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    private readonly string _path;
+    private readonly Kind _kind;
+    private readonly bool _forWorker;
+
+    private InputSource(string path, Kind kind, bool forWorker)
+    {
+        _path = path;
+        _kind = kind;
+        _forWorker = forWorker;
+    }
+
+    private enum Kind
+    {
+        Folder,
+        List,
+        Jsonl,
+    }
+
+    /// <summary>What the source is, for summaries: e.g. "folder samples/images".</summary>
+    public string Description => $"{_kind switch { Kind.Folder => "folder", Kind.List => "list file", _ => "JSONL file" }} {_path}";
+
+    /// <summary>The full path of the input.</summary>
+    public string FullPath => System.IO.Path.GetFullPath(_path);
+
+    /// <summary>Opens an input path.</summary>
+    /// <param name="path">A folder, a list file, or a .jsonl file.</param>
+    /// <param name="forWorker">
+    /// For worker processes, which read their inputs themselves: a folder gives every file that is not hidden
+    /// (not only images), and JSONL records are read whole (<see cref="InputItem.Record"/>, any fields, a
+    /// relative <c>path</c> made absolute) instead of requiring a <c>path</c> or an <c>input</c> tensor.
+    /// </param>
+    /// <exception cref="FileNotFoundException">Nothing exists at the path.</exception>
+    public static InputSource Open(string path, bool forWorker = false)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (Directory.Exists(path))
+        {
+            return new InputSource(path, Kind.Folder, forWorker);
+        }
+
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"The input '{path}' does not exist (expected a folder of images, a list file, or a .jsonl file).", path);
+        }
+
+        return new InputSource(path, path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase) ? Kind.Jsonl : Kind.List, forWorker);
+    }
+
+    /// <summary>True when the source gives every file and whole records (for worker processes).</summary>
+    public bool ForWorker => _forWorker;
+
+    /// <summary>The items, read lazily.</summary>
+    /// <param name="cancellationToken">Stops the reading.</param>
+    public IAsyncEnumerable<InputItem> ReadAsync(CancellationToken cancellationToken = default) => ReadAsync(0, null, cancellationToken);
+
+    /// <summary>Items <paramref name="first"/> to <paramref name="first"/> + <paramref name="count"/> - 1 (to the end when count is null), read lazily.</summary>
+    /// <param name="first">The index of the first item, counted as <see cref="ReadAsync(CancellationToken)"/> counts them.</param>
+    /// <param name="count">How many items at most; null for all the rest.</param>
+    /// <param name="cancellationToken">Stops the reading.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="first"/> or <paramref name="count"/> is negative.</exception>
+    public IAsyncEnumerable<InputItem> ReadAsync(long first, long? count, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(first);
+        ArgumentOutOfRangeException.ThrowIfNegative(count ?? 0);
+        var items = _kind switch
+        {
+            Kind.Folder => SkipLong(WalkFolder(_path, _forWorker), first).Select(f => new InputItem { Key = Relative(f), Path = f }),
+            Kind.List => ReadList(first),
+            _ => ReadJsonl(first),
+        };
+        return Stream(count is { } n ? TakeLong(items, n) : items, cancellationToken);
+    }
+
+    private static async IAsyncEnumerable<InputItem> Stream(IEnumerable<InputItem> items, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        foreach (var item in items)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            yield return item;
+        }
+
+        await Task.CompletedTask.ConfigureAwait(false);
+    }
+
+    private static IEnumerable<T> SkipLong<T>(IEnumerable<T> items, long count)
+    {
+        foreach (var item in items)
+        {
+            if (count > 0)
+            {
+                count--;
+                continue;
+            }
+
+            yield return item;
+        }
+    }
+
+    private static IEnumerable<T> TakeLong<T>(IEnumerable<T> items, long count)
+    {
+        if (count == 0)
+        {
+            yield break;
+        }
+
+        foreach (var item in items)
+        {
+            yield return item;
+            if (--count == 0)
+            {
+                yield break;
+            }
+        }
+    }
+
+    /// <summary>Counts the items without reading them, for progress and ETA.</summary>
+    public long Count() => _kind == Kind.Folder ? WalkFolder(_path, _forWorker).LongCount() : ScanRecordLines(_path, long.MaxValue).LongCount();
+
+    /// <summary>Files under a folder: each directory's files sorted by ordinal name, then its subdirectories, so the order is stable and nothing is held in memory beyond one directory.</summary>
+    private static IEnumerable<string> WalkFolder(string root, bool everyFile)
+    {
+        var pending = new Stack<string>();
+        pending.Push(root);
+        while (pending.Count > 0)
+        {
+            var dir = pending.Pop();
+            var files = Directory.GetFiles(dir);
+            Array.Sort(files, StringComparer.Ordinal);
+            foreach (var file in files)
+            {
+                if (everyFile ? !System.IO.Path.GetFileName(file).StartsWith('.') : ImageExtensions.Contains(System.IO.Path.GetExtension(file)))
+                {
+                    yield return file;
+                }
+            }
+
+            var subdirs = Directory.GetDirectories(dir);
+            Array.Sort(subdirs, StringComparer.Ordinal);
+            for (var i = subdirs.Length - 1; i >= 0; i--)
+            {
+                pending.Push(subdirs[i]);
+            }
+        }
+    }
+
+    private string Relative(string file) => System.IO.Path.GetRelativePath(_path, file).Replace('\\', '/');
+
+    private IEnumerable<InputItem> ReadList(long first)
+    {
+        var baseDir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(_path))!;
+        foreach (var (number, bytes) in ReadRecordLines(_path, first))
+        {
+            if (!TryDecode(bytes, out var text))
+            {
+                yield return InputItem.Unusable($"line {number}", $"Line {number} of {_path} is not valid UTF-8.");
+                continue;
+            }
+
+            var entry = text.Trim();
+            yield return new InputItem { Key = entry, Path = System.IO.Path.Combine(baseDir, entry) };
+        }
+    }
+
+    private IEnumerable<InputItem> ReadJsonl(long first)
+    {
+        var baseDir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(_path))!;
+        foreach (var (number, bytes) in ReadRecordLines(_path, first))
+        {
+            yield return ParseRecord(number, bytes, baseDir);
+        }
+    }
+
+    private InputItem ParseRecord(long number, byte[] bytes, string baseDir)
+    {
+        var fallbackKey = $"line {number}";
+        if (!TryDecode(bytes, out _))
+        {
+            return InputItem.Unusable(fallbackKey, $"Line {number} of {_path} is not valid UTF-8.");
+        }
+
+        try
+        {
+            using var doc = JsonDocument.Parse(bytes);
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+            {
+                return InputItem.Unusable(fallbackKey, $"Line {number} of {_path} is a JSON {root.ValueKind}, not a record object.");
+            }
+
+            var path = root.TryGetProperty("path", out var p) && p.ValueKind == JsonValueKind.String ? p.GetString() : null;
+            var key = root.TryGetProperty("key", out var k) && k.ValueKind is JsonValueKind.String or JsonValueKind.Number ? k.ToString() : path ?? fallbackKey;
+            if (_forWorker)
+            {
+                return new InputItem { Key = key, Record = WholeRecord(root, path, baseDir) };
+            }
+
+            if (root.TryGetProperty("input", out var input))
+            {
+                if (input.ValueKind != JsonValueKind.Array)
+                {
+                    return InputItem.Unusable(key, $"Line {number} of {_path}: \"input\" must be an array of numbers.");
+                }
+
+                var values = new float[input.GetArrayLength()];
+                var i = 0;
+                foreach (var v in input.EnumerateArray())
+                {
+                    if (v.ValueKind != JsonValueKind.Number)
+                    {
+                        return InputItem.Unusable(key, $"Line {number} of {_path}: \"input\" holds a {v.ValueKind} at position {i}; only numbers are allowed.");
+                    }
+
+                    values[i++] = v.GetSingle();
+                }
+
+                return new InputItem { Key = key, Tensor = values };
+            }
+
+            return path is null
+                ? InputItem.Unusable(key, $"Line {number} of {_path} has neither a \"path\" nor an \"input\" field.")
+                : new InputItem { Key = key, Path = System.IO.Path.Combine(baseDir, path) };
+        }
+        catch (JsonException ex)
+        {
+            return InputItem.Unusable(fallbackKey, $"Line {number} of {_path} is not valid JSON: {ex.Message}");
+        }
+    }
+
+    /// <summary>The record as it is, but with a relative <c>path</c> made absolute (relative to the JSONL file), so a worker in any folder finds it.</summary>
+    private static JsonElement WholeRecord(JsonElement root, string? path, string baseDir)
+    {
+        if (path is null || System.IO.Path.IsPathRooted(path))
+        {
+            return root.Clone();
+        }
+
+        var node = JsonObject.Create(root)!;
+        node["path"] = System.IO.Path.Combine(baseDir, path);
+        return JsonSerializer.SerializeToElement(node, JobsJson.Default.JsonNode);
+    }
+
+    /// <summary>
+    /// The lines that hold a record (not blank, not a # comment), numbered from 1 among all lines. Records before the
+    /// <paramref name="first"/>th come with null bytes: they are scanned for their line end and never copied, so
+    /// counting and skipping cost no allocation per line.
+    /// </summary>
+    private static IEnumerable<(long Number, byte[]? Bytes)> ScanRecordLines(string path, long first)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
+        var buffer = new byte[1 << 16];
+        var line = new List<byte>(256);
+        long number = 0;
+        long records = 0;
+        var atLineStart = true;
+        var isRecord = false;
+        int read;
+        while ((read = stream.Read(buffer)) > 0)
+        {
+            for (var i = 0; i < read; i++)
+            {
+                var b = buffer[i];
+                if (b == '\n')
+                {
+                    number++;
+                    if (isRecord)
+                    {
+                        yield return (number, records++ >= first ? TrimCr(line) : null);
+                    }
+
+                    line.Clear();
+                    atLineStart = true;
+                    isRecord = false;
+                    continue;
+                }
+
+                if (atLineStart && b is not ((byte)' ' or (byte)'\t' or (byte)'\r'))
+                {
+                    atLineStart = false;
+                    isRecord = b != '#';
+                }
+
+                if (isRecord && records >= first)
+                {
+                    line.Add(b);
+                }
+            }
+        }
+
+        if (isRecord)
+        {
+            yield return (number + 1, records >= first ? TrimCr(line) : null);
+        }
+    }
+
+    private static IEnumerable<(long Number, byte[] Bytes)> ReadRecordLines(string path, long first)
+    {
+        foreach (var (number, bytes) in ScanRecordLines(path, first))
+        {
+            if (bytes is not null)
+            {
+                yield return (number, bytes);
+            }
+        }
+    }
+
+    private static byte[] TrimCr(List<byte> line) =>
+        line.Count > 0 && line[^1] == '\r' ? [.. line.Take(line.Count - 1)] : [.. line];
+
+    private static bool TryDecode(byte[] bytes, out string text)
+    {
+        try
+        {
+            text = StrictUtf8.GetString(bytes);
+            return true;
+        }
+        catch (DecoderFallbackException)
+        {
+            text = "";
+            return false;
+        }
+    }
+}

@@ -1,0 +1,232 @@
+using System.Runtime.CompilerServices;
+using InferPool.Devices;
+using InferPool.Diagnostics;
+using InferPool.Jobs.Engines;
+using InferPool.Jobs.Inputs;
+using InferPool.Jobs.Parts;
+using InferPool.Results;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace InferPool.Jobs;
+
+/// <summary>
+/// A resumable job: inputs → preparation → replicas (the engine's) → parts in an output folder with a journal.
+/// Running it again after a crash or a stop resumes it: committed keys are skipped, torn parts discarded, and every
+/// key ends up in the output exactly once.
+/// </summary>
+/// <example>
+/// <code>
+/// var job = new InferenceJob(new JobOptions
+/// {
+///     Input = InputSource.Open("photos"),
+///     Engine = OnnxEngine.Load("resnet18"),
+///     OutputDirectory = "embeddings",
+/// });
+/// var summary = await job.RunAsync();
+/// </code>
+/// </example>
+public sealed class InferenceJob
+{
+    private readonly JobOptions _options;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _timeProvider;
+    private Func<IReadOnlyList<GpuUsage>> _gpuUsage = () => [];
+
+    /// <summary>Prepares a job; nothing runs until <see cref="RunAsync(CancellationToken, CancellationToken)"/>.</summary>
+    /// <param name="options">The job.</param>
+    /// <param name="logger">Where replica events and worker messages go; null for nowhere.</param>
+    /// <param name="timeProvider">The clock for timings and sampling; null for the system clock.</param>
+    /// <exception cref="ArgumentException">An option is out of range; the message names it.</exception>
+    public InferenceJob(JobOptions options, ILogger? logger = null, TimeProvider? timeProvider = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.RowsPerPart, 1, nameof(options.RowsPerPart));
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxPixels, 1, nameof(options.MaxPixels));
+        _options = options;
+        _logger = logger ?? NullLogger.Instance;
+        _timeProvider = timeProvider ?? TimeProvider.System;
+        Plan = options.Plan ?? JobDefaults.Plan(NvmlDeviceInventory.Discover(), threads: options.IntraOpThreads);
+        var batch = options.BatchSize ?? JobDefaults.Batch(Plan);
+        BatchSize = Math.Min(batch, options.Engine.MaxBatchSize ?? batch);
+        if (BatchSize < batch && options.BatchSize is not null)
+        {
+            _logger.LogWarning("A batch of {Batch} is more than {Model} takes; using {Most}.", batch, options.Engine.Name, BatchSize);
+        }
+
+        ArgumentOutOfRangeException.ThrowIfLessThan(BatchSize, 1, nameof(options.BatchSize));
+        Monitor = new PoolMonitor(_timeProvider);
+    }
+
+    /// <summary>Where the replicas run.</summary>
+    public ReplicaPlan Plan { get; }
+
+    /// <summary>The most items per model call.</summary>
+    public int BatchSize { get; }
+
+    /// <summary>Live counters, for a progress display.</summary>
+    public PoolMonitor Monitor { get; }
+
+    /// <summary>GPU utilisation and memory sampled while the job runs (empty without GPUs or telemetry).</summary>
+    public IReadOnlyList<GpuUsage> GpuUsage => _gpuUsage();
+
+    /// <summary>Runs the job to the end of its input.</summary>
+    /// <param name="cancellationToken">Stops now; only committed parts remain, and the job resumes when run again.</param>
+    /// <exception cref="JobFolderException">The output folder cannot be used as it is; nothing ran.</exception>
+    /// <exception cref="InferencePoolException">The job as a whole failed (no replica could start, the input could not be read).</exception>
+    public Task<JobSummary> RunAsync(CancellationToken cancellationToken = default) => RunAsync(CancellationToken.None, cancellationToken);
+
+    /// <summary>Runs the job to the end of its input, or until <paramref name="stopIntake"/> ends it early.</summary>
+    /// <param name="stopIntake">Stops taking new input; what is in flight still finishes and is committed.</param>
+    /// <param name="cancellationToken">Stops now; only committed parts remain, and the job resumes when run again.</param>
+    /// <exception cref="JobFolderException">The output folder cannot be used as it is; nothing ran.</exception>
+    /// <exception cref="InferencePoolException">The job as a whole failed (no replica could start, the input could not be read).</exception>
+    public async Task<JobSummary> RunAsync(CancellationToken stopIntake, CancellationToken cancellationToken)
+    {
+        var engine = _options.Engine;
+        var identity = new JobIdentity(engine.Name, engine.Fingerprint, _options.Input.FullPath, _options.Format.Name, [.. engine.Columns.Select(c => c.ToString())]);
+        var start = await OutputFolder.OpenAsync(_options.OutputDirectory, identity, _options.Force, _options.RequireResume, _options.Format, cancellationToken).ConfigureAwait(false);
+        if (start.Journal.Finished)
+        {
+            // Nothing left to do; no replica is built.
+            return new JobSummary { Final = Monitor.Snapshot(), Skipped = start.CommittedKeys.Count, Resumed = true, Discarded = start.Discarded, FailedEarlier = start.CommittedFailures, AlreadyComplete = true };
+        }
+
+        var notes = new List<string>();
+        void Note(object? sender, ReplicaEvent e)
+        {
+            if (e.Kind is ReplicaEventKind.Capped or ReplicaEventKind.BatchLimitHalved or ReplicaEventKind.DeviceRemoved)
+            {
+                lock (notes)
+                {
+                    notes.Add(e.Message);
+                }
+            }
+        }
+
+        Monitor.ReplicaChanged += Note;
+        var gpus = Plan.Devices.Where(d => d.Device.IsGpu).Select(d => d.Device).ToList();
+        var sampler = new GpuSampler(_options.GpuTelemetry ?? NoGpus.Instance, gpus, _timeProvider);
+        await using var sampling = sampler.ConfigureAwait(false);
+        _gpuUsage = sampler.Usage;
+        sampler.Start();
+        var pool = new InferencePoolOptions
+        {
+            Replicas = Plan,
+            MaxBatchSize = BatchSize,
+            PrepareParallelism = _options.PrepareWorkers ?? Environment.ProcessorCount,
+            BatchTimeout = _options.BatchTimeout,
+            Order = ResultOrder.Input,
+            Monitor = Monitor,
+            Logger = _logger,
+            TimeProvider = _timeProvider,
+            GpuTelemetry = _options.GpuTelemetry,
+            GpuMemoryHeadroom = _options.GpuHeadroom,
+        };
+        var session = engine.OpenSession(
+            new EngineSessionOptions
+            {
+                IntraOpThreads = _options.IntraOpThreads,
+                MaxPixels = _options.MaxPixels,
+                TensorCapacity = pool.EffectiveMaxInFlight + pool.PrepareParallelism,
+            },
+            _logger);
+        await using var _ = session.ConfigureAwait(false);
+
+        var writer = new PartWriter(_options.OutputDirectory, start.Journal, _options.Format, engine.Columns, _options.RowsPerPart);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(stopIntake);
+        var started = _timeProvider.GetTimestamp();
+        long items = 0;
+        long failed = 0;
+        long skipped = 0;
+        var firstFailures = new List<(string, string)>();
+        var byReason = new Dictionary<string, int>(StringComparer.Ordinal);
+        var input = StopWhen(_options.Input.ReadAsync(cancellationToken), stop.Token).Where(item =>
+        {
+            // Resuming: what an earlier run committed is not done again.
+            if (!start.CommittedKeys.Contains(item.Key))
+            {
+                return true;
+            }
+
+            skipped++;
+            return false;
+        });
+        await foreach (var row in session.RunAsync(input, pool, cancellationToken).ConfigureAwait(false))
+        {
+            items++;
+            if (!row.Ok)
+            {
+                failed++;
+                var reason = row.Error ?? "unknown";
+                if (firstFailures.Count < JobSummary.FailuresListed)
+                {
+                    firstFailures.Add((row.Key, reason));
+                }
+
+                var type = row.ErrorType ?? reason.Split(':', 2)[0];
+                byReason[type] = byReason.GetValueOrDefault(type) + 1;
+                if (_options.FailFast)
+                {
+                    // Stop taking input; what is in flight still finishes and is committed.
+                    await stop.CancelAsync().ConfigureAwait(false);
+                }
+            }
+
+            await writer.AddAsync(row, cancellationToken).ConfigureAwait(false);
+        }
+
+        await writer.CompleteAsync(cancellationToken).ConfigureAwait(false);
+        var stoppedEarly = stop.IsCancellationRequested;
+        if (!stoppedEarly)
+        {
+            start.Journal.Finished = true;
+            await start.Journal.SaveAsync(_options.OutputDirectory, cancellationToken).ConfigureAwait(false);
+        }
+
+        Monitor.ReplicaChanged -= Note;
+        return new JobSummary
+        {
+            Items = items,
+            Failed = failed,
+            Elapsed = _timeProvider.GetElapsedTime(started),
+            Final = Monitor.Snapshot(),
+            Parts = writer.Parts,
+            FirstFailures = firstFailures,
+            FailuresByReason = byReason,
+            Replicas = session.Replicas,
+            Interrupted = stopIntake.IsCancellationRequested,
+            Skipped = skipped,
+            Resumed = start.Resumed,
+            Discarded = start.Discarded,
+            StoppedOnFailure = stoppedEarly && !stopIntake.IsCancellationRequested,
+            FailedEarlier = start.CommittedFailures,
+            Gpus = GpuUsage,
+            Notes = [.. notes],
+        };
+    }
+
+    private static async IAsyncEnumerable<InputItem> StopWhen(
+        IAsyncEnumerable<InputItem> items,
+        CancellationToken stop,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await foreach (var item in items.WithCancellation(cancellationToken).ConfigureAwait(false))
+        {
+            if (stop.IsCancellationRequested)
+            {
+                yield break;
+            }
+
+            yield return item;
+        }
+    }
+
+    /// <summary>Telemetry where there is none (no GPU or no NVML): the sampler then reads nothing.</summary>
+    private sealed class NoGpus : IGpuTelemetry
+    {
+        public static readonly NoGpus Instance = new();
+
+        public GpuReading? Read(Device gpu) => null;
+    }
+}

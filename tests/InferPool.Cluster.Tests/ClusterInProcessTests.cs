@@ -1,0 +1,157 @@
+using System.Globalization;
+using InferPool.Devices;
+using InferPool.Onnx.Tests;
+using Npgsql;
+using Orleans.TestingHost;
+
+namespace InferPool.Cluster.Tests;
+
+/// <summary>
+/// Orleans' in-process test cluster with three silos, each an InferPool node on a tiny real ONNX model (y = 2x + 1),
+/// sharing a throwaway PostgreSQL for jobs, leases and results; one silo is killed mid-job.
+/// </summary>
+[Collection(PostgresTests.Name)]
+public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderTest
+{
+    private const int Items = 400;
+
+    [SkippableFact]
+    public async Task Three_silos_one_killed_mid_job_every_key_committed_once_with_the_right_value()
+    {
+        Skip.If(postgres.Unavailable is not null, postgres.Unavailable);
+        var connection = postgres.NewDatabase();
+        var model = TinyModels.Affine(Dir, symbolicBatch: true);
+        Write("in.jsonl", string.Join('\n', Enumerable.Range(0, Items).Select(i => $$"""{"key": "k{{i}}", "input": [{{i}}, 1, 2, 3]}""")));
+        await using var database = NpgsqlDataSource.Create(connection);
+        await ClusterSchema.EnsureAsync(database, CancellationToken.None);
+        var store = new ClusterStore(database);
+
+        var builder = new TestClusterBuilder(3);
+        builder.Properties[Silo.ConnectionKey] = connection;
+        builder.AddSiloBuilderConfigurator<Silo>();
+        var cluster = builder.Build();
+        await cluster.DeployAsync();
+        try
+        {
+            await store.CreateJobAsync(new ClusterJob("inproc", Path.Combine(Dir, "in.jsonl"), model, 4, 10, Items, 2, "running"), CancellationToken.None);
+
+            // Kill a secondary silo (the primary holds the test cluster's membership) once the job is under way.
+            await WaitForAsync(async () => (await store.ProgressAsync("inproc", CancellationToken.None))!.Done >= 3);
+            var victim = cluster.SecondarySilos[0];
+            await cluster.KillSiloAsync(victim);
+
+            await WaitForAsync(async () => (await store.ProgressAsync("inproc", CancellationToken.None))!.Finished);
+
+            await using var command = database.CreateCommand("SELECT key, item_index, vector, status FROM inferpool_results WHERE job_id = 'inproc'");
+            await using var reader = await command.ExecuteReaderAsync();
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            while (await reader.ReadAsync())
+            {
+                Assert.True(seen.Add(reader.GetString(0)), $"{reader.GetString(0)} committed twice");
+                Assert.Equal("ok", reader.GetString(3));
+                var i = reader.GetInt64(1);
+                Assert.Equal($"k{i}", reader.GetString(0));
+                Assert.Equal([(2 * i) + 1, 3, 5, 7], reader.GetFieldValue<float[]>(2));
+            }
+
+            Assert.Equal(Items, seen.Count);
+
+            // An item a node cannot use fails alone, with the reason and the node's name, and the job still ends.
+            Write("bad.jsonl", """
+                {"key": "good", "input": [1, 1, 1, 1]}
+                {"key": "short", "input": [1, 2]}
+                """);
+            await store.CreateJobAsync(new ClusterJob("bad", Path.Combine(Dir, "bad.jsonl"), model, 4, 10, 2, 2, "running"), CancellationToken.None);
+            await WaitForAsync(async () => (await store.ProgressAsync("bad", CancellationToken.None))!.Finished);
+            await using var bad = database.CreateCommand("SELECT error FROM inferpool_results WHERE job_id = 'bad' AND key = 'short' AND status = 'failed'");
+            var error = (string)(await bad.ExecuteScalarAsync())!;
+            Assert.Contains("takes 4 per item", error, StringComparison.Ordinal);
+            Assert.Matches(@"\(on node [^)]+\)$", error);
+            Assert.Equal(1, (await store.ProgressAsync("bad", CancellationToken.None))!.Failed);
+        }
+        finally
+        {
+            await cluster.StopAllSilosAsync();
+            await cluster.DisposeAsync();
+        }
+    }
+
+    [SkippableFact]
+    public async Task A_worker_command_runs_on_every_silo_and_a_crashing_item_fails_alone()
+    {
+        Skip.If(postgres.Unavailable is not null, postgres.Unavailable);
+        var connection = postgres.NewDatabase();
+        for (var i = 0; i < 30; i++)
+        {
+            Write($"in/f{i:D2}.bin", [(byte)(i + 1), .. new byte[i]]);
+        }
+
+        Write("in/g-crash.bin", [1]);
+        await using var database = NpgsqlDataSource.Create(connection);
+        await ClusterSchema.EnsureAsync(database, CancellationToken.None);
+        var store = new ClusterStore(database);
+        var builder = new TestClusterBuilder(2);
+        builder.Properties[Silo.ConnectionKey] = connection;
+        builder.AddSiloBuilderConfigurator<Silo>();
+        var cluster = builder.Build();
+        await cluster.DeployAsync();
+        try
+        {
+            var worker = $"python3 {Path.Combine(TestFiles.Directory, "workers", "file_worker.py")}";
+            await store.CreateJobAsync(new ClusterJob("workers", Path.Combine(Dir, "in"), "worker", 3, 4, 31, 10, "running", worker), CancellationToken.None);
+
+            await WaitForAsync(async () => (await store.ProgressAsync("workers", CancellationToken.None))!.Finished);
+
+            await using var command = database.CreateCommand("SELECT key, status, error, vector, node FROM inferpool_results WHERE job_id = 'workers'");
+            await using var reader = await command.ExecuteReaderAsync();
+            var rows = new Dictionary<string, (string Status, string? Error, float[]? Vector, string Node)>(StringComparer.Ordinal);
+            while (await reader.ReadAsync())
+            {
+                rows.Add(reader.GetString(0), (reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetString(2), reader.IsDBNull(3) ? null : reader.GetFieldValue<float[]>(3), reader.GetString(4)));
+            }
+
+            Assert.Equal(31, rows.Count);
+            for (var i = 0; i < 30; i++)
+            {
+                var row = rows[$"f{i:D2}.bin"];
+                Assert.Equal("ok", row.Status);
+                Assert.Equal([i + 1, i + 1], row.Vector!);
+            }
+
+            var crashed = rows["g-crash.bin"];
+            Assert.Equal("failed", crashed.Status);
+            Assert.Contains("exit code 3", crashed.Error, StringComparison.Ordinal);
+            Assert.Contains("(on node ", crashed.Error, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await cluster.StopAllSilosAsync();
+            await cluster.DisposeAsync();
+        }
+    }
+
+    private static async Task WaitForAsync(Func<Task<bool>> condition)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(2);
+        while (!await condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the cluster made no progress within 2 minutes");
+            await Task.Delay(50); // polling the database the silos write: there is no event to wait on
+        }
+    }
+
+    /// <summary>Makes each test silo an InferPool node named after the silo, on one CPU replica.</summary>
+    public sealed class Silo : ISiloConfigurator
+    {
+        public const string ConnectionKey = "InferPoolTestConnection";
+
+        public void Configure(ISiloBuilder siloBuilder)
+        {
+            ArgumentNullException.ThrowIfNull(siloBuilder);
+            var name = siloBuilder.Configuration["Name"] ?? "silo";
+            siloBuilder.AddInferPoolNode(
+                siloBuilder.Configuration[ConnectionKey]!,
+                new ClusterNodeOptions(name, ReplicaPlan.Cpu(1), 1, TimeSpan.FromMilliseconds(100)));
+        }
+    }
+}

@@ -1,0 +1,134 @@
+using Npgsql;
+
+namespace InferPool.Cluster.Tests;
+
+/// <summary>Shard leases and epoch-checked commits against a real PostgreSQL: the exactly-once core of the cluster.</summary>
+[Collection(PostgresTests.Name)]
+public sealed class ClusterStoreTests(PostgresServer postgres)
+{
+    private async Task<(ClusterStore Store, NpgsqlDataSource Database)> NewStoreAsync()
+    {
+        Skip.If(postgres.Unavailable is not null, postgres.Unavailable);
+        var database = NpgsqlDataSource.Create(postgres.NewDatabase());
+        await ClusterSchema.EnsureAsync(database, CancellationToken.None);
+        await ClusterSchema.EnsureAsync(database, CancellationToken.None); // idempotent
+        return (new ClusterStore(database), database);
+    }
+
+    [SkippableFact]
+    public async Task A_stale_lease_cannot_commit_and_every_item_is_committed_once()
+    {
+        var (store, database) = await NewStoreAsync();
+        await using var _ = database;
+        await store.CreateJobAsync(new ClusterJob("j", "/in", "resnet18", 1, 4, 10, 30, "running"), CancellationToken.None);
+
+        var a = await store.AcquireAsync("j", "node-a", "inferpool", CancellationToken.None);
+        Assert.Equal((0, 0L, 4, 1L), (a!.Shard, a.First, a.Count, a.Epoch));
+
+        // node-a goes silent past its lease; node-b gets the same shard with the next epoch and commits it.
+        await ExecuteAsync(database, "UPDATE inferpool_shards SET lease_expires = now() - interval '1 second' WHERE shard = 0");
+        var b = await store.AcquireAsync("j", "node-b", "inferpool", CancellationToken.None);
+        Assert.Equal((0, 2L), (b!.Shard, b.Epoch));
+        Assert.False(await store.RenewAsync(a, "node-a", CancellationToken.None));
+        Assert.True(await store.CommitAsync(b, "node-b", Results(0, 4, "b"), CancellationToken.None));
+
+        // node-a comes back and tries to commit: refused, nothing of it written.
+        Assert.False(await store.CommitAsync(a, "node-a", Results(0, 4, "a"), CancellationToken.None));
+        Assert.False(await store.CommitAsync(b, "node-b", Results(0, 4, "b"), CancellationToken.None)); // and never twice
+
+        // The rest: shards 1 (4 items) and 2 (the last 2).
+        var c = await store.AcquireAsync("j", "node-a", "inferpool", CancellationToken.None);
+        var d = await store.AcquireAsync("j", "node-b", "inferpool", CancellationToken.None);
+        Assert.Null(await store.AcquireAsync("j", "node-c", "inferpool", CancellationToken.None));
+        Assert.Equal((1, 2, 8L, 2), (c!.Shard, d!.Shard, d.First, d.Count));
+        Assert.True(await store.CommitAsync(c, "node-a", Results(4, 4, "a"), CancellationToken.None));
+        Assert.True(await store.CommitAsync(d, "node-b", Results(8, 2, "b"), CancellationToken.None));
+
+        var progress = await store.ProgressAsync("j", CancellationToken.None);
+        Assert.True(progress!.Finished);
+        Assert.Equal(10, progress.Committed);
+        Assert.Equal(10L, await ScalarAsync(database, "SELECT count(DISTINCT key) FROM inferpool_results"));
+        Assert.Equal(0L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_results WHERE shard = 0 AND (node <> 'node-b' OR epoch <> 2)"));
+        Assert.Empty(await store.RunningJobsAsync(CancellationToken.None));
+    }
+
+    [SkippableFact]
+    public async Task A_lease_held_by_a_node_Orleans_declared_dead_is_granted_again_at_once()
+    {
+        var (store, database) = await NewStoreAsync();
+        await using var _ = database;
+        await store.CreateJobAsync(new ClusterJob("j", "/in", "resnet18", 1, 5, 5, 600, "running"), CancellationToken.None);
+        var first = await store.AcquireAsync("j", "node-a", "inferpool", CancellationToken.None);
+        Assert.Null(await store.AcquireAsync("j", "node-b", "inferpool", CancellationToken.None)); // leased for 10 minutes
+
+        // Orleans' membership table marks node-a dead (status 6).
+        await ExecuteAsync(database, """
+            INSERT INTO OrleansMembershipVersionTable (DeploymentId) VALUES ('inferpool');
+            INSERT INTO OrleansMembershipTable (DeploymentId, Address, Port, Generation, SiloName, HostName, Status, StartTime, IAmAliveTime)
+            VALUES ('inferpool', '10.0.0.1', 11111, 1, 'node-a', 'h', 6, now(), now());
+            """);
+
+        var again = await store.AcquireAsync("j", "node-b", "inferpool", CancellationToken.None);
+        Assert.Equal((0, first!.Epoch + 1), (again!.Shard, again.Epoch));
+    }
+
+    [SkippableFact]
+    public async Task A_cancelled_job_hands_out_no_more_shards()
+    {
+        var (store, database) = await NewStoreAsync();
+        await using var _ = database;
+        await store.CreateJobAsync(new ClusterJob("j", "/in", "resnet18", 1, 1, 3, 30, "running"), CancellationToken.None);
+        Assert.True(await store.CancelAsync("j", CancellationToken.None));
+        Assert.Null(await store.AcquireAsync("j", "node-a", "inferpool", CancellationToken.None));
+        Assert.Equal("cancelled", (await store.ProgressAsync("j", CancellationToken.None))!.State);
+    }
+
+    /// <summary>Every query Orleans reads from OrleansQuery parses and plans (EXPLAIN with typed stand-ins for its parameters).</summary>
+    [SkippableFact]
+    public async Task Every_Orleans_query_in_the_migration_is_valid_sql()
+    {
+        var (_, database) = await NewStoreAsync();
+        await using var _ = database;
+        var queries = new List<(string Key, string Text)>();
+        await using (var read = database.CreateCommand("SELECT QueryKey, QueryText FROM OrleansQuery ORDER BY QueryKey"))
+        await using (var reader = await read.ExecuteReaderAsync())
+        {
+            while (await reader.ReadAsync())
+            {
+                queries.Add((reader.GetString(0), reader.GetString(1)));
+            }
+        }
+
+        Assert.Equal(9, queries.Count);
+        foreach (var (key, text) in queries)
+        {
+            foreach (var statement in text.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            {
+                var sql = System.Text.RegularExpressions.Regex.Replace(statement, "@(\\w+)", m => m.Groups[1].Value switch
+                {
+                    "Port" or "Generation" or "Status" or "ProxyPort" or "Version" => "1",
+                    "StartTime" or "IAmAliveTime" => "now()",
+                    _ => "'x'",
+                });
+                await using var explain = database.CreateCommand("EXPLAIN " + sql);
+                var ex = await Record.ExceptionAsync(() => explain.ExecuteNonQueryAsync());
+                Assert.True(ex is null, $"{key}: {ex?.Message}\n{sql}");
+            }
+        }
+    }
+
+    private static List<ClusterResult> Results(long first, int count, string by) =>
+        [.. Enumerable.Range(0, count).Select(i => new ClusterResult($"k{first + i}", first + i, true, null, [first + i, by[0]], "cpu"))];
+
+    private static async Task ExecuteAsync(NpgsqlDataSource database, string sql)
+    {
+        await using var command = database.CreateCommand(sql);
+        await command.ExecuteNonQueryAsync();
+    }
+
+    private static async Task<long> ScalarAsync(NpgsqlDataSource database, string sql)
+    {
+        await using var command = database.CreateCommand(sql);
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
+}
