@@ -101,7 +101,7 @@ public sealed class OnnxReplicaFactory : IReplicaFactory<float[], float[][]>, ID
                 ex);
 #else
             throw new InvalidOperationException(
-                $"{device} was requested, but this build of InferPool uses the CPU-only ONNX Runtime. Build with -p:InferPoolGpu=true (CUDA 12 and cuDNN 9 needed), or run on --devices cpu.",
+                $"{device} was requested, but this build of InferPool uses the CPU-only ONNX Runtime. Build with -p:InferPoolGpu=true (CUDA 12 and cuDNN 9 needed), or run on the CPU.",
                 ex);
 #endif
         }

@@ -1,4 +1,5 @@
 using InferPool.Devices;
+using InferPool.Jobs;
 using Spectre.Console;
 
 namespace InferPool.Cli.Commands;
@@ -17,6 +18,20 @@ internal static class DevicesOption
         catch (FormatException ex)
         {
             return ValidationResult.Error($"--devices: {ex.Message}");
+        }
+    }
+
+    /// <summary>The replicas per device for <paramref name="devices"/> (<see cref="JobDefaults.Plan"/>), with the option named when the machine cannot give them.</summary>
+    /// <exception cref="InvalidOperationException">The devices asked for are not on this machine.</exception>
+    public static ReplicaPlan Plan(IDeviceInventory inventory, string devices, int? replicas = null, int? threads = null)
+    {
+        try
+        {
+            return JobDefaults.Plan(inventory, devices, replicas, threads);
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new InvalidOperationException($"--devices {devices}: {ex.Message}", ex);
         }
     }
 }

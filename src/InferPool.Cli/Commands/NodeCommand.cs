@@ -72,7 +72,7 @@ internal sealed class NodeCommand(IAnsiConsole console, ErrorOutput errors) : As
     public override async Task<int> ExecuteAsync(CommandContext context, NodeSettings settings, CancellationToken cancellationToken)
     {
         var inventory = NvmlDeviceInventory.Discover();
-        var plan = JobDefaults.Plan(inventory, settings.Devices, threads: settings.Threads);
+        var plan = DevicesOption.Plan(inventory, settings.Devices, threads: settings.Threads);
         var name = settings.Name ?? $"{Dns.GetHostName()}-{settings.SiloPort}";
         var advertise = settings.Advertise is { } a ? IPAddress.Parse(a) : HostAddress();
         var node = new InferPool.Cluster.NodeSettings(settings.Cluster, name, advertise, settings.SiloPort, settings.GatewayPort, settings.FastFailureDetection);

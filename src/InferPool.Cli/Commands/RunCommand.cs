@@ -105,7 +105,7 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
         // A count in --devices (cpu=2) wins over --replicas; the tuned devices apply only when neither is given.
         var useTunedDevices = tuned is not null && settings.Devices == "auto" && settings.Replicas is null;
         var threads = settings.Threads ?? tuned?.Threads;
-        var plan = JobDefaults.Plan(inventory, useTunedDevices ? tuned!.Devices : settings.Devices, settings.Replicas, threads);
+        var plan = DevicesOption.Plan(inventory, useTunedDevices ? tuned!.Devices : settings.Devices, settings.Replicas, threads);
 
         // Each worker process gets its share of the cores (for its own decoding and CPU inference).
         JobEngine engine = onnx ?? (JobEngine)new WorkerEngine(

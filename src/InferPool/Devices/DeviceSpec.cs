@@ -141,7 +141,7 @@ public sealed class DeviceSpec
                 case EntryKind.AllGpus:
                     if (gpus.Count == 0)
                     {
-                        throw new InvalidOperationException($"'{Text}' asks for every GPU, but {found}. Use --devices cpu or auto.");
+                        throw new InvalidOperationException($"'{Text}' asks for every GPU, but {found}. Select the CPU ('cpu') or 'auto' instead.");
                     }
 
                     foreach (var gpu in gpus)
