@@ -12,6 +12,9 @@ internal static class ExitCodes
     /// <summary>The job could not run: bad arguments, a missing or corrupt model, an unreadable input, no device.</summary>
     public const int JobFailed = 2;
 
-    /// <summary>Stopped by Ctrl+C; what finished is committed.</summary>
+    /// <summary>Stopped by Ctrl+C (SIGINT); what finished is committed.</summary>
     public const int Interrupted = 130;
+
+    /// <summary>Stopped by SIGTERM; what finished is committed.</summary>
+    public const int Terminated = 143;
 }

@@ -13,7 +13,17 @@ namespace InferPool.Cluster;
 /// <param name="Plan">Replicas per device on this node.</param>
 /// <param name="Threads">Threads per CPU replica, or null for the cores shared out.</param>
 /// <param name="Poll">How long an idle node waits before it looks for work again.</param>
-public sealed record ClusterNodeOptions(string Name, ReplicaPlan Plan, int? Threads, TimeSpan Poll);
+public sealed record ClusterNodeOptions(string Name, ReplicaPlan Plan, int? Threads, TimeSpan Poll)
+{
+    /// <summary>When the node stops, how long the shard in progress may take to finish and be committed before it is handed back (30 s).</summary>
+    public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(Jobs.JobDefaults.DrainTimeoutSeconds);
+
+    /// <summary>
+    /// Glob patterns (<c>*</c>, <c>?</c>) over a worker job's whole command line that this node may run. Empty (the
+    /// default): the node runs only ONNX models (the built-in one and .onnx paths) and refuses every worker job.
+    /// </summary>
+    public IReadOnlyList<string> AllowedWorkers { get; init; } = [];
+}
 
 /// <summary>
 /// The work loop of one node: while a job is running, take a shard lease from the job's coordinator grain, run
@@ -23,17 +33,22 @@ public sealed record ClusterNodeOptions(string Name, ReplicaPlan Plan, int? Thre
 internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grains, ClusterNodeOptions options, ILogger<ClusterNode> logger) : BackgroundService
 {
     private readonly Dictionary<string, LoadedJob> _loaded = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _refused = new(StringComparer.Ordinal);
 
     /// <summary>Shards this node committed (for tests and logs).</summary>
     public int Committed { get; private set; }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        // Stopping (SIGTERM, Ctrl+C, the host stopping) takes no new shard; the shard in progress may finish and be
+        // committed within the drain time, after which it is handed back for another node to redo.
+        using var drain = new CancellationTokenSource();
+        using var drainOnStop = stoppingToken.Register(() => drain.CancelAfter(options.DrainTimeout));
         try
         {
             while (!stoppingToken.IsCancellationRequested)
             {
-                if (!await TryWorkAsync(stoppingToken).ConfigureAwait(false))
+                if (!await TryWorkAsync(stoppingToken, drain.Token).ConfigureAwait(false))
                 {
                     await Task.Delay(options.Poll, stoppingToken).ConfigureAwait(false);
                 }
@@ -41,7 +56,7 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
-            // Stopping: a shard in progress is not committed; its lease runs out and another node redoes it.
+            // Stopping between shards.
         }
         finally
         {
@@ -53,7 +68,7 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
     }
 
     /// <summary>Takes and runs one shard of the oldest running job that has one free; false when there was none.</summary>
-    private async Task<bool> TryWorkAsync(CancellationToken stoppingToken)
+    private async Task<bool> TryWorkAsync(CancellationToken stoppingToken, CancellationToken drain)
     {
         IReadOnlyList<ClusterJob> jobs;
         try
@@ -68,6 +83,13 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
 
         foreach (var job in jobs)
         {
+            if (job.Worker is { } command && !WorkerPattern.Allows(options.AllowedWorkers, command))
+            {
+                // The node's operator decides what it runs: a job's command from the database is not enough.
+                await RefuseAsync(job, $"worker command '{command}' is not allowed on this node", stoppingToken).ConfigureAwait(false);
+                continue;
+            }
+
             var coordinator = grains.GetGrain<IJobCoordinatorGrain>(job.Id);
             ShardLease? lease;
             try
@@ -87,24 +109,30 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
                 continue;
             }
 
-            await RunShardAsync(job, coordinator, lease, stoppingToken).ConfigureAwait(false);
+            await RunShardAsync(job, coordinator, lease, drain).ConfigureAwait(false);
             return true;
         }
 
         return false;
     }
 
-    private async Task RunShardAsync(ClusterJob job, IJobCoordinatorGrain coordinator, ShardLease lease, CancellationToken stoppingToken)
+    /// <summary>Runs and commits one shard; <paramref name="drain"/> fires when a stopping node's drain time is over.</summary>
+    private async Task RunShardAsync(ClusterJob job, IJobCoordinatorGrain coordinator, ShardLease lease, CancellationToken drain)
     {
         LogShardTaken(logger, options.Name, job.Id, lease.Shard, lease.Epoch, lease.First, lease.Count);
-        using var lost = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
-        var renewing = RenewAsync(coordinator, lease, lost, stoppingToken);
+        using var lost = CancellationTokenSource.CreateLinkedTokenSource(drain);
+        var renewing = RenewAsync(coordinator, lease, lost, drain);
         List<ClusterResult> results;
         try
         {
             results = await ProcessAsync(job, lease, lost.Token).ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (lost.IsCancellationRequested && !stoppingToken.IsCancellationRequested)
+        catch (OperationCanceledException) when (drain.IsCancellationRequested)
+        {
+            await HandBackAsync(lease).ConfigureAwait(false);
+            return;
+        }
+        catch (OperationCanceledException) when (lost.IsCancellationRequested)
         {
             LogLeaseLost(logger, options.Name, job.Id, lease.Shard, lease.Epoch);
             return;
@@ -118,7 +146,13 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         bool committed;
         try
         {
-            committed = await store.CommitAsync(lease, options.Name, results, stoppingToken).ConfigureAwait(false);
+            committed = await store.CommitAsync(lease, options.Name, results, drain).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (drain.IsCancellationRequested)
+        {
+            // One transaction: nothing was committed.
+            await HandBackAsync(lease).ConfigureAwait(false);
+            return;
         }
         catch (Exception ex) when (ex is Npgsql.NpgsqlException or TimeoutException)
         {
@@ -135,6 +169,44 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         else
         {
             LogStaleCommit(logger, options.Name, job.Id, lease.Shard, lease.Epoch);
+        }
+    }
+
+    /// <summary>Records the refusal once per job (later polls skip the job quietly); other nodes may still take its shards.</summary>
+    private async Task RefuseAsync(ClusterJob job, string reason, CancellationToken cancellationToken)
+    {
+        if (!_refused.Add(job.Id))
+        {
+            return;
+        }
+
+        LogRefused(logger, options.Name, job.Id, reason);
+        try
+        {
+            await store.RefuseAsync(job.Id, options.Name, reason, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is Npgsql.NpgsqlException or TimeoutException)
+        {
+            _refused.Remove(job.Id);
+            LogDatabaseUnavailable(logger, options.Name, ex.Message);
+        }
+    }
+
+    /// <summary>Gives a shard back at once (another node may take it now, not when the lease runs out); best effort.</summary>
+    private async Task HandBackAsync(ShardLease lease)
+    {
+        try
+        {
+            using var bounded = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            if (await store.ReleaseAsync(lease, options.Name, bounded.Token).ConfigureAwait(false))
+            {
+                LogHandedBack(logger, options.Name, lease.JobId, lease.Shard, lease.Epoch);
+            }
+        }
+        catch (Exception ex) when (ex is Npgsql.NpgsqlException or TimeoutException or OperationCanceledException)
+        {
+            // Its lease runs out instead.
+            LogDatabaseUnavailable(logger, options.Name, ex.Message);
         }
     }
 
@@ -270,6 +342,12 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Node}: the coordinator of {Job} did not answer ({Reason}); trying again")]
     private static partial void LogCoordinatorUnavailable(ILogger logger, string node, string job, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Node}: stopping before shard {Shard} of {Job} (epoch {Epoch}) finished; handed it back for another node")]
+    private static partial void LogHandedBack(ILogger logger, string node, string job, int shard, long epoch);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Node}: refused job {Job}: {Reason}; allow it with the node's worker patterns if it should run here")]
+    private static partial void LogRefused(ILogger logger, string node, string job, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Node}: the database is not reachable ({Reason}); trying again")]
     private static partial void LogDatabaseUnavailable(ILogger logger, string node, string reason);

@@ -17,7 +17,7 @@ namespace InferPool.Cluster;
 internal static class ClusterSchema
 {
     /// <summary>Bumped when the schema changes; recorded in <c>inferpool_schema</c>.</summary>
-    public const int Version = 1;
+    public const int Version = 2;
 
     private const long MigrationLock = 0x1F_E2_E0_01;
 
@@ -85,6 +85,13 @@ internal static class ClusterSchema
             PRIMARY KEY (job_id, key));
 
         ALTER TABLE inferpool_jobs ADD COLUMN IF NOT EXISTS worker text NULL;
+
+        CREATE TABLE IF NOT EXISTS inferpool_refusals (
+            job_id text NOT NULL REFERENCES inferpool_jobs (id) ON DELETE CASCADE,
+            node text NOT NULL,
+            reason text NOT NULL,
+            at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (job_id, node));
         """;
 
     /// <summary>Orleans' named queries: key, then text. Parameters and result columns follow Orleans' contract.</summary>

@@ -194,6 +194,48 @@ public sealed class ClusterStore(NpgsqlDataSource database)
             : null;
     }
 
+    /// <summary>Records that <paramref name="node"/> will not run a job, and why (once per job and node).</summary>
+    internal async Task RefuseAsync(string jobId, string node, string reason, CancellationToken cancellationToken)
+    {
+        using var command = Database.CreateCommand("INSERT INTO inferpool_refusals (job_id, node, reason) VALUES (@job, @node, @reason) ON CONFLICT DO NOTHING");
+        command.Parameters.AddWithValue("job", jobId);
+        command.Parameters.AddWithValue("node", node);
+        command.Parameters.AddWithValue("reason", reason);
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The nodes that refused a job, with their reasons, oldest first.</summary>
+    /// <param name="jobId">The job.</param>
+    /// <param name="cancellationToken">Stops the query.</param>
+    public async Task<IReadOnlyList<(string Node, string Reason)>> RefusalsAsync(string jobId, CancellationToken cancellationToken = default)
+    {
+        using var command = Database.CreateCommand("SELECT node, reason FROM inferpool_refusals WHERE job_id = @job ORDER BY at, node");
+        command.Parameters.AddWithValue("job", jobId);
+        var refusals = new List<(string, string)>();
+        using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            refusals.Add((reader.GetString(0), reader.GetString(1)));
+        }
+
+        return refusals;
+    }
+
+    /// <summary>Gives a leased shard back (pending again, no owner) so any node may take it now; false when it has moved on.</summary>
+    internal async Task<bool> ReleaseAsync(ShardLease lease, string node, CancellationToken cancellationToken)
+    {
+        using var command = Database.CreateCommand(
+            """
+            UPDATE inferpool_shards SET state = 'pending', owner = NULL, lease_expires = NULL
+            WHERE job_id = @job AND shard = @shard AND epoch = @epoch AND owner = @node AND state = 'leased'
+            """);
+        command.Parameters.AddWithValue("job", lease.JobId);
+        command.Parameters.AddWithValue("shard", lease.Shard);
+        command.Parameters.AddWithValue("epoch", lease.Epoch);
+        command.Parameters.AddWithValue("node", node);
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+    }
+
     /// <summary>Extends a lease; false when the shard has moved on (another epoch, or done).</summary>
     internal async Task<bool> RenewAsync(ShardLease lease, string node, CancellationToken cancellationToken)
     {

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Npgsql;
 
 namespace InferPool.Cluster;
@@ -24,6 +25,12 @@ public static class NodeSiloBuilderExtensions
         silo.Services.AddSingleton(sp => new ClusterStore(sp.GetRequiredService<NpgsqlDataSource>()));
         silo.Services.AddSingleton(node);
         silo.Services.AddHostedService<ClusterNode>();
+        // The host waits for the shard in progress to drain (and Orleans to leave the cluster) when it stops.
+        silo.Services.Configure<HostOptions>(o =>
+        {
+            var needed = node.DrainTimeout + TimeSpan.FromSeconds(15);
+            o.ShutdownTimeout = o.ShutdownTimeout > needed ? o.ShutdownTimeout : needed;
+        });
         return silo;
     }
 }

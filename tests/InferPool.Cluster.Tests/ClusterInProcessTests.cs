@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Globalization;
 using InferPool.Devices;
 using InferPool.Onnx.Tests;
@@ -80,6 +81,39 @@ public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderT
     public async Task A_worker_command_runs_on_every_silo_and_a_crashing_item_fails_alone()
     {
         Skip.If(postgres.Unavailable is not null, postgres.Unavailable);
+        var (rows, refusals) = await RunWorkerJobAsync(allowOn: "*");
+
+        Assert.Equal(31, rows.Count);
+        for (var i = 0; i < 30; i++)
+        {
+            var row = rows[$"f{i:D2}.bin"];
+            Assert.Equal("ok", row.Status);
+            Assert.Equal([i + 1, i + 1], row.Vector!);
+        }
+
+        var crashed = rows["g-crash.bin"];
+        Assert.Equal("failed", crashed.Status);
+        Assert.Contains("exit code 3", crashed.Error, StringComparison.Ordinal);
+        Assert.Contains("(on node ", crashed.Error, StringComparison.Ordinal);
+        Assert.Empty(refusals);
+    }
+
+    [SkippableFact]
+    public async Task A_node_not_allowed_the_worker_command_refuses_the_job_while_an_allowed_node_runs_it()
+    {
+        Skip.If(postgres.Unavailable is not null, postgres.Unavailable);
+        var (rows, refusals) = await RunWorkerJobAsync(allowOn: Silo.PrimaryName);
+
+        Assert.Equal(31, rows.Count);
+        Assert.All(rows.Values, r => Assert.Equal(Silo.PrimaryName, r.Node));
+        var refusal = Assert.Single(refusals);
+        Assert.NotEqual(Silo.PrimaryName, refusal.Node);
+        Assert.Contains("is not allowed on this node", refusal.Reason, StringComparison.Ordinal);
+    }
+
+    /// <summary>A worker job of 31 files (one crashes its worker) on two silos, the worker allowed on <paramref name="allowOn"/> ("*" for both).</summary>
+    private async Task<(Dictionary<string, (string Status, string? Error, float[]? Vector, string Node)> Rows, IReadOnlyList<(string Node, string Reason)> Refusals)> RunWorkerJobAsync(string allowOn)
+    {
         var connection = postgres.NewDatabase();
         for (var i = 0; i < 30; i++)
         {
@@ -87,20 +121,27 @@ public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderT
         }
 
         Write("in/g-crash.bin", [1]);
+        var worker = $"python3 {Path.Combine(TestFiles.Directory, "workers", "file_worker.py")}";
         await using var database = NpgsqlDataSource.Create(connection);
         await ClusterSchema.EnsureAsync(database, CancellationToken.None);
         var store = new ClusterStore(database);
         var builder = new TestClusterBuilder(2);
         builder.Properties[Silo.ConnectionKey] = connection;
+        builder.Properties[Silo.AllowOnKey] = allowOn;
+        builder.Properties[Silo.AllowPatternKey] = $"python3 {Path.Combine(TestFiles.Directory, "workers")}/*.py";
         builder.AddSiloBuilderConfigurator<Silo>();
         var cluster = builder.Build();
         await cluster.DeployAsync();
         try
         {
-            var worker = $"python3 {Path.Combine(TestFiles.Directory, "workers", "file_worker.py")}";
             await store.CreateJobAsync(new ClusterJob("workers", Path.Combine(Dir, "in"), "worker", 3, 4, 31, 10, "running", worker), CancellationToken.None);
 
             await WaitForAsync(async () => (await store.ProgressAsync("workers", CancellationToken.None))!.Finished);
+            if (allowOn != "*")
+            {
+                // The refusing node records its refusal on its first look at the job, which may come after the other node finished it.
+                await WaitForAsync(async () => (await store.RefusalsAsync("workers")).Count > 0);
+            }
 
             await using var command = database.CreateCommand("SELECT key, status, error, vector, node FROM inferpool_results WHERE job_id = 'workers'");
             await using var reader = await command.ExecuteReaderAsync();
@@ -110,18 +151,7 @@ public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderT
                 rows.Add(reader.GetString(0), (reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetString(2), reader.IsDBNull(3) ? null : reader.GetFieldValue<float[]>(3), reader.GetString(4)));
             }
 
-            Assert.Equal(31, rows.Count);
-            for (var i = 0; i < 30; i++)
-            {
-                var row = rows[$"f{i:D2}.bin"];
-                Assert.Equal("ok", row.Status);
-                Assert.Equal([i + 1, i + 1], row.Vector!);
-            }
-
-            var crashed = rows["g-crash.bin"];
-            Assert.Equal("failed", crashed.Status);
-            Assert.Contains("exit code 3", crashed.Error, StringComparison.Ordinal);
-            Assert.Contains("(on node ", crashed.Error, StringComparison.Ordinal);
+            return (rows, await store.RefusalsAsync("workers"));
         }
         finally
         {
@@ -144,14 +174,24 @@ public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderT
     public sealed class Silo : ISiloConfigurator
     {
         public const string ConnectionKey = "InferPoolTestConnection";
+        public const string AllowOnKey = "InferPoolTestAllowOn";
+        public const string AllowPatternKey = "InferPoolTestAllowPattern";
+
+        /// <summary>The first silo's node name.</summary>
+        public const string PrimaryName = "node-1";
+
+        /// <summary>Silos configured so far per test cluster (its database): each gets its own node name, node-1 first.</summary>
+        private static readonly ConcurrentDictionary<string, int> Configured = new(StringComparer.Ordinal);
 
         public void Configure(ISiloBuilder siloBuilder)
         {
             ArgumentNullException.ThrowIfNull(siloBuilder);
-            var name = siloBuilder.Configuration["Name"] ?? "silo";
+            var name = $"node-{Configured.AddOrUpdate(siloBuilder.Configuration[ConnectionKey]!, 1, (_, n) => n + 1)}";
+            var allowOn = siloBuilder.Configuration[AllowOnKey];
+            string[] allowed = allowOn == "*" || allowOn == name ? [siloBuilder.Configuration[AllowPatternKey]!] : [];
             siloBuilder.AddInferPoolNode(
                 siloBuilder.Configuration[ConnectionKey]!,
-                new ClusterNodeOptions(name, ReplicaPlan.Cpu(1), 1, TimeSpan.FromMilliseconds(100)));
+                new ClusterNodeOptions(name, ReplicaPlan.Cpu(1), 1, TimeSpan.FromMilliseconds(100)) { AllowedWorkers = allowed });
         }
     }
 }

@@ -41,6 +41,10 @@ internal sealed class StatusCommand(IAnsiConsole console, ErrorOutput errors) : 
                 }
 
                 console.WriteLine(Describe(progress));
+                foreach (var (node, reason) in await store.RefusalsAsync(id, cancellationToken).ConfigureAwait(false))
+                {
+                    console.WriteLine($"  refused by {node}: {reason}");
+                }
             }
 
             return ExitCodes.Ok;

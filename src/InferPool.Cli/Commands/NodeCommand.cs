@@ -43,6 +43,15 @@ internal sealed class NodeSettings : CommandSettings
     [DefaultValue(30000)]
     public int GatewayPort { get; init; } = 30000;
 
+    [CommandOption("--drain-timeout <SECONDS>")]
+    [Description("On Ctrl+C or SIGTERM, how long the shard in progress may take to finish and be committed before it is handed back.")]
+    [DefaultValue(JobDefaults.DrainTimeoutSeconds)]
+    public double DrainTimeoutSeconds { get; init; } = JobDefaults.DrainTimeoutSeconds;
+
+    [CommandOption("--allow-worker <PATTERN>")]
+    [Description("A worker command this node may run: a glob (* and ?) over the whole command line, e.g. \"python3 /opt/models/*.py\". Repeatable. Without it the node runs ONNX models only and refuses worker jobs.")]
+    public string[] AllowWorker { get; init; } = [];
+
     [CommandOption("--fast-failure-detection")]
     [Description("Declare a silent node dead within seconds instead of Orleans' default (for tests and small local clusters).")]
     public bool FastFailureDetection { get; init; }
@@ -67,7 +76,7 @@ internal sealed class NodeSettings : CommandSettings
 /// <c>inferpool node</c>: joins the cluster (an Orleans silo clustered through PostgreSQL) and works on every
 /// running job's shards with this machine's devices until stopped (Ctrl+C or SIGTERM).
 /// </summary>
-internal sealed class NodeCommand(IAnsiConsole console, ErrorOutput errors) : AsyncCommand<NodeSettings>
+internal sealed class NodeCommand(IAnsiConsole console, ErrorOutput errors, Interrupts interrupts) : AsyncCommand<NodeSettings>
 {
     public override async Task<int> ExecuteAsync(CommandContext context, NodeSettings settings, CancellationToken cancellationToken)
     {
@@ -80,14 +89,14 @@ internal sealed class NodeCommand(IAnsiConsole console, ErrorOutput errors) : As
         {
             await NodeHost.PrepareDatabaseAsync(settings.Cluster, cancellationToken).ConfigureAwait(false);
             using var logs = new ConsoleLoggerProvider(errors.Writer, LogLevel.Information);
-            using var host = NodeHost.Build(node, new ClusterNodeOptions(name, plan, settings.Threads, TimeSpan.FromSeconds(1)), logs);
+            using var host = NodeHost.Build(node, new ClusterNodeOptions(name, plan, settings.Threads, TimeSpan.FromSeconds(1)) { DrainTimeout = TimeSpan.FromSeconds(settings.DrainTimeoutSeconds), AllowedWorkers = settings.AllowWorker }, logs);
             console.WriteLine($"Node {name} joining cluster '{NodeHost.ClusterId}' at {advertise}:{settings.SiloPort} (gateway {settings.GatewayPort}) with {plan}.");
             await host.RunAsync(cancellationToken).ConfigureAwait(false);
-            return ExitCodes.Ok;
+            return interrupts.Signal is null ? ExitCodes.Ok : interrupts.ExitCode;
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            return ExitCodes.Interrupted;
+            return interrupts.ExitCode;
         }
         catch (Exception ex) when (ex is Npgsql.NpgsqlException or ArgumentException or InvalidOperationException or SocketException)
         {

@@ -47,6 +47,7 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
             console.WriteLine(Describe(options, job, tuned));
         }
 
+        interrupts.DrainWithin(TimeSpan.FromSeconds(settings.DrainTimeoutSeconds));
         using var hardStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, interrupts.StopNow);
         // The total is counted beside the job, for the progress bar and ETA; until it is known (or if the
         // count fails) progress shows counts without a total.
@@ -69,9 +70,9 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
             var summary = await new ProgressDisplay(console, time, settings.Quiet)
                 .RunAsync(() => job.RunAsync(interrupts.StopIntake, hardStop.Token), job.Monitor, () => Interlocked.Read(ref total) is >= 0 and var t ? t : null, () => job.GpuUsage)
                 .ConfigureAwait(false);
-            new RunSummary(console, errors.Writer).Print(options, summary);
+            new RunSummary(console, errors.Writer).Print(options, summary, interrupts.StoppedBy);
             // The exit code speaks for the whole job, parts committed by earlier runs included.
-            return summary.Interrupted ? ExitCodes.Interrupted : summary.FailedInJob > 0 ? ExitCodes.ItemsFailed : ExitCodes.Ok;
+            return summary.Interrupted ? interrupts.ExitCode : summary.FailedInJob > 0 ? ExitCodes.ItemsFailed : ExitCodes.Ok;
         }
         catch (JobFolderException ex)
         {
@@ -81,7 +82,7 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
         catch (OperationCanceledException) when (hardStop.IsCancellationRequested)
         {
             errors.Writer.WriteLine($"inferpool: stopped; the parts committed so far are in {Path.GetFullPath(options.OutputDirectory)}. Run the same command again to resume.");
-            return ExitCodes.Interrupted;
+            return interrupts.ExitCode;
         }
         catch (InferencePoolException ex)
         {

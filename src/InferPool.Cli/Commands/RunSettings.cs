@@ -88,6 +88,11 @@ internal sealed class RunSettings : CommandSettings
     [DefaultValue(JobDefaults.BatchTimeoutSeconds)]
     public double BatchTimeoutSeconds { get; init; } = JobDefaults.BatchTimeoutSeconds;
 
+    [CommandOption("--drain-timeout <SECONDS>")]
+    [Description("After the first Ctrl+C or SIGTERM, how long the items in flight may take to finish and be committed before the run stops at once.")]
+    [DefaultValue(JobDefaults.DrainTimeoutSeconds)]
+    public double DrainTimeoutSeconds { get; init; } = JobDefaults.DrainTimeoutSeconds;
+
     [CommandOption("--gpu-headroom <FRACTION>")]
     [Description("Share of each GPU's memory to keep free: after the first replica on a GPU has run, the replicas there are capped to what fits.")]
     [DefaultValue(JobDefaults.GpuHeadroom)]
@@ -148,6 +153,11 @@ internal sealed class RunSettings : CommandSettings
         if (BatchTimeoutSeconds <= 0)
         {
             return ValidationResult.Error($"--batch-timeout is {BatchTimeoutSeconds}; it must be more than 0 seconds.");
+        }
+
+        if (DrainTimeoutSeconds <= 0)
+        {
+            return ValidationResult.Error($"--drain-timeout is {DrainTimeoutSeconds}; it must be more than 0 seconds.");
         }
 
         if (GpuHeadroom is < 0 or >= 1)

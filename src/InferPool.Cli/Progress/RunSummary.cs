@@ -9,7 +9,7 @@ namespace InferPool.Cli.Progress;
 /// <summary>Prints a job's summary: counts and speed, each device's share, memory, failures by reason, GPUs, where the output is.</summary>
 internal sealed class RunSummary(IAnsiConsole console, TextWriter errors)
 {
-    public void Print(JobOptions job, JobSummary s)
+    public void Print(JobOptions job, JobSummary s, string stoppedBy)
     {
         var output = Path.GetFullPath(job.OutputDirectory);
         if (s.AlreadyComplete)
@@ -87,7 +87,7 @@ internal sealed class RunSummary(IAnsiConsole console, TextWriter errors)
         console.WriteLine($"Output: {output} ({s.Parts.Count} {job.Format.Name} part(s), columns key, status, error, {string.Join(", ", job.Engine.Columns)}, device, replica, attempts)");
         if (s.Interrupted || s.StoppedOnFailure)
         {
-            console.WriteLine($"{(s.StoppedOnFailure ? "Stopped at the first failure (--fail-fast)" : "Stopped by Ctrl+C")}: the items finished so far are committed. Run the same command again to resume.");
+            console.WriteLine($"{(s.StoppedOnFailure ? "Stopped at the first failure (--fail-fast)" : $"Stopped by {stoppedBy}")}: the items finished so far are committed. Run the same command again to resume.");
         }
     }
 }

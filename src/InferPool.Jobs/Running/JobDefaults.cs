@@ -28,6 +28,9 @@ public static class JobDefaults
     /// <summary>A model call taking longer than this many seconds is treated as hung: its replica is rebuilt and the batch retried.</summary>
     public const double BatchTimeoutSeconds = 300;
 
+    /// <summary>After a stop is asked for, how many seconds the items in flight may take to finish and be committed.</summary>
+    public const double DrainTimeoutSeconds = 30;
+
     /// <summary><see cref="BatchTimeoutSeconds"/> as a time span.</summary>
     public static TimeSpan BatchTimeout { get; } = TimeSpan.FromSeconds(BatchTimeoutSeconds);
 
