@@ -94,9 +94,10 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
             ShardLease? lease;
             try
             {
-                lease = await coordinator.AcquireAsync(options.Name).WaitAsync(stoppingToken).ConfigureAwait(false);
+                // Not abandoned when the node starts stopping: a lease granted meanwhile is run and drained like any other.
+                lease = await coordinator.AcquireAsync(options.Name).WaitAsync(drain).ConfigureAwait(false);
             }
-            catch (Exception ex) when (ex is not OperationCanceledException || !stoppingToken.IsCancellationRequested)
+            catch (Exception ex) when (ex is not OperationCanceledException || !drain.IsCancellationRequested)
             {
                 // The coordinator's silo is unreachable (frozen, dying) or the database is: Orleans moves the grain
                 // once membership declares that silo dead; until then, try again.

@@ -130,6 +130,54 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
         }
     }
 
+    [SkippableFact]
+    public async Task A_node_sent_SIGTERM_mid_shard_commits_it_then_leaves_with_143()
+    {
+        Skip.If(postgres.Unavailable is not null, postgres.Unavailable);
+        var connection = postgres.NewDatabase();
+        CopySamples(copies: 3);
+        var nodes = Enumerable.Range(1, 2).Select(i => Node.Start(Dir, connection, $"node-{i}")).ToList();
+        try
+        {
+            await using var database = NpgsqlDataSource.Create(connection);
+            await InferPool.Cluster.NodeHost.PrepareDatabaseAsync(connection);
+            await WaitForAsync(async () => await ScalarAsync(database, "SELECT count(*) FROM OrleansMembershipTable WHERE Status = 3") == 2, "two active nodes", nodes);
+            var submit = await Cli.RunAsync(Dir, "run", "in", "--cluster", connection, "--shard-size", "20", "--lease", "30", "--job", "drain", "--detach");
+            Assert.True(submit.ExitCode == 0, submit.Out + submit.Err);
+
+            string? owner = null;
+            var (shard, epoch) = (-1, 0L);
+            await WaitForAsync(async () =>
+            {
+                await using var command = database.CreateCommand("SELECT owner, shard, epoch FROM inferpool_shards WHERE state = 'leased' ORDER BY shard LIMIT 1");
+                await using var reader = await command.ExecuteReaderAsync();
+                if (!await reader.ReadAsync())
+                {
+                    return false;
+                }
+
+                (owner, shard, epoch) = (reader.GetString(0), reader.GetInt32(1), reader.GetInt64(2));
+                return true;
+            }, "a leased shard", nodes);
+            var leaving = nodes.Single(n => n.Name == owner);
+            leaving.Signal("-TERM");
+
+            Assert.Equal(143, await leaving.ExitCodeAsync(Bound));
+            Assert.Contains(leaving.Log, l => l.Contains("Stopping (SIGTERM)", StringComparison.Ordinal));
+            // The shard it held was finished and committed by it under the same lease: not abandoned to run out.
+            Assert.True(1L == await ScalarAsync(database, $"SELECT count(*) FROM inferpool_shards WHERE job_id = 'drain' AND shard = {shard} AND state = 'done' AND epoch = {epoch}"), string.Join("\n", leaving.Log));
+            Assert.Equal(20L, await ScalarAsync(database, $"SELECT count(*) FROM inferpool_results WHERE job_id = 'drain' AND shard = {shard} AND node = '{owner}'"));
+
+            await WaitForAsync(async () => await ScalarAsync(database, "SELECT count(*) FROM inferpool_shards WHERE job_id = 'drain' AND state <> 'done'") == 0, "every shard committed by the other node", nodes);
+            Assert.Equal(60L, await ScalarAsync(database, "SELECT count(DISTINCT key) FROM inferpool_results WHERE job_id = 'drain'"));
+            Assert.Equal(60L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_results WHERE job_id = 'drain'"));
+        }
+        finally
+        {
+            nodes.ForEach(n => n.Dispose());
+        }
+    }
+
     private void CopySamples(int copies)
     {
         var images = Directory.GetFiles(Cli.SampleImages).Where(f => !f.EndsWith(".md", StringComparison.Ordinal)).Order(StringComparer.Ordinal).ToList();
@@ -218,6 +266,12 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
             "--silo-port", PostgresServer.FreePort().ToString(CultureInfo.InvariantCulture),
             "--gateway-port", PostgresServer.FreePort().ToString(CultureInfo.InvariantCulture),
             "--fast-failure-detection"));
+
+        public async Task<int> ExitCodeAsync(TimeSpan bound)
+        {
+            await _process.WaitForExitAsync().WaitAsync(bound);
+            return _process.ExitCode;
+        }
 
         public void Signal(string signal)
         {

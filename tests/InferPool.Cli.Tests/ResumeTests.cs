@@ -72,6 +72,33 @@ public sealed class ResumeTests : TempFolderTest
     }
 
     [Fact]
+    public async Task SigTerm_Once_FinishesInFlightCommitsAndResumes()
+    {
+        var (code, stdout, stderr) = await InterruptAsync(presses: 1, signal: "-TERM");
+
+        Assert.Equal(143, code);
+        Assert.Contains("Stopping (SIGTERM): finishing the items in flight", stderr, StringComparison.Ordinal);
+        Assert.Contains("Stopped by SIGTERM", stdout, StringComparison.Ordinal);
+        var output = Path.Combine(Dir, "out");
+        var journal = JobJournal.Load(output)!;
+        Assert.False(journal.Finished);
+        Assert.True(journal.CommittedRows >= 10, $"{journal.CommittedRows} rows committed");
+        Assert.Equal(journal.CommittedRows, ReadRows(output).Count);
+        Assert.Empty(Directory.GetFiles(output, "*.tmp"));
+        await ResumeToEveryKeyOnceAsync();
+    }
+
+    [Fact]
+    public async Task SigTerm_Twice_StopsNowAndStaysResumable()
+    {
+        var (code, _, stderr) = await InterruptAsync(presses: 2, signal: "-TERM");
+
+        Assert.Equal(143, code);
+        Assert.DoesNotContain("   at ", stderr, StringComparison.Ordinal);
+        await ResumeToEveryKeyOnceAsync();
+    }
+
+    [Fact]
     public async Task CtrlC_Twice_StopsNowAndStaysResumable()
     {
         var (code, stdout, stderr) = await InterruptAsync(presses: 2);
@@ -162,8 +189,8 @@ public sealed class ResumeTests : TempFolderTest
 
     private static readonly string[] InterruptedRun = ["run", "in", "-o", "out", "--format", "jsonl", "--part-rows", "10", "-q"];
 
-    /// <summary>Runs 120 images and presses Ctrl+C (SIGINT) once or twice after the first part is committed.</summary>
-    private async Task<(int Code, string Out, string Err)> InterruptAsync(int presses)
+    /// <summary>Runs 120 images and sends <paramref name="signal"/> (Ctrl+C's SIGINT by default) once or twice after the first part is committed.</summary>
+    private async Task<(int Code, string Out, string Err)> InterruptAsync(int presses, string signal = "-INT")
     {
         CopySamples(copies: 6);
         using var process = Cli.Start(Dir, InterruptedRun);
@@ -177,7 +204,7 @@ public sealed class ResumeTests : TempFolderTest
             while (await process.StandardError.ReadLineAsync() is { } line)
             {
                 all.AppendLine(line);
-                if (line.StartsWith("Stopping:", StringComparison.Ordinal))
+                if (line.StartsWith("Stopping (", StringComparison.Ordinal))
                 {
                     acknowledged.TrySetResult();
                 }
@@ -189,7 +216,7 @@ public sealed class ResumeTests : TempFolderTest
         await PartFiles.WaitForCommittedPartsAsync(Path.Combine(Dir, "out"), 1, process, Bound);
         for (var i = 0; i < presses; i++)
         {
-            await SignalAsync(process, "-INT");
+            await SignalAsync(process, signal);
             if (i == 0)
             {
                 await acknowledged.Task.WaitAsync(Bound);
