@@ -164,7 +164,10 @@ internal static class ClusterSchema
             """),
     ];
 
-    /// <summary>Creates what is missing and (re)writes Orleans' queries; safe to run from many processes at once.</summary>
+    /// <summary>
+    /// Creates what is missing and (re)writes Orleans' queries, unless the recorded version is already this one;
+    /// safe to run from many processes at once.
+    /// </summary>
     public static async Task EnsureAsync(NpgsqlDataSource database, CancellationToken cancellationToken)
     {
         using var connection = await database.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
@@ -173,6 +176,20 @@ internal static class ClusterSchema
         {
             lockCommand.Parameters.AddWithValue("lock", MigrationLock);
             await lockCommand.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        // Already at this version: nothing to create, so a role without DDL rights (docs/cluster-roles.sql) gets here too.
+        using (var exists = new NpgsqlCommand("SELECT to_regclass('inferpool_schema') IS NOT NULL", connection, transaction))
+        {
+            if ((bool)(await exists.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
+            {
+                using var current = new NpgsqlCommand("SELECT coalesce(max(version), 0) FROM inferpool_schema", connection, transaction);
+                if ((int)(await current.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))! >= Version)
+                {
+                    await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+                    return;
+                }
+            }
         }
 
         using (var create = new NpgsqlCommand(Tables, connection, transaction))

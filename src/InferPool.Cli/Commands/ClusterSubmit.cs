@@ -30,6 +30,7 @@ internal static class ClusterSubmit
                 ModelChoice.Resolve(modelForNodes);
             }
 
+            input.CheckKeysUnique();
             var total = input.Count();
             var job = new ClusterJob(
                 settings.Job ?? string.Create(CultureInfo.InvariantCulture, $"job-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Random.Shared.Next(0x10000):x4}"),
@@ -85,6 +86,10 @@ internal static class ClusterSubmit
         {
             errors.Writer.WriteLine("inferpool: stopped following the job; it goes on in the cluster ('inferpool status' shows it, 'inferpool cancel' stops it).");
             return ExitCodes.Interrupted;
+        }
+        catch (DuplicateKeyException ex)
+        {
+            return errors.Fail($"{ex.Message} Keys must be unique in a cluster job; nothing was submitted.");
         }
         catch (Exception ex) when (ex is FileNotFoundException or NpgsqlException or InvalidOperationException or IOException)
         {

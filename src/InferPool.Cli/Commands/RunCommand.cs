@@ -74,6 +74,10 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
             // The exit code speaks for the whole job, parts committed by earlier runs included.
             return summary.Interrupted ? interrupts.ExitCode : summary.FailedInJob > 0 ? ExitCodes.ItemsFailed : ExitCodes.Ok;
         }
+        catch (DuplicateKeyException ex)
+        {
+            return errors.Fail($"{ex.Message} Keys must be unique for a job to resume exactly once; --allow-duplicate-keys runs every item, the later ones keyed {ex.Key}#2, {ex.Key}#3, ….");
+        }
         catch (JobFolderException ex)
         {
             // The output folder holds another job, or its journal is damaged: nothing was run.
@@ -129,6 +133,7 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
             Force = settings.Force,
             RequireResume = settings.Resume,
             FailFast = settings.FailFast,
+            DuplicateKeys = settings.AllowDuplicateKeys ? DuplicateKeys.MakeUnique : DuplicateKeys.Fail,
             GpuTelemetry = plan.Devices.Any(d => d.Device.IsGpu) ? NvmlTelemetry.TryOpen(out _) : null,
             GpuHeadroom = settings.GpuHeadroom,
         };

@@ -116,6 +116,10 @@ internal sealed class RunSettings : CommandSettings
     [Description("Start over: remove the job journal and parts in the output folder first.")]
     public bool Force { get; init; }
 
+    [CommandOption("--allow-duplicate-keys")]
+    [Description("Run every item even when keys repeat, keying the later ones key#2, key#3, …. Without it a list file with a repeated line is refused before any work, and a repeated JSONL key fails that item.")]
+    public bool AllowDuplicateKeys { get; init; }
+
     [CommandOption("--fail-fast")]
     [Description("Stop taking input at the first failed item; what is in flight finishes and is committed.")]
     public bool FailFast { get; init; }

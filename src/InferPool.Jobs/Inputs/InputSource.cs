@@ -137,6 +137,28 @@ public sealed class InputSource
         }
     }
 
+    /// <summary>
+    /// Checks a list file whole for a key given twice (a folder's keys, its relative paths, are unique by
+    /// construction; JSONL records are checked as they stream). Holds every key of the list once.
+    /// </summary>
+    /// <exception cref="DuplicateKeyException">A key occurs twice; the message gives both line numbers.</exception>
+    public void CheckKeysUnique()
+    {
+        if (_kind != Kind.List)
+        {
+            return;
+        }
+
+        var seen = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (var (number, bytes) in ReadRecordLines(_path, 0))
+        {
+            if (TryDecode(bytes, out var text) && !seen.TryAdd(text.Trim(), number))
+            {
+                throw new DuplicateKeyException(text.Trim(), $"line {seen[text.Trim()]} of {_path}", $"line {number}");
+            }
+        }
+    }
+
     /// <summary>Counts the items without reading them, for progress and ETA.</summary>
     public long Count() => _kind == Kind.Folder ? WalkFolder(_path, _forWorker).LongCount() : ScanRecordLines(_path, long.MaxValue).LongCount();
 

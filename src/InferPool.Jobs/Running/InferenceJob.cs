@@ -80,10 +80,16 @@ public sealed class InferenceJob
     /// <param name="stopIntake">Stops taking new input; what is in flight still finishes and is committed.</param>
     /// <param name="cancellationToken">Stops now; only committed parts remain, and the job resumes when run again.</param>
     /// <exception cref="JobFolderException">The output folder cannot be used as it is; nothing ran.</exception>
+    /// <exception cref="DuplicateKeyException">A list file gives a key twice (with <see cref="DuplicateKeys.Fail"/>); nothing ran.</exception>
     /// <exception cref="InferencePoolException">The job as a whole failed (no replica could start, the input could not be read).</exception>
     public async Task<JobSummary> RunAsync(CancellationToken stopIntake, CancellationToken cancellationToken)
     {
         var engine = _options.Engine;
+        if (_options.DuplicateKeys == DuplicateKeys.Fail)
+        {
+            _options.Input.CheckKeysUnique();
+        }
+
         var identity = new JobIdentity(engine.Name, engine.Fingerprint, _options.Input.FullPath, _options.Format.Name, [.. engine.Columns.Select(c => c.ToString())]);
         var start = await OutputFolder.OpenAsync(_options.OutputDirectory, identity, _options.Force, _options.RequireResume, _options.Format, cancellationToken).ConfigureAwait(false);
         if (start.Journal.Finished)
@@ -141,7 +147,8 @@ public sealed class InferenceJob
         long skipped = 0;
         var firstFailures = new List<(string, string)>();
         var byReason = new Dictionary<string, int>(StringComparer.Ordinal);
-        var input = StopWhen(_options.Input.ReadAsync(cancellationToken), stop.Token).Where(item =>
+        var keys = new UniqueKeys(_options.DuplicateKeys);
+        var input = StopWhen(_options.Input.ReadAsync(cancellationToken), stop.Token).Select(keys.Apply).Where(item =>
         {
             // Resuming: what an earlier run committed is not done again.
             if (!start.CommittedKeys.Contains(item.Key))

@@ -19,6 +19,7 @@ namespace InferPool.Jobs;
 /// <item><term><see cref="MaxPixels"/></term><description><see cref="ImagePreprocessor.DefaultMaxPixels"/></description></item>
 /// <item><term><see cref="RowsPerPart"/></term><description><see cref="JobDefaults.RowsPerPart"/></description></item>
 /// <item><term><see cref="Force"/>, <see cref="RequireResume"/>, <see cref="FailFast"/></term><description>false: resume an unfinished job of the same identity, else start one</description></item>
+/// <item><term><see cref="DuplicateKeys"/></term><description><see cref="Inputs.DuplicateKeys.Fail"/></description></item>
 /// <item><term><see cref="GpuTelemetry"/></term><description>null: GPU utilisation is not sampled</description></item>
 /// <item><term><see cref="GpuHeadroom"/></term><description><see cref="JobDefaults.GpuHeadroom"/></description></item>
 /// </list>
@@ -66,6 +67,9 @@ public sealed record JobOptions
 
     /// <summary>Stop taking input at the first failed item; what is in flight finishes and is committed.</summary>
     public bool FailFast { get; init; }
+
+    /// <summary>What to do with an item whose key an earlier item already has.</summary>
+    public DuplicateKeys DuplicateKeys { get; init; } = DuplicateKeys.Fail;
 
     /// <summary>Reads GPU utilisation and memory while the job runs, and caps replicas per GPU by memory; null for none.</summary>
     public IGpuTelemetry? GpuTelemetry { get; init; }
