@@ -178,6 +178,42 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
         }
     }
 
+    [SkippableFact]
+    public async Task A_node_without_allow_worker_refuses_a_worker_job_that_an_allowing_node_runs()
+    {
+        Skip.If(postgres.Unavailable is not null, postgres.Unavailable);
+        var connection = postgres.NewDatabase();
+        for (var i = 0; i < 12; i++)
+        {
+            Write($"in/f{i:D2}.bin", [(byte)(i + 1)]);
+        }
+
+        var workers = Path.Combine(Cli.ToolDirectory, "workers");
+        var nodes = new List<Node>
+        {
+            Node.Start(Dir, connection, "strict"),
+            Node.Start(Dir, connection, "open", "--allow-worker", $"python3 {workers}/*.py"),
+        };
+        try
+        {
+            await using var database = NpgsqlDataSource.Create(connection);
+            await InferPool.Cluster.NodeHost.PrepareDatabaseAsync(connection);
+            await WaitForAsync(async () => await ScalarAsync(database, "SELECT count(*) FROM OrleansMembershipTable WHERE Status = 3") == 2, "two active nodes", nodes);
+            var run = await Cli.RunAsync(Dir, "run", "in", "--cluster", connection, "--worker", $"python3 {workers}/file_worker.py", "--shard-size", "3", "--job", "trust", "-q");
+
+            Assert.True(run.ExitCode == 0, run.Out + run.Err);
+            Assert.Equal(12L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_results WHERE job_id = 'trust' AND node = 'open' AND status = 'ok'"));
+            await WaitForAsync(async () => await ScalarAsync(database, "SELECT count(*) FROM inferpool_refusals WHERE job_id = 'trust' AND node = 'strict'") == 1, "the strict node's refusal", nodes);
+            var status = await Cli.RunAsync(Dir, "status", "trust", "--cluster", connection);
+            Assert.Contains("refused by strict: worker command 'python3", status.Out, StringComparison.Ordinal);
+            Assert.Contains("is not allowed on this node", status.Out, StringComparison.Ordinal);
+        }
+        finally
+        {
+            nodes.ForEach(n => n.Dispose());
+        }
+    }
+
     private void CopySamples(int copies)
     {
         var images = Directory.GetFiles(Cli.SampleImages).Where(f => !f.EndsWith(".md", StringComparison.Ordinal)).Order(StringComparer.Ordinal).ToList();
@@ -260,12 +296,14 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
 
         public bool HasExited => _process.HasExited;
 
-        public static Node Start(string dir, string connection, string name) => new(name, Cli.Start(
+        public static Node Start(string dir, string connection, string name, params string[] extra) => new(name, Cli.Start(
             dir,
-            "node", "--cluster", connection, "--devices", "cpu=1", "--threads", "1", "--name", name, "--advertise", "127.0.0.1",
-            "--silo-port", PostgresServer.FreePort().ToString(CultureInfo.InvariantCulture),
-            "--gateway-port", PostgresServer.FreePort().ToString(CultureInfo.InvariantCulture),
-            "--fast-failure-detection"));
+            [
+                "node", "--cluster", connection, "--devices", "cpu=1", "--threads", "1", "--name", name, "--advertise", "127.0.0.1",
+                "--silo-port", PostgresServer.FreePort().ToString(CultureInfo.InvariantCulture),
+                "--gateway-port", PostgresServer.FreePort().ToString(CultureInfo.InvariantCulture),
+                "--fast-failure-detection", .. extra,
+            ]));
 
         public async Task<int> ExitCodeAsync(TimeSpan bound)
         {
