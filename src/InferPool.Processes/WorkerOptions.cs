@@ -6,7 +6,7 @@ namespace InferPool.Processes;
 /// <listheader><term>option</term><description>default</description></listheader>
 /// <item><term><see cref="Command"/></term><description>required, e.g. <c>python3 my_infer.py</c>; run by <c>/bin/sh -c</c></description></item>
 /// <item><term><see cref="WorkingDirectory"/></term><description>the current directory</description></item>
-/// <item><term><see cref="StartTimeout"/></term><description>60 s (loading a model can be slow)</description></item>
+/// <item><term><see cref="StartTimeout"/></term><description>120 s (loading a large model onto a GPU, or a cold import of torch, can be slow)</description></item>
 /// <item><term><see cref="ShutdownTimeout"/></term><description>5 s, then the process is killed</description></item>
 /// </list>
 /// </remarks>
@@ -19,7 +19,10 @@ public sealed class WorkerOptions
     public string? WorkingDirectory { get; init; }
 
     /// <summary>How long a worker may take to say hello (load its model).</summary>
-    public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(60);
+    public TimeSpan StartTimeout { get; init; } = DefaultStartTimeout;
+
+    /// <summary>The default <see cref="StartTimeout"/>: 120 s.</summary>
+    public static TimeSpan DefaultStartTimeout { get; } = TimeSpan.FromSeconds(120);
 
     /// <summary>How long a worker may take to exit after shutdown before it is killed.</summary>
     public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(5);

@@ -11,9 +11,15 @@ namespace InferPool.Processes;
 
 /// <summary>
 /// One worker process: started and greeted in <see cref="StartAsync"/>, sent one batch at a time, killed when
-/// disposed. Anything the process does outside the protocol (exiting, garbage, a wrong reply) is a
+/// disposed. A stdout line that is not a protocol message (a library's banner, a stray print) is logged as a
+/// warning and skipped; anything else outside the protocol (exiting, a malformed message, a wrong reply) is a
 /// <see cref="ReplicaFaultException"/> that names the replica and shows the offending line.
 /// </summary>
+/// <remarks>
+/// On Linux the worker never outlives this process: it runs in a session of its own under
+/// <c>setpriv --pdeathsig TERM</c>, and the shell that runs the command kills the whole session when that signal
+/// comes, which is when this process dies, however it dies (SIGKILL, out of memory).
+/// </remarks>
 internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
 {
     private const int Protocol = 1;
@@ -24,15 +30,27 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
     private readonly WorkerOptions _options;
     private readonly Process _process;
     private readonly Queue<string> _stderrTail = new();
+    private readonly ILogger _logger;
+    private readonly long _started = Stopwatch.GetTimestamp();
     private long _nextId;
     private int _disposed;
 
-    private WorkerReplica(ReplicaSlot slot, WorkerOptions options, Process process)
+    private WorkerReplica(ReplicaSlot slot, WorkerOptions options, Process process, ILogger logger)
     {
         _slot = slot;
         _options = options;
         _process = process;
+        _logger = logger;
     }
+
+    /// <summary>
+    /// Runs the command so that its whole process tree dies with this process: the shell keeps a copy of stdin
+    /// for the command (a background job's stdin would otherwise be /dev/null), runs it in the background, and on
+    /// SIGTERM (the parent-death signal setpriv arranges) kills its session, the command's children included.
+    /// </summary>
+    private const string Supervisor = "exec 3<&0; trap 'kill -KILL 0' TERM; eval \"$1\" 0<&3 3<&- & wait $!";
+
+    private static readonly bool CanSupervise = OperatingSystem.IsLinux() && File.Exists("/usr/bin/setpriv") && File.Exists("/usr/bin/setsid");
 
     /// <summary>The worker's name from its hello.</summary>
     public string Name { get; private set; } = "";
@@ -45,7 +63,7 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
 
     public static async Task<WorkerReplica> StartAsync(ReplicaSlot slot, WorkerOptions options, ILogger logger, CancellationToken cancellationToken)
     {
-        var start = new ProcessStartInfo("/bin/sh")
+        var start = new ProcessStartInfo(CanSupervise ? "/usr/bin/setpriv" : "/bin/sh")
         {
             RedirectStandardInput = true,
             RedirectStandardOutput = true,
@@ -56,8 +74,19 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
             StandardInputEncoding = new UTF8Encoding(false),
             WorkingDirectory = options.WorkingDirectory ?? Environment.CurrentDirectory,
         };
-        start.ArgumentList.Add("-c");
-        start.ArgumentList.Add(options.Command);
+        if (CanSupervise)
+        {
+            foreach (var arg in new[] { "--pdeathsig", "TERM", "--", "/usr/bin/setsid", "/bin/sh", "-c", Supervisor, "inferpool-worker", options.Command })
+            {
+                start.ArgumentList.Add(arg);
+            }
+        }
+        else
+        {
+            start.ArgumentList.Add("-c");
+            start.ArgumentList.Add(options.Command);
+        }
+
         foreach (var (name, value) in options.Environment)
         {
             start.Environment[name] = value;
@@ -70,7 +99,7 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
         start.Environment["CUDA_VISIBLE_DEVICES"] = slot.Device.IsGpu ? slot.Device.Index.ToString(CultureInfo.InvariantCulture) : "";
 
         var process = new Process { StartInfo = start };
-        var replica = new WorkerReplica(slot, options, process);
+        var replica = new WorkerReplica(slot, options, process, logger);
         process.ErrorDataReceived += (_, e) =>
         {
             if (e.Data is null)
@@ -92,7 +121,7 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
 
         try
         {
-            if (!process.Start())
+            if (!await ProcessLauncher.StartAsync(process).ConfigureAwait(false))
             {
                 throw new InvalidOperationException($"The worker for {slot} could not be started: {options.Command}");
             }
@@ -101,11 +130,12 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
             string? hello;
             try
             {
-                hello = await process.StandardOutput.ReadLineAsync(cancellationToken).AsTask().WaitAsync(options.StartTimeout, cancellationToken).ConfigureAwait(false);
+                hello = await replica.ReadMessageAsync(cancellationToken).AsTask().WaitAsync(options.StartTimeout, cancellationToken).ConfigureAwait(false);
             }
             catch (TimeoutException)
             {
-                throw new InvalidOperationException($"The worker for {slot} did not say hello within {options.StartTimeout} ({options.Command}).{replica.StderrTail()}");
+                var ran = Stopwatch.GetElapsedTime(replica._started);
+                throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"The worker for {slot} did not say hello within the start timeout of {options.StartTimeout.TotalSeconds:0.#} s (it ran {ran.TotalSeconds:0.#} s; {options.Command}).{replica.StderrTail()}"));
             }
 
             replica.Greet(hello);
@@ -150,7 +180,7 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
             throw new ReplicaFaultException($"Worker {_slot} stopped reading its input{ExitText()}.{StderrTail()}", ex);
         }
 
-        var line = await _process.StandardOutput.ReadLineAsync(cancellationToken).ConfigureAwait(false)
+        var line = await ReadMessageAsync(cancellationToken).ConfigureAwait(false)
             ?? throw new ReplicaFaultException($"Worker {_slot} closed its output{ExitText()} while working on a batch of {inputs.Count}.{StderrTail()}");
         return Parse(line, id, inputs.Count);
     }
@@ -228,6 +258,35 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
         }
     }
 
+    /// <summary>
+    /// The next protocol message on the worker's stdout, or null at its end. A line that does not start like one
+    /// (<c>{"type"</c>) is noise a library or a stray print wrote: it goes to the log, with the replica's name, and
+    /// reading goes on.
+    /// </summary>
+    private async ValueTask<string?> ReadMessageAsync(CancellationToken cancellationToken)
+    {
+        while (await _process.StandardOutput.ReadLineAsync(cancellationToken).ConfigureAwait(false) is { } line)
+        {
+            if (line.AsSpan().TrimStart().StartsWith("{\"type\"", StringComparison.Ordinal))
+            {
+                return line;
+            }
+
+            lock (_stderrTail)
+            {
+                _stderrTail.Enqueue($"(stdout) {line}");
+                while (_stderrTail.Count > StderrLinesKept)
+                {
+                    _stderrTail.Dequeue();
+                }
+            }
+
+            LogStdoutNoise(_logger, _slot.Name, Shown(line));
+        }
+
+        return null;
+    }
+
     private static string Request(long id, IReadOnlyList<WorkerInput> inputs)
     {
         using var buffer = new MemoryStream();
@@ -262,7 +321,7 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
         }
         catch (JsonException)
         {
-            throw new ReplicaFaultException($"Worker {_slot} wrote a line that is not JSON: '{Shown(line)}'.");
+            throw new ReplicaFaultException($"Worker {_slot} wrote a protocol message that is not valid JSON: '{Shown(line)}'.");
         }
 
         using (doc)
@@ -333,6 +392,9 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
     }
 
     private static string Shown(string line) => line.Length <= ShownLineLength ? line : line[..ShownLineLength] + "…";
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "[{Replica}] wrote to stdout, which is for protocol messages only (print to stderr): {Line}")]
+    private static partial void LogStdoutNoise(ILogger logger, string replica, string line);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "[{Replica}] {Line}")]
     private static partial void LogWorkerLine(ILogger logger, string replica, string line);

@@ -9,6 +9,73 @@ public sealed class WorkerRunTests : TempFolderTest
     private static readonly string FileWorker = $"python3 {Path.Combine(Cli.ToolDirectory, "workers", "file_worker.py")}";
 
     [Fact]
+    public async Task A_worker_that_prints_banners_to_stdout_runs_every_item_and_the_lines_reach_the_log()
+    {
+        for (var i = 0; i < 6; i++)
+        {
+            Write($"in/f{i}.bin", [1]);
+        }
+
+        var noisy = $"python3 {Path.Combine(Cli.ToolDirectory, "workers", "noisy_worker.py")}";
+        var (code, stdout, stderr) = await Cli.RunAsync(Dir, "run", "in", "--worker", noisy, "--devices", "cpu=2", "--batch", "2", "-o", "out", "--format", "jsonl", "-v");
+
+        Assert.True(code == 0, $"exit {code}\n{stdout}\n{stderr}");
+        Assert.Equal(6, ReadRows(Path.Combine(Dir, "out")).Values.Count(r => r.GetProperty("status").GetString() == "ok"));
+        Assert.Contains("wrote to stdout, which is for protocol messages only (print to stderr): Loading weights... done", stderr, StringComparison.Ordinal);
+        Assert.Contains("item(s)", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Killing_inferpool_with_SIGKILL_mid_batch_leaves_no_worker_process_behind()
+    {
+        Write("in/a.bin", [1]);
+        Write("in/b.bin", [2]);
+        var busyDir = Directory.CreateDirectory(Path.Combine(Dir, "busy")).FullName;
+        var busy = $"BUSY_DIR={busyDir} python3 {Path.Combine(Cli.ToolDirectory, "workers", "busy_worker.py")}";
+        using var process = Cli.Start(Dir, "run", "in", "--worker", busy, "--devices", "cpu=2", "-o", "out", "-q");
+        var output = process.StandardOutput.ReadToEndAsync();
+        var errors = process.StandardError.ReadToEndAsync();
+
+        // Both workers loaded, and one inside a batch.
+        await WaitUntilAsync(() => Directory.GetFiles(busyDir, "pid-*").Length == 2 && File.Exists(Path.Combine(busyDir, "busy")), process, "two workers up and one busy");
+        var pids = Directory.GetFiles(busyDir, "*-*").Select(f => int.Parse(Path.GetFileName(f).Split('-')[1], System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        Assert.Equal(4, pids.Count);
+        Assert.All(pids, pid => Assert.True(Directory.Exists($"/proc/{pid}"), $"{pid} should be running"));
+
+        process.Kill(); // SIGKILL: inferpool gets no chance to stop its workers
+        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
+        await WaitUntilAsync(() => pids.All(pid => !IsAlive(pid)), null, $"no worker left of {string.Join(", ", pids)}", TimeSpan.FromSeconds(15));
+        _ = await output;
+        _ = await errors;
+    }
+
+    /// <summary>Alive: the process exists and is not a zombie waiting for its (dead) parent to reap it.</summary>
+    private static bool IsAlive(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return stat[(stat.LastIndexOf(')') + 2)..][0] != 'Z';
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Bounded polling of process state in /proc and marker files: no event tells this test about them.</summary>
+    private static async Task WaitUntilAsync(Func<bool> condition, Process? process, string what, TimeSpan? bound = null)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!condition())
+        {
+            Assert.False(process?.HasExited == true, $"inferpool exited before {what}");
+            Assert.True(clock.Elapsed < (bound ?? TimeSpan.FromMinutes(2)), $"gave up waiting for {what}");
+            await Task.Delay(50);
+        }
+    }
+
+    [Fact]
     public async Task Files_go_through_worker_processes_and_a_crashing_item_fails_alone()
     {
         var inputs = new Dictionary<string, byte[]>(StringComparer.Ordinal);

@@ -108,12 +108,20 @@ public sealed class WorkerReplicaTests
     }
 
     [Fact]
-    public async Task Run_WorkerWritesGarbage_TheReplicaIsReplacedAndTheLineIsShown()
+    public async Task Run_WorkerWritesStrayLinesToStdout_TheyAreLoggedAndEveryItemSucceeds()
     {
         var results = await RunAsync([1, "garbage", 3], ReplicaPlan.Cpu(1), batch: 1, maxAttempts: 1);
 
+        Assert.Equal(3, results.Count(r => r.IsSuccess));
+    }
+
+    [Fact]
+    public async Task Run_WorkerWritesABrokenProtocolMessage_TheReplicaIsReplacedAndTheLineIsShown()
+    {
+        var results = await RunAsync([1, "broken", 3], ReplicaPlan.Cpu(1), batch: 1, maxAttempts: 1);
+
         var bad = Assert.Single(results, r => !r.IsSuccess);
-        Assert.Contains("wrote a line that is not JSON: 'this is not json'", bad.Error!.Message, StringComparison.Ordinal);
+        Assert.Contains("wrote a protocol message that is not valid JSON: '{\"type\": \"result\", oops'", bad.Error!.Message, StringComparison.Ordinal);
         Assert.Contains("cpu#0", bad.Error.Message, StringComparison.Ordinal);
         Assert.Equal(2, results.Count(r => r.IsSuccess));
     }

@@ -5,18 +5,50 @@ infer returns one output per input (any JSON value); an output that is an except
 alone. If infer raises, the batch is retried one item at a time so only the bad items fail.
 InferPool starts one worker process per replica, pinned to its device through the environment
 (CUDA_VISIBLE_DEVICES, INFERPOOL_DEVICE, INFERPOOL_REPLICA), and talks to it over stdin/stdout
-with the line protocol in docs/worker-protocol.md. Print diagnostics to stderr, never stdout.
+with the line protocol in docs/worker-protocol.md.
+
+Importing this module moves the protocol to a private copy of stdout and points file descriptor 1 at stderr, so
+print(), model loaders' banners and C libraries writing to stdout land in the log instead of breaking the
+protocol. The worker also exits as soon as InferPool closes its stdin (InferPool exited or was killed), even in
+the middle of infer().
 """
 import json
 import os
+import select
 import sys
+import threading
 
 PROTOCOL = 1
 
 
-def _send(message):
-    sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
+def _take_stdout():
     sys.stdout.flush()
+    private = os.dup(1)
+    os.dup2(2, 1)  # fd 1 is now stderr: anything printed goes to the log
+    return os.fdopen(private, "w", encoding="utf-8", buffering=1)
+
+
+_protocol = _take_stdout()
+
+
+def protocol_fd():
+    """The file descriptor the protocol is written to (stdout as InferPool sees it)."""
+    return _protocol.fileno()
+
+
+def _send(message):
+    _protocol.write(json.dumps(message, separators=(",", ":")) + "\n")
+    _protocol.flush()
+
+
+def _exit_when_stdin_closes():
+    """Polls stdin for hang-up without reading it: the main loop owns the data, this thread only watches."""
+    poller = select.poll()
+    poller.register(sys.stdin.fileno(), select.POLLHUP | select.POLLERR)
+    while True:
+        for _, events in poller.poll(500):
+            if events & (select.POLLHUP | select.POLLERR):
+                os._exit(0)
 
 
 def _error(exc):
@@ -25,6 +57,7 @@ def _error(exc):
 
 def serve(load, infer, name=None, max_batch=0):
     """Loads the model for this replica's device and answers batches until shutdown or end of input."""
+    threading.Thread(target=_exit_when_stdin_closes, name="inferpool-stdin-watch", daemon=True).start()
     device = os.environ.get("INFERPOOL_DEVICE", "cpu")
     model = load(device)
     _send({"type": "hello", "protocol": PROTOCOL, "name": name or os.path.basename(sys.argv[0]), "max_batch": max_batch})
