@@ -49,6 +49,27 @@ public sealed class WorkerRunTests : TempFolderTest
         _ = await errors;
     }
 
+    [Fact]
+    public async Task Editing_the_worker_script_makes_another_job_unless_resume_insists()
+    {
+        Write("in/a.bin", [1]);
+        var script = Path.Combine(Dir, "my_worker.py");
+        File.Copy(Path.Combine(Cli.ToolDirectory, "workers", "file_worker.py"), script);
+        File.Copy(Path.Combine(Cli.ToolDirectory, "workers", "inferpool_worker.py"), Path.Combine(Dir, "inferpool_worker.py"));
+        string[] run = ["run", "in", "--worker", "python3 my_worker.py", "--devices", "cpu=1", "-o", "out", "-q"];
+        Assert.Equal(0, (await Cli.RunAsync(Dir, run)).ExitCode);
+
+        await File.AppendAllTextAsync(script, "\n# changed\n");
+        var changed = await Cli.RunAsync(Dir, run);
+        Assert.True(changed.ExitCode == 2, changed.Out + changed.Err);
+        Assert.Contains("its files have changed since", changed.Err, StringComparison.Ordinal);
+        Assert.Contains("--resume", changed.Err, StringComparison.Ordinal);
+
+        var insisted = await Cli.RunAsync(Dir, [.. run, "--resume"]);
+        Assert.True(insisted.ExitCode == 0, insisted.Out + insisted.Err);
+        Assert.Equal(0, (await Cli.RunAsync(Dir, run)).ExitCode);
+    }
+
     /// <summary>Alive: the process exists and is not a zombie waiting for its (dead) parent to reap it.</summary>
     private static bool IsAlive(int pid)
     {

@@ -2,7 +2,13 @@
 // The "model" sums each input array (or doubles a number); replace infer() with real inference.
 // Protocol: docs/worker-protocol.md. Logs go to stderr; stdout carries only protocol lines.
 'use strict';
+const fs = require('node:fs');
 const readline = require('node:readline');
+
+// Protocol lines go straight to file descriptor 1; anything else that writes to stdout (console.log, a
+// library's banner) is sent to stderr, where it lands in InferPool's log instead of in the protocol.
+const protocol = 1;
+process.stdout.write = process.stderr.write.bind(process.stderr);
 
 const device = process.env.INFERPOOL_DEVICE || 'cpu';
 const replica = process.env.INFERPOOL_REPLICA || '';
@@ -18,7 +24,7 @@ function infer(input) {
 }
 
 function send(message) {
-  process.stdout.write(JSON.stringify(message) + '\n');
+  fs.writeSync(protocol, JSON.stringify(message) + '\n');
 }
 
 send({ type: 'hello', protocol: 1, name: 'node-sum', max_batch: 0 });

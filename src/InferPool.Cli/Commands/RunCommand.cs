@@ -116,7 +116,10 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
         JobEngine engine = onnx ?? (JobEngine)new WorkerEngine(
             settings.Worker!,
             settings.WorkerOutput == "json",
-            settings.Threads ?? WorkerOptions.ThreadsPerWorker(inventory.CpuCores, plan.TotalReplicas));
+            settings.Threads ?? WorkerOptions.ThreadsPerWorker(inventory.CpuCores, plan.TotalReplicas))
+        {
+            StartTimeout = TimeSpan.FromSeconds(settings.StartTimeoutSeconds),
+        };
         var options = new JobOptions
         {
             Input = input,

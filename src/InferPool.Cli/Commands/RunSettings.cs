@@ -31,6 +31,11 @@ internal sealed class RunSettings : CommandSettings
     [DefaultValue("vector")]
     public string WorkerOutput { get; init; } = "vector";
 
+    [CommandOption("--start-timeout <SECONDS>")]
+    [Description("With --worker: how long a worker may take to load its model and say hello.")]
+    [DefaultValue(120.0)]
+    public double StartTimeoutSeconds { get; init; } = 120;
+
     [CommandOption("--devices <DEVICES>")]
     [Description("auto, cpu, cuda, cuda:0,1, or per-device counts like cuda:0=2,cpu.")]
     [DefaultValue("auto")]
@@ -157,6 +162,11 @@ internal sealed class RunSettings : CommandSettings
         if (BatchTimeoutSeconds <= 0)
         {
             return ValidationResult.Error($"--batch-timeout is {BatchTimeoutSeconds}; it must be more than 0 seconds.");
+        }
+
+        if (StartTimeoutSeconds <= 0)
+        {
+            return ValidationResult.Error($"--start-timeout is {StartTimeoutSeconds}; it must be more than 0 seconds.");
         }
 
         if (DrainTimeoutSeconds <= 0)

@@ -19,6 +19,7 @@ namespace InferPool.Jobs.Engines;
 /// <param name="threads">Threads each worker process should use, its share of the cores (<see cref="WorkerOptions.ThreadEnvironment"/>).</param>
 public sealed class WorkerEngine(string command, bool jsonOutput, int threads) : JobEngine
 {
+    private readonly Lazy<string> _fingerprint = new(() => FingerprintOf(command));
     /// <summary>The shell command that starts one worker.</summary>
     public string Command { get; } = !string.IsNullOrWhiteSpace(command) ? command : throw new ArgumentException("A worker needs a command.", nameof(command));
 
@@ -31,8 +32,18 @@ public sealed class WorkerEngine(string command, bool jsonOutput, int threads) :
     /// <inheritdoc/>
     public override string Name => $"worker '{Command}'";
 
-    /// <inheritdoc/>
-    public override string Fingerprint => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(Command)));
+    /// <summary>How long a worker may take to load its model and say hello.</summary>
+    public TimeSpan StartTimeout { get; init; } = WorkerOptions.DefaultStartTimeout;
+
+    /// <summary>
+    /// The SHA-256 of the command line and of every file it names that exists (the script, and weights given as
+    /// <c>--weights FILE</c> or <c>--weights=FILE</c>), so that editing the script or replacing the weights makes
+    /// another job, as a changed model file does. Files the command reaches only indirectly are not covered.
+    /// </summary>
+    public override string Fingerprint => _fingerprint.Value;
+
+    /// <summary>The files the command names that exist, as <see cref="Fingerprint"/> hashes them.</summary>
+    public IReadOnlyList<string> FingerprintFiles => NamedFiles(Command);
 
     /// <inheritdoc/>
     public override IReadOnlyList<OutputColumn> Columns => [new OutputColumn("output", JsonOutput)];
@@ -43,7 +54,7 @@ public sealed class WorkerEngine(string command, bool jsonOutput, int threads) :
     /// <inheritdoc/>
     public override EngineSession OpenSession(EngineSessionOptions options, ILogger logger)
     {
-        var factory = new WorkerReplicaFactory(new WorkerOptions { Command = Command, Environment = WorkerOptions.ThreadEnvironment(Threads) }, logger);
+        var factory = new WorkerReplicaFactory(new WorkerOptions { Command = Command, Environment = WorkerOptions.ThreadEnvironment(Threads), StartTimeout = StartTimeout }, logger);
         return new PooledSession<WorkerInput, JsonElement>(
             factory,
             ToWorkerInput,
@@ -51,6 +62,70 @@ public sealed class WorkerEngine(string command, bool jsonOutput, int threads) :
             ToRow,
             () => [.. factory.Workers.Select(w => new ReplicaUsage(w.Replica, $"pid {w.ProcessId}", w.ResidentBytes))],
             options?.KeepReplicas ?? false);
+    }
+
+    private static string FingerprintOf(string command)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        hash.AppendData(Encoding.UTF8.GetBytes(command));
+        foreach (var file in NamedFiles(command))
+        {
+            hash.AppendData(Encoding.UTF8.GetBytes($"\n{file}\n"));
+            using var stream = File.OpenRead(file);
+            hash.AppendData(SHA256.HashData(stream));
+        }
+
+        return Convert.ToHexStringLower(hash.GetHashAndReset());
+    }
+
+    /// <summary>The words of a command line (split on blanks, quotes respected) that name existing files, with <c>--opt=FILE</c> read as FILE.</summary>
+    private static List<string> NamedFiles(string command)
+    {
+        var files = new List<string>();
+        foreach (var word in Words(command))
+        {
+            var candidate = word.StartsWith('-') && word.Contains('=', StringComparison.Ordinal) ? word[(word.IndexOf('=', StringComparison.Ordinal) + 1)..] : word;
+            if (candidate.Length > 0 && File.Exists(candidate))
+            {
+                files.Add(Path.GetFullPath(candidate));
+            }
+        }
+
+        return files;
+    }
+
+    private static IEnumerable<string> Words(string command)
+    {
+        var word = new StringBuilder();
+        char? quote = null;
+        foreach (var c in command)
+        {
+            if (quote is null && char.IsWhiteSpace(c))
+            {
+                if (word.Length > 0)
+                {
+                    yield return word.ToString();
+                    word.Clear();
+                }
+            }
+            else if (quote is null && c is '"' or '\'')
+            {
+                quote = c;
+            }
+            else if (c == quote)
+            {
+                quote = null;
+            }
+            else
+            {
+                word.Append(c);
+            }
+        }
+
+        if (word.Length > 0)
+        {
+            yield return word.ToString();
+        }
     }
 
     /// <summary>What a worker is sent for an item: its whole record, or its path as a JSON string.</summary>

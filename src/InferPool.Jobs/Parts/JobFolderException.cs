@@ -6,6 +6,9 @@ public enum JobFolderProblem
     /// <summary>The folder's journal records another job (other model, input, format or columns).</summary>
     AnotherJob,
 
+    /// <summary>The folder's journal records this job, but its model's files have changed since (a worker's edited script); resuming must be asked for.</summary>
+    FilesChanged,
+
     /// <summary>The folder holds part files but no journal, so they cannot be resumed.</summary>
     PartsWithoutJournal,
 

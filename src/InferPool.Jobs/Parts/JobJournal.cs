@@ -71,11 +71,24 @@ public sealed class JobJournal
 /// <param name="Columns">The output columns between <c>error</c> and <c>device</c>.</param>
 public sealed record JobIdentity(string Model, string ModelSha256, string Input, string Format, IReadOnlyList<string> Columns)
 {
+    /// <summary>True when <paramref name="other"/> is this job but for its model's fingerprint (a worker whose script changed).</summary>
+    /// <param name="other">The job about to run.</param>
+    public bool DiffersOnlyInFingerprint(JobIdentity other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        return Model == other.Model && ModelSha256 != other.ModelSha256 && Input == other.Input && Format == other.Format && Columns.SequenceEqual(other.Columns);
+    }
+
     /// <summary>Why <paramref name="other"/> is not this job, or null when it is.</summary>
     /// <param name="other">The job about to run.</param>
     public string? Difference(JobIdentity other)
     {
         ArgumentNullException.ThrowIfNull(other);
+        if (ModelSha256 != other.ModelSha256 && Model == other.Model)
+        {
+            return $"it was started with {Model} as it was then (fingerprint {ModelSha256[..12]}…); its files have changed since (fingerprint {other.ModelSha256[..12]}…)";
+        }
+
         if (ModelSha256 != other.ModelSha256)
         {
             return $"it was started with model {Model} (sha256 {ModelSha256[..12]}…), not {other.Model} (sha256 {other.ModelSha256[..12]}…)";

@@ -19,7 +19,7 @@ public static class OutputFolder
     /// <param name="directory">The output folder.</param>
     /// <param name="identity">The job about to run.</param>
     /// <param name="force">Start over: remove the journal and every part first.</param>
-    /// <param name="requireResume">Fail unless there is a job to resume.</param>
+    /// <param name="requireResume">Fail unless there is a job to resume; resume it even when only its model's fingerprint changed (a worker's edited script).</param>
     /// <param name="format">The job's part format, which reads committed parts back.</param>
     /// <param name="cancellationToken">Stops the opening.</param>
     /// <exception cref="JobFolderException">The folder holds another job, unknown parts, a damaged journal or part, or (with <paramref name="requireResume"/>) no job.</exception>
@@ -60,9 +60,18 @@ public static class OutputFolder
             return new Start(fresh, new HashSet<string>(StringComparer.Ordinal), Resumed: false, removed);
         }
 
-        if (journal.Job.Difference(identity) is { } difference)
+        var difference = journal.Job.Difference(identity);
+        if (difference is not null && requireResume && journal.Job.DiffersOnlyInFingerprint(identity))
         {
-            throw new JobFolderException(JobFolderProblem.AnotherJob, directory, $"The output folder {directory} holds another job: {difference}.");
+            // Same model name, input and format, but its files changed (a worker's script): resume anyway, as asked,
+            // and record the new fingerprint so later runs of the same command match.
+            journal = new JobJournal { Version = journal.Version, Job = identity, Parts = journal.Parts, Finished = journal.Finished };
+            await journal.SaveAsync(directory, cancellationToken).ConfigureAwait(false);
+        }
+        else if (difference is not null)
+        {
+            var problem = journal.Job.DiffersOnlyInFingerprint(identity) ? JobFolderProblem.FilesChanged : JobFolderProblem.AnotherJob;
+            throw new JobFolderException(problem, directory, $"The output folder {directory} holds another job: {difference}.");
         }
 
         var committed = journal.Parts.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
