@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
 using Parquet;
 using Parquet.Schema;
@@ -86,11 +87,27 @@ internal sealed class ParquetFormat : OutputFormat
             entries += Math.Max(1, length);
         }
 
-        var values = new float[total];
-        var definitions = new int[entries];
-        var repetitions = new int[entries];
+        // Pooled: a part's column is a large-object-heap array, and fresh ones for every part pile up between full
+        // collections (peak memory grew with the number of parts until these were reused).
+        var values = ArrayPool<float>.Shared.Rent(total);
+        var definitions = ArrayPool<int>.Shared.Rent(entries);
+        var repetitions = ArrayPool<int>.Shared.Rent(entries);
+        try
+        {
+            Fill(rows, column, element.MaxDefinitionLevel, values, definitions, repetitions);
+            await group.WriteAllPartsAsync<float>(element, values.AsMemory(0, total), definitions.AsMemory(0, entries), repetitions.AsMemory(0, entries), cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(values);
+            ArrayPool<int>.Shared.Return(definitions);
+            ArrayPool<int>.Shared.Return(repetitions);
+        }
+    }
+
+    private static void Fill(IReadOnlyList<ResultRow> rows, int column, int defined, float[] values, int[] definitions, int[] repetitions)
+    {
         var (v, e) = (0, 0);
-        var defined = element.MaxDefinitionLevel;
         foreach (var row in rows)
         {
             var output = row.Outputs?[column];
@@ -109,8 +126,6 @@ internal sealed class ParquetFormat : OutputFormat
                 repetitions[e++] = i == 0 ? 0 : 1;
             }
         }
-
-        await group.WriteAllPartsAsync<float>(element, values, definitions, repetitions, cancellationToken).ConfigureAwait(false);
     }
 
     private static string?[] Strings(IReadOnlyList<ResultRow> rows, Func<ResultRow, string?> get)
