@@ -46,7 +46,7 @@ if (args.Contains("--memory"))
 if (args.Contains("--startup"))
 {
     // When each replica starts and the first results arrive, relative to the job's start.
-    var options = new JobOptions { Input = InputSource.Open(list), Engine = new OnnxEngine(choice, onnx), OutputDirectory = Path.Combine(work, "out"), Plan = ReplicaPlan.Cpu(2), BatchSize = 1, PrepareWorkers = cores, RowsPerPart = 10_000 };
+    var options = new JobOptions { Input = InputSource.Open(list), Engine = new OnnxEngine(choice, onnx), OutputDirectory = Path.Combine(work, "out"), Plan = ReplicaPlan.Cpu(2), BatchSize = 1, PrepareWorkers = cores, RowsPerPart = 10_000, DuplicateKeys = DuplicateKeys.MakeUnique, Force = true };
     var job = new InferenceJob(options, NullLogger.Instance, TimeProvider.System);
     var t0 = Stopwatch.GetTimestamp();
     job.Monitor.ReplicaChanged += (_, e) => Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Stopwatch.GetElapsedTime(t0).TotalMilliseconds,7:F0} ms  {e.Message}"));
@@ -167,6 +167,8 @@ async Task<double> EndToEndAsync()
         BatchSize = batchSize,
         PrepareWorkers = cores,
         RowsPerPart = 10_000,
+        DuplicateKeys = DuplicateKeys.MakeUnique, // the samples are cycled: the same paths come back
+        Force = true, // every round is a whole job from the start
     };
     var started = Stopwatch.GetTimestamp();
     var summary = await new InferenceJob(options, NullLogger.Instance, TimeProvider.System).RunAsync();
