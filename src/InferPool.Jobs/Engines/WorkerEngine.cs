@@ -49,7 +49,8 @@ public sealed class WorkerEngine(string command, bool jsonOutput, int threads) :
     public override IReadOnlyList<OutputColumn> Columns => [new OutputColumn("output", JsonOutput)];
 
     /// <inheritdoc/>
-    public override string Describe() => $"one process per replica, {Threads} thread(s) each";
+    public override string Describe() =>
+        $"one process per replica, {Threads} thread(s) each; resuming checks {(FingerprintFiles.Count == 0 ? "the command line only" : $"the command line and {string.Join(", ", FingerprintFiles.Select(Path.GetFileName))}")}";
 
     /// <inheritdoc/>
     public override EngineSession OpenSession(EngineSessionOptions options, ILogger logger)

@@ -70,9 +70,6 @@ public sealed class InputSource
         return new InputSource(path, path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase) ? Kind.Jsonl : Kind.List, forWorker);
     }
 
-    /// <summary>True when the source gives every file and whole records (for worker processes).</summary>
-    public bool ForWorker => _forWorker;
-
     /// <summary>The items, read lazily.</summary>
     /// <param name="cancellationToken">Stops the reading.</param>
     public IAsyncEnumerable<InputItem> ReadAsync(CancellationToken cancellationToken = default) => ReadAsync(0, null, cancellationToken);
