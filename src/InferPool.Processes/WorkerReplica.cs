@@ -327,6 +327,12 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
         using (doc)
         {
             var root = doc.RootElement;
+            if (root.ValueKind == JsonValueKind.Object && root.TryGetProperty("type", out var kind) && kind.GetString() == "error"
+                && root.TryGetProperty("id", out var errorId) && errorId.TryGetInt64(out var failed) && failed == id)
+            {
+                throw BatchError(root, count);
+            }
+
             if (root.ValueKind != JsonValueKind.Object
                 || !root.TryGetProperty("type", out var type) || type.GetString() != "result"
                 || !root.TryGetProperty("id", out var replyId) || !replyId.TryGetInt64(out var got) || got != id
@@ -358,6 +364,20 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
 
             return outcomes;
         }
+    }
+
+    /// <summary>
+    /// The worker said the batch as a whole failed (protocol <c>error</c> reply): out of device memory is the pool's
+    /// signal to halve the batch; anything else means the worker cannot go on with this batch and is rebuilt.
+    /// </summary>
+    private Exception BatchError(JsonElement reply, int count)
+    {
+        var type = reply.TryGetProperty("error_type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "WorkerError";
+        var message = reply.TryGetProperty("error", out var e) && e.ValueKind == JsonValueKind.String ? e.GetString()! : "";
+        var text = $"Worker {_slot} failed a batch of {count}: {type}: {Shown(message)}";
+        return type == "OutOfMemoryError" || InferencePoolOptions.IsOutOfDeviceMemory(message)
+            ? new DeviceOutOfMemoryException(text)
+            : new ReplicaFaultException(text);
     }
 
     private bool HasExited()

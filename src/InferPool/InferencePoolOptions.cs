@@ -102,14 +102,14 @@ public sealed class InferencePoolOptions
     public PoolMonitor? Monitor { get; set; }
 
     /// <summary>
-    /// The default fault classification: <see cref="OutOfMemoryException"/> and messages that report a device
+    /// The default fault classification: <see cref="OutOfMemoryException"/>, <see cref="DeviceOutOfMemoryException"/> and messages that report a device
     /// allocation failure (<see cref="IsOutOfDeviceMemory"/>) are <see cref="FaultKind.OutOfMemory"/>;
     /// <see cref="ReplicaFaultException"/>, <see cref="TimeoutException"/> and
     /// <see cref="System.Runtime.InteropServices.SEHException"/> break the replica; everything else is the item's fault.
     /// </summary>
     public static FaultKind DefaultClassifyFault(Exception exception) => exception switch
     {
-        OutOfMemoryException => FaultKind.OutOfMemory,
+        OutOfMemoryException or DeviceOutOfMemoryException => FaultKind.OutOfMemory,
         ReplicaFaultException or TimeoutException or System.Runtime.InteropServices.SEHException => FaultKind.Replica,
         _ when IsOutOfDeviceMemory(exception.Message) => FaultKind.OutOfMemory,
         _ => FaultKind.Item,

@@ -116,6 +116,33 @@ public sealed class WorkerReplicaTests
     }
 
     [Fact]
+    public async Task Run_WorkerRunsOutOfMemoryOnABatch_ThePoolHalvesItsBatchUntilItFitsAndEveryItemSucceeds()
+    {
+        // The worker "fits" two items: a batch of 8 is answered with the protocol's out-of-memory error reply.
+        var halvings = new ConcurrentQueue<string>();
+        var monitor = new Diagnostics.PoolMonitor();
+        monitor.ReplicaChanged += (_, e) =>
+        {
+            if (e.Kind == Diagnostics.ReplicaEventKind.BatchLimitHalved)
+            {
+                halvings.Enqueue(e.Message);
+            }
+        };
+        var options = new InferencePoolOptions { Replicas = ReplicaPlan.Cpu(1), MaxBatchSize = 8, MaxBatchDelay = TimeSpan.FromSeconds(5), RestartBackoff = TimeSpan.Zero, Monitor = monitor };
+        var factory = new WorkerReplicaFactory(new WorkerOptions { Command = Worker, ShutdownTimeout = TimeSpan.FromSeconds(2) });
+        var results = new List<InferenceResult<WorkerInput, JsonElement>>();
+        await foreach (var r in InferencePool.RunAsync(Inputs(Enumerable.Repeat((object)"fits-two", 8)), factory, options))
+        {
+            results.Add(r);
+        }
+
+        Assert.Equal(8, results.Count(r => r.IsSuccess));
+        Assert.Equal(2, halvings.Count); // 8 -> 4 -> 2
+        Assert.Contains("OutOfMemoryError: CUDA out of memory (simulated): a batch of 8 does not fit", halvings.First(), StringComparison.Ordinal);
+        Assert.All(results, r => Assert.Equal(1, r.Attempts));
+    }
+
+    [Fact]
     public async Task Run_WorkerWritesABrokenProtocolMessage_TheReplicaIsReplacedAndTheLineIsShown()
     {
         var results = await RunAsync([1, "broken", 3], ReplicaPlan.Cpu(1), batch: 1, maxAttempts: 1);

@@ -51,6 +51,23 @@ def _exit_when_stdin_closes():
                 os._exit(0)
 
 
+def _out_of_memory(exc):
+    """torch.cuda.OutOfMemoryError (and anything else that says so): InferPool halves the batch instead."""
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def _sticky_device_error(exc):
+    """A CUDA error that leaves the context unusable: only a new process recovers."""
+    text = str(exc).lower()
+    return "illegal memory access" in text or "device-side assert" in text or "cuda error: unspecified launch failure" in text
+
+
+def _free_device_memory():
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _error(exc):
     return {"ok": False, "error": str(exc) or type(exc).__name__, "error_type": type(exc).__name__}
 
@@ -71,8 +88,17 @@ def serve(load, infer, name=None, max_batch=0):
             if len(outputs) != len(inputs):
                 raise ValueError(f"infer returned {len(outputs)} outputs for {len(inputs)} inputs")
             results = [_error(o) if isinstance(o, BaseException) else {"ok": True, "output": o} for o in outputs]
-        except Exception:  # the batch failed: find which items fail, one by one
-            results = []
+        except Exception as exc:  # the batch failed
+            if _out_of_memory(exc):
+                # Not retried item by item here: that would hide it, and every later batch would run out again.
+                # InferPool halves this replica's batch and sends the pieces; an item too large alone rebuilds it.
+                _free_device_memory()
+                _send({"type": "error", "id": request["id"], "error_type": "OutOfMemoryError", "error": str(exc)})
+                continue
+            if _sticky_device_error(exc):
+                print(f"inferpool_worker: {type(exc).__name__}: {exc}; exiting so that InferPool starts a new worker", file=sys.stderr, flush=True)
+                os._exit(70)
+            results = []  # find which items fail, one by one
             for single in inputs:
                 try:
                     output = infer(model, [single])[0]

@@ -12,6 +12,10 @@ def _protocol_fd():
     return inferpool_worker.protocol_fd()
 
 
+class OutOfMemoryError(RuntimeError):
+    """Named like torch.cuda.OutOfMemoryError, which the helper recognises by name."""
+
+
 def load(device):
     return {
         "device": device,
@@ -22,6 +26,8 @@ def load(device):
 
 
 def infer(model, batch):
+    if "fits-two" in batch and len(batch) > 2:
+        raise OutOfMemoryError(f"CUDA out of memory (simulated): a batch of {len(batch)} does not fit")
     outputs = []
     for x in batch:
         if x == "crash":
