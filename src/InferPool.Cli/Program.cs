@@ -4,12 +4,10 @@ using Microsoft.Extensions.DependencyInjection;
 using Spectre.Console;
 using Spectre.Console.Cli;
 
-// NVML numbers GPUs in PCI bus order and CUDA, by default, fastest first: make cuda:N the same card to both
-// (for ONNX Runtime in this process and for worker processes, which inherit it).
-if (Environment.GetEnvironmentVariable("CUDA_DEVICE_ORDER") is null)
-{
-    Environment.SetEnvironmentVariable("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
-}
+// NVML numbers GPUs in PCI bus order and CUDA, by default, fastest first: make cuda:N the same card to both, for
+// ONNX Runtime in this process (which reads the variable with getenv: .NET's own copy of the environment does not
+// reach it) and for worker processes, which inherit it.
+NativeEnvironment.SetDefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
 
 using var interrupts = Interrupts.ForConsole();
 if (Console.IsOutputRedirected)

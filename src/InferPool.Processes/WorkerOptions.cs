@@ -1,3 +1,5 @@
+using InferPool.Devices;
+
 namespace InferPool.Processes;
 
 /// <summary>How worker processes are started.</summary>
@@ -26,6 +28,13 @@ public sealed class WorkerOptions
 
     /// <summary>How long a worker may take to exit after shutdown before it is killed.</summary>
     public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// This process's GPUs with their UUIDs (<see cref="NvmlDeviceInventory.GpuDetails"/>): a worker on <c>cuda:N</c>
+    /// is pinned with <c>CUDA_VISIBLE_DEVICES=GPU-&lt;uuid&gt;</c>, the very card, whatever this process's own
+    /// <c>CUDA_VISIBLE_DEVICES</c> is. Empty: the parent's entry for N, or N (<see cref="GpuNumbering.WorkerVisibleDevices"/>).
+    /// </summary>
+    public IReadOnlyList<GpuInfo> Gpus { get; init; } = [];
 
     /// <summary>Extra environment variables for every worker.</summary>
     public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();

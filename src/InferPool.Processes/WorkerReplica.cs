@@ -96,7 +96,9 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
         start.Environment["INFERPOOL_REPLICA"] = slot.Name;
         // cuda:N is NVML's (PCI bus) numbering; make CUDA agree before it picks device N.
         start.Environment["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID";
-        start.Environment["CUDA_VISIBLE_DEVICES"] = slot.Device.IsGpu ? slot.Device.Index.ToString(CultureInfo.InvariantCulture) : "";
+        start.Environment["CUDA_VISIBLE_DEVICES"] = slot.Device.IsGpu
+            ? GpuNumbering.WorkerVisibleDevices(slot.Device, options.Gpus, Environment.GetEnvironmentVariable("CUDA_VISIBLE_DEVICES"))
+            : "";
 
         var process = new Process { StartInfo = start };
         var replica = new WorkerReplica(slot, options, process, logger);

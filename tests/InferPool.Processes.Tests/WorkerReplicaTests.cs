@@ -52,6 +52,21 @@ public sealed class WorkerReplicaTests
     }
 
     [Fact]
+    public async Task Create_GpuSlotWithAKnownCard_PinsTheWorkerByTheCardsUuid()
+    {
+        GpuInfo[] gpus = [new(Device.Cuda(0), "A", 1, 1) { Uuid = "GPU-aaaa", NvmlIndex = 2 }, new(Device.Cuda(1), "B", 1, 1) { Uuid = "GPU-bbbb", NvmlIndex = 0 }];
+        var factory = new WorkerReplicaFactory(new WorkerOptions { Command = Worker, Gpus = gpus });
+        var slot = ReplicaPlan.Create(new DeviceAllocation(Device.Cuda(1), 1)).Slots[0];
+
+        var replica = await factory.CreateAsync(slot).AsTask().WaitAsync(Bound);
+        await using (replica)
+        {
+            var outcome = Assert.Single(await replica.InferAsync([new WorkerInput("k", JsonSerializer.SerializeToElement(1))]));
+            Assert.Equal("GPU-bbbb", outcome.Value.GetProperty("cuda_visible").GetString());
+        }
+    }
+
+    [Fact]
     public async Task Run_NodeWorker_SpeaksTheSameProtocol()
     {
         var options = new InferencePoolOptions { Replicas = ReplicaPlan.Cpu(2), MaxBatchSize = 3 };

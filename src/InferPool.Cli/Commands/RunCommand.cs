@@ -119,6 +119,7 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
             settings.Threads ?? WorkerOptions.ThreadsPerWorker(inventory.CpuCores, plan.TotalReplicas))
         {
             StartTimeout = TimeSpan.FromSeconds(settings.StartTimeoutSeconds),
+            Gpus = inventory.GpuDetails,
         };
         var options = new JobOptions
         {
@@ -137,7 +138,7 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
             RequireResume = settings.Resume,
             FailFast = settings.FailFast,
             DuplicateKeys = settings.AllowDuplicateKeys ? DuplicateKeys.MakeUnique : DuplicateKeys.Fail,
-            GpuTelemetry = plan.Devices.Any(d => d.Device.IsGpu) ? NvmlTelemetry.TryOpen(out _) : null,
+            GpuTelemetry = plan.Devices.Any(d => d.Device.IsGpu) ? NvmlTelemetry.TryOpen(inventory.GpuDetails, out _) : null,
             GpuHeadroom = settings.GpuHeadroom,
         };
         return (options, tuned);

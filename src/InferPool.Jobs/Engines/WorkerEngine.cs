@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using InferPool.Devices;
 using InferPool.Jobs.Inputs;
 using InferPool.Jobs.Parts;
 using InferPool.Processes;
@@ -32,6 +33,9 @@ public sealed class WorkerEngine(string command, bool jsonOutput, int threads) :
     /// <inheritdoc/>
     public override string Name => $"worker '{Command}'";
 
+    /// <summary>This process's GPUs with their UUIDs, to pin workers to; null to ask NVML when a session opens.</summary>
+    public IReadOnlyList<GpuInfo>? Gpus { get; init; }
+
     /// <summary>How long a worker may take to load its model and say hello.</summary>
     public TimeSpan StartTimeout { get; init; } = WorkerOptions.DefaultStartTimeout;
 
@@ -55,7 +59,15 @@ public sealed class WorkerEngine(string command, bool jsonOutput, int threads) :
     /// <inheritdoc/>
     public override EngineSession OpenSession(EngineSessionOptions options, ILogger logger)
     {
-        var factory = new WorkerReplicaFactory(new WorkerOptions { Command = Command, Environment = WorkerOptions.ThreadEnvironment(Threads), StartTimeout = StartTimeout }, logger);
+        var factory = new WorkerReplicaFactory(
+            new WorkerOptions
+            {
+                Command = Command,
+                Environment = WorkerOptions.ThreadEnvironment(Threads),
+                StartTimeout = StartTimeout,
+                Gpus = Gpus ?? NvmlDeviceInventory.Discover().GpuDetails,
+            },
+            logger);
         return new PooledSession<WorkerInput, JsonElement>(
             factory,
             ToWorkerInput,

@@ -37,6 +37,9 @@ internal static partial class Nvml
     [LibraryImport(Library, EntryPoint = "nvmlDeviceGetName")]
     public static partial int DeviceGetName(IntPtr device, [Out] byte[] name, uint length);
 
+    [LibraryImport(Library, EntryPoint = "nvmlDeviceGetUUID")]
+    public static partial int DeviceGetUuid(IntPtr device, [Out] byte[] uuid, uint length);
+
     [LibraryImport(Library, EntryPoint = "nvmlDeviceGetMemoryInfo")]
     public static partial int DeviceGetMemoryInfo(IntPtr device, out Memory memory);
 

@@ -4,8 +4,9 @@ using System.Text;
 namespace InferPool.Devices;
 
 /// <summary>
-/// Finds NVIDIA GPUs through NVML (<c>libnvidia-ml.so.1</c>, installed with the driver). Without the library
-/// or a driver it reports no GPU and says why, instead of failing.
+/// Finds NVIDIA GPUs through NVML (<c>libnvidia-ml.so.1</c>, installed with the driver), numbered as CUDA numbers
+/// them for this process (<see cref="GpuNumbering"/>: the process's <c>CUDA_VISIBLE_DEVICES</c> filters and orders
+/// them). Without the library or a driver it reports no GPU and says why, instead of failing.
 /// </summary>
 public sealed class NvmlDeviceInventory : IDeviceInventory
 {
@@ -65,14 +66,25 @@ public sealed class NvmlDeviceInventory : IDeviceInventory
                     var name = new byte[96];
                     var gotName = Nvml.DeviceGetName(device, name, (uint)name.Length) == 0;
                     var gotMemory = Nvml.DeviceGetMemoryInfo(device, out var memory) == 0;
+                    var uuid = new byte[96];
+                    var gotUuid = Nvml.DeviceGetUuid(device, uuid, (uint)uuid.Length) == 0;
                     gpus.Add(new GpuInfo(
                         Device.Cuda((int)i),
                         gotName ? Encoding.UTF8.GetString(name).TrimEnd('\0') : "unknown",
                         gotMemory ? (long)memory.Total : 0,
-                        gotMemory ? (long)memory.Free : 0));
+                        gotMemory ? (long)memory.Free : 0)
+                    {
+                        Uuid = gotUuid ? Encoding.UTF8.GetString(uuid).TrimEnd('\0') : null,
+                        NvmlIndex = i,
+                    });
                 }
 
-                return new NvmlDeviceInventory(cores, gpus, gpus.Count == 0 ? "no NVIDIA GPU found (NVML lists none)" : null);
+                var visibleSetting = Environment.GetEnvironmentVariable("CUDA_VISIBLE_DEVICES");
+                var visible = GpuNumbering.Visible(gpus, visibleSetting);
+                var reason = gpus.Count == 0 ? "no NVIDIA GPU found (NVML lists none)"
+                    : visible.Count == 0 ? $"no NVIDIA GPU visible (CUDA_VISIBLE_DEVICES='{visibleSetting}' hides all {gpus.Count})"
+                    : null;
+                return new NvmlDeviceInventory(cores, visible, reason);
             }
             finally
             {

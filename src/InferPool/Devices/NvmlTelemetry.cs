@@ -4,20 +4,24 @@ namespace InferPool.Devices;
 
 /// <summary>
 /// Live GPU memory and utilisation through NVML, for replica capping and for sampling while a job runs.
-/// Holds NVML open until disposed. NVML numbers GPUs in PCI bus order; InferPool sets
-/// <c>CUDA_DEVICE_ORDER=PCI_BUS_ID</c> for its workers so that <c>cuda:N</c> means the same card to both.
+/// Holds NVML open until disposed. A device is read through the NVML index (or UUID) its inventory entry
+/// gives, not through its CUDA ordinal, which <c>CUDA_VISIBLE_DEVICES</c> may have renumbered.
 /// </summary>
 public sealed class NvmlTelemetry : IGpuTelemetry, IDisposable
 {
     private readonly Lock _lock = new();
+    private readonly IReadOnlyList<GpuInfo> _gpus;
     private bool _open = true;
 
-    private NvmlTelemetry()
+    private NvmlTelemetry(IReadOnlyList<GpuInfo> gpus)
     {
+        _gpus = gpus;
     }
 
-    /// <summary>Opens NVML, or returns null (and why) when there is no library or driver.</summary>
-    public static NvmlTelemetry? TryOpen(out string? unavailableReason)
+    /// <summary>Opens NVML for the GPUs of <paramref name="gpus"/> (an inventory's <see cref="NvmlDeviceInventory.GpuDetails"/>), or returns null (and why) when there is no library or driver.</summary>
+    /// <param name="gpus">The GPUs, each with its NVML index and UUID.</param>
+    /// <param name="unavailableReason">Why NVML could not be opened.</param>
+    public static NvmlTelemetry? TryOpen(IReadOnlyList<GpuInfo> gpus, out string? unavailableReason)
     {
         unavailableReason = null;
         if (!OperatingSystem.IsLinux() || !NativeLibrary.TryLoad(Nvml.Library, out var handle))
@@ -32,7 +36,7 @@ public sealed class NvmlTelemetry : IGpuTelemetry, IDisposable
             var init = Nvml.Init();
             if (init == 0)
             {
-                return new NvmlTelemetry();
+                return new NvmlTelemetry(gpus);
             }
 
             unavailableReason = $"NVML could not start (error {init})";
@@ -55,7 +59,8 @@ public sealed class NvmlTelemetry : IGpuTelemetry, IDisposable
 
         lock (_lock)
         {
-            if (!_open || Nvml.DeviceGetHandleByIndex((uint)gpu.Index, out var device) != 0 || Nvml.DeviceGetMemoryInfo(device, out var memory) != 0)
+            var card = _gpus.FirstOrDefault(g => g.Device == gpu);
+            if (!_open || card is null || Nvml.DeviceGetHandleByIndex(card.NvmlIndex, out var device) != 0 || Nvml.DeviceGetMemoryInfo(device, out var memory) != 0)
             {
                 return null;
             }
