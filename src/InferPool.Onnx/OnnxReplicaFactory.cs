@@ -66,7 +66,7 @@ public sealed class OnnxReplicaFactory : IReplicaFactory<float[], float[][]>, ID
         };
         if (slot.Device.IsGpu)
         {
-            AddCuda(sessionOptions, slot.Device);
+            AddCuda(sessionOptions, slot, _options);
         }
 
         // One build at a time: builds in parallel parse the model in several threads' heaps at once and
@@ -87,11 +87,14 @@ public sealed class OnnxReplicaFactory : IReplicaFactory<float[], float[][]>, ID
         }
     }
 
-    private static void AddCuda(SessionOptions options, Device device)
+    private static void AddCuda(SessionOptions options, ReplicaSlot slot, OnnxReplicaOptions replicaOptions)
     {
+        var device = slot.Device;
         try
         {
-            options.AppendExecutionProvider_CUDA(device.Index);
+            using var cuda = new OrtCUDAProviderOptions();
+            cuda.UpdateOptions(CudaProviderSettings.For(slot, replicaOptions.Gpus, replicaOptions.GpuMemoryHeadroom));
+            options.AppendExecutionProvider_CUDA(cuda);
         }
         catch (Exception ex) when (ex is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
         {

@@ -9,6 +9,8 @@ namespace InferPool.Onnx;
 /// <item><term><see cref="IntraOpThreads"/></term><description>null: CPU cores ÷ CPU replicas (at least 1), so replicas × threads never exceeds the cores; 1 on a GPU</description></item>
 /// <item><term><see cref="OptimizationLevel"/></term><description><see cref="GraphOptimizationLevel.ORT_ENABLE_ALL"/></description></item>
 /// <item><term><see cref="SharePrePackedWeights"/></term><description>true</description></item>
+/// <item><term><see cref="Gpus"/></term><description>empty: CUDA sessions have no memory limit</description></item>
+/// <item><term><see cref="GpuMemoryHeadroom"/></term><description>0.10</description></item>
 /// <item><term><see cref="CpuCores"/></term><description><see cref="Environment.ProcessorCount"/></description></item>
 /// </list>
 /// </remarks>
@@ -25,6 +27,16 @@ public sealed class OnnxReplicaOptions
     /// <see cref="PrePackedWeightsContainer"/>), so N replicas do not hold N packed copies.
     /// </summary>
     public bool SharePrePackedWeights { get; set; } = true;
+
+    /// <summary>
+    /// The GPUs (with their total memory) that CUDA sessions may run on. With them, each CUDA session's arena is
+    /// limited to its share of the card: total × (1 − <see cref="GpuMemoryHeadroom"/>) ÷ the replicas planned there,
+    /// so that one session cannot take the whole card. Empty: no limit.
+    /// </summary>
+    public IReadOnlyList<Devices.GpuInfo> Gpus { get; set; } = [];
+
+    /// <summary>The share of each GPU's memory kept free when limiting CUDA sessions (0.10).</summary>
+    public double GpuMemoryHeadroom { get; set; } = 0.10;
 
     /// <summary>The cores that CPU replicas share; used to size <see cref="IntraOpThreads"/> when it is null.</summary>
     public int CpuCores { get; set; } = Environment.ProcessorCount;

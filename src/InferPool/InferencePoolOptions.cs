@@ -104,14 +104,16 @@ public sealed class InferencePoolOptions
     /// <summary>
     /// The default fault classification: <see cref="OutOfMemoryException"/>, <see cref="DeviceOutOfMemoryException"/> and messages that report a device
     /// allocation failure (<see cref="IsOutOfDeviceMemory"/>) are <see cref="FaultKind.OutOfMemory"/>;
-    /// <see cref="ReplicaFaultException"/>, <see cref="TimeoutException"/> and
-    /// <see cref="System.Runtime.InteropServices.SEHException"/> break the replica; everything else is the item's fault.
+    /// <see cref="ReplicaFaultException"/>, <see cref="TimeoutException"/>,
+    /// <see cref="System.Runtime.InteropServices.SEHException"/> and sticky device errors (<see cref="IsStickyDeviceError"/>)
+    /// break the replica; everything else is the item's fault.
     /// </summary>
     public static FaultKind DefaultClassifyFault(Exception exception) => exception switch
     {
         OutOfMemoryException or DeviceOutOfMemoryException => FaultKind.OutOfMemory,
         ReplicaFaultException or TimeoutException or System.Runtime.InteropServices.SEHException => FaultKind.Replica,
         _ when IsOutOfDeviceMemory(exception.Message) => FaultKind.OutOfMemory,
+        _ when IsStickyDeviceError(exception.Message) => FaultKind.Replica,
         _ => FaultKind.Item,
     };
 
@@ -125,7 +127,21 @@ public sealed class InferencePoolOptions
         && (message.Contains("out of memory", StringComparison.OrdinalIgnoreCase)
             || message.Contains("Failed to allocate memory", StringComparison.OrdinalIgnoreCase)
             || message.Contains("CUDA_ERROR_OUT_OF_MEMORY", StringComparison.Ordinal)
-            || message.Contains("cudaErrorMemoryAllocation", StringComparison.Ordinal));
+            || message.Contains("cudaErrorMemoryAllocation", StringComparison.Ordinal)
+            || message.Contains("CUBLAS_STATUS_ALLOC_FAILED", StringComparison.Ordinal)
+            || message.Contains("CUDNN_STATUS_ALLOC_FAILED", StringComparison.Ordinal));
+
+    /// <summary>
+    /// Whether an error message reports a CUDA error that leaves the device context unusable (an illegal memory
+    /// access, CUDA error 700, a launch failure): only a new session or process recovers, so the replica is rebuilt.
+    /// </summary>
+    public static bool IsStickyDeviceError(string? message) =>
+        message is not null
+        && (message.Contains("illegal memory access", StringComparison.OrdinalIgnoreCase)
+            || message.Contains("CUDA failure 700", StringComparison.Ordinal)
+            || message.Contains("cudaErrorIllegalAddress", StringComparison.Ordinal)
+            || message.Contains("CUDA_ERROR_ILLEGAL_ADDRESS", StringComparison.Ordinal)
+            || message.Contains("unspecified launch failure", StringComparison.OrdinalIgnoreCase));
 
     /// <summary>The effective in-flight bound for these options.</summary>
     public int EffectiveMaxInFlight => MaxInFlight ?? Math.Max(64, 4 * Replicas.TotalReplicas * MaxBatchSize);

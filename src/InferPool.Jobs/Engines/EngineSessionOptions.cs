@@ -1,3 +1,4 @@
+using InferPool.Devices;
 using InferPool.Images;
 
 namespace InferPool.Jobs.Engines;
@@ -25,6 +26,12 @@ public sealed record EngineSessionOptions
     /// bound plus the preparation workers). 0 allocates each.
     /// </summary>
     public int TensorCapacity { get; init; }
+
+    /// <summary>This machine's GPUs with their memory, to limit each CUDA session to its share; empty for no limit.</summary>
+    public IReadOnlyList<GpuInfo> Gpus { get; init; } = [];
+
+    /// <summary>The share of each GPU's memory kept free (<see cref="JobDefaults.GpuHeadroom"/>).</summary>
+    public double GpuHeadroom { get; init; } = JobDefaults.GpuHeadroom;
 
     /// <summary>
     /// Build the replicas at the first run and keep them for later runs of the session (a cluster node running

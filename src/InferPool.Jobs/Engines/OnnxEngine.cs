@@ -59,7 +59,7 @@ public sealed class OnnxEngine : JobEngine
         // Enough idle arrays for everything that can be in flight: prepared, queued, or in a batch.
         var tensors = options.TensorCapacity > 0 && Onnx.Input.ItemLength > 0 ? new TensorPool(Onnx.Input.ItemLength, options.TensorCapacity) : null;
         var inputs = new OnnxInputs(this, options.MaxPixels, tensors);
-        var factory = new OnnxReplicaFactory(Onnx, new OnnxReplicaOptions { IntraOpThreads = options.IntraOpThreads });
+        var factory = new OnnxReplicaFactory(Onnx, new OnnxReplicaOptions { IntraOpThreads = options.IntraOpThreads, Gpus = options.Gpus, GpuMemoryHeadroom = options.GpuHeadroom });
         return new PooledSession<float[], float[][]>(
             factory,
             inputs.Prepare,

@@ -135,6 +135,8 @@ public sealed class InferenceJob
                 IntraOpThreads = _options.IntraOpThreads,
                 MaxPixels = _options.MaxPixels,
                 TensorCapacity = pool.EffectiveMaxInFlight + pool.PrepareParallelism,
+                Gpus = gpus.Count > 0 ? NvmlDeviceInventory.Discover().GpuDetails : [],
+                GpuHeadroom = _options.GpuHeadroom,
             },
             _logger);
         await using var _ = session.ConfigureAwait(false);

@@ -127,6 +127,10 @@ public sealed class GpuMemoryTests
     [InlineData("Failed to allocate memory for requested buffer of size 123", FaultKind.OutOfMemory)]
     [InlineData("CUDA_ERROR_OUT_OF_MEMORY", FaultKind.OutOfMemory)]
     [InlineData("torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB", FaultKind.OutOfMemory)]
+    [InlineData("[ONNXRuntimeError] : 1 : FAIL : CUBLAS failure 3: CUBLAS_STATUS_ALLOC_FAILED", FaultKind.OutOfMemory)]
+    [InlineData("CUDNN failure 4: CUDNN_STATUS_ALLOC_FAILED ; GPU=0", FaultKind.OutOfMemory)]
+    [InlineData("CUDA failure 700: an illegal memory access was encountered ; GPU=0", FaultKind.Replica)]
+    [InlineData("RuntimeError: CUDA error: an illegal memory access was encountered", FaultKind.Replica)]
     [InlineData("Got invalid dimensions for input", FaultKind.Item)]
     public void DefaultClassifyFault_RecognisesDeviceOutOfMemoryMessages(string message, FaultKind expected)
     {
