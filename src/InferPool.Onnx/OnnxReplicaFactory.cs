@@ -100,11 +100,11 @@ public sealed class OnnxReplicaFactory : IReplicaFactory<float[], float[][]>, ID
         {
 #if INFERPOOL_GPU
             throw new InvalidOperationException(
-                $"ONNX Runtime's CUDA execution provider could not start on {device}: {ex.Message}. It needs the NVIDIA driver, CUDA 12 and cuDNN 9 libraries on the library path.",
+                $"ONNX Runtime's CUDA execution provider could not start on {device}: {ex.Message}. It needs the NVIDIA driver and the CUDA 13 libraries it links against (libcudart.so.13, libcublas.so.13, libcublasLt.so.13, libcurand.so.10) and cuDNN 9 on the library path; the message above names the one that did not load.",
                 ex);
 #else
             throw new InvalidOperationException(
-                $"{device} was requested, but this build of InferPool uses the CPU-only ONNX Runtime. Build with -p:InferPoolGpu=true (CUDA 12 and cuDNN 9 needed), or run on the CPU.",
+                $"{device} was requested, but this build of InferPool uses the CPU-only ONNX Runtime. Build with -p:InferPoolGpu=true (CUDA 13 and cuDNN 9 needed), or run on the CPU.",
                 ex);
 #endif
         }
