@@ -250,6 +250,35 @@ public sealed class WorkerRunTests : TempFolderTest
         Assert.Contains("Resident memory per replica: cpu#0", stdout, StringComparison.Ordinal);
     }
 
+    [SkippableFact]
+    public async Task The_gpu_check_script_reports_each_row_and_a_failing_configuration_does_not_stop_the_others()
+    {
+        Skip.If(PythonWithTorch.Value is null, "no python3 with torch, Pillow and numpy (apt-get install python3-torch python3-pil python3-numpy)");
+        var root = new DirectoryInfo(Cli.ToolDirectory);
+        while (root is not null && !File.Exists(Path.Combine(root.FullName, "InferPool.slnx")))
+        {
+            root = root.Parent;
+        }
+
+        Skip.If(root is null, "not run from a checkout of the repository");
+        var json = Path.Combine(Dir, "rows.json");
+        var start = new ProcessStartInfo(PythonWithTorch.Value!, [Path.Combine(root!.FullName, "bench", "gpu", "check.py"), "--inferpool", "/nonexistent/inferpool", "--device", "cpu", "--replicas", "1", "--batch", "2", "--repeat", "1", "--json", json])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(3));
+
+        Assert.True(process.ExitCode == 0, await stdout + await stderr);
+        var rows = JsonDocument.Parse(File.ReadAllText(json)).RootElement.EnumerateArray().ToList();
+        Assert.Equal(4, rows.Count);
+        Assert.All(rows.Take(2), r => Assert.True(r.GetProperty("img_per_s").GetDouble() > 0 && r.GetProperty("startup_s").GetDouble() >= 0));
+        Assert.All(rows.Skip(2), r => Assert.Contains("FileNotFoundError", r.GetProperty("error").GetString(), StringComparison.Ordinal));
+    }
+
     private static readonly Lazy<string?> PythonWithTorch = new(() =>
     {
         foreach (var candidate in new[] { "python3", "/usr/bin/python3" })
