@@ -4,9 +4,10 @@ using System.Runtime.InteropServices;
 namespace InferPool.Cli;
 
 /// <summary>
-/// Stop signals for this process. The first Ctrl+C (SIGINT) or SIGTERM (what <c>docker stop</c>, systemd and
-/// Kubernetes send) stops taking new input: in-flight work finishes and is committed, within the drain time. A
-/// second signal, or the drain time running out, stops now. Either way the job stays resumable.
+/// Stop signals for this process. For a command that drains (<see cref="DrainWithin"/>: run, node), the first Ctrl+C
+/// (SIGINT) or SIGTERM (what <c>docker stop</c>, systemd and Kubernetes send) stops taking new input: in-flight work
+/// finishes and is committed, within the drain time; a second signal, or the drain time running out, stops now.
+/// Either way the job stays resumable. For any other command (tune, bench, status) the first signal stops now.
 /// </summary>
 internal sealed class Interrupts : IDisposable
 {
@@ -56,7 +57,7 @@ internal sealed class Interrupts : IDisposable
         return interrupts;
     }
 
-    /// <summary>After the first stop signal, stop now once <paramref name="timeout"/> has passed.</summary>
+    /// <summary>Makes the first stop signal graceful: stop now only once <paramref name="timeout"/> has passed after it.</summary>
     public void DrainWithin(TimeSpan timeout)
     {
         lock (_lock)
@@ -82,13 +83,17 @@ internal sealed class Interrupts : IDisposable
 
             Signal = signal;
             _stopIntake.Cancel();
-            if (_drainTimeout != Timeout.InfiniteTimeSpan)
+            if (_drainTimeout == Timeout.InfiniteTimeSpan)
             {
-                _stopNow.CancelAfter(_drainTimeout);
+                // Nothing to drain: stop now.
+                _stopNow.Cancel();
+                return;
             }
+
+            _stopNow.CancelAfter(_drainTimeout);
         }
 
-        var within = _drainTimeout == Timeout.InfiniteTimeSpan ? "" : string.Create(CultureInfo.InvariantCulture, $" within {_drainTimeout.TotalSeconds:0.#} s");
+        var within = string.Create(CultureInfo.InvariantCulture, $" within {_drainTimeout.TotalSeconds:0.#} s");
         _errors.WriteLine($"Stopping ({StoppedBy}): finishing the items in flight and committing them{within} (press Ctrl+C or send SIGTERM again to stop now).");
     }
 

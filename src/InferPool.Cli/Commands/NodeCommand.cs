@@ -80,6 +80,9 @@ internal sealed class NodeCommand(IAnsiConsole console, ErrorOutput errors, Inte
 {
     public override async Task<int> ExecuteAsync(CommandContext context, NodeSettings settings, CancellationToken cancellationToken)
     {
+        // The host drains the shard in progress on the first signal; past the drain time (and Orleans' own leave),
+        // stop at once.
+        interrupts.DrainWithin(TimeSpan.FromSeconds(settings.DrainTimeoutSeconds + 15));
         var inventory = NvmlDeviceInventory.Discover();
         var plan = DevicesOption.Plan(inventory, settings.Devices, threads: settings.Threads);
         var name = settings.Name ?? $"{Dns.GetHostName()}-{settings.SiloPort}";
