@@ -66,6 +66,20 @@ public sealed class TuneAndBenchTests : TempFolderTest
     }
 
     [Fact]
+    public async Task A_config_for_another_machine_is_refused_when_named_as_the_readme_says()
+    {
+        var model = WriteTinyJob();
+        var sha = InferPool.Onnx.OnnxModel.Load(model).Sha256;
+        await new TunedConfig("affine", sha, "64 cores, 8 × Imaginary GPU", "cpu=9", 1, 3, 100, DateTimeOffset.UtcNow, []).SaveAsync(Path.Combine(Dir, "elsewhere.json"));
+
+        var (code, stdout, stderr) = await Cli.RunAsync(Dir, "run", "in.jsonl", "--model", model, "--config", "elsewhere.json", "-o", "out");
+
+        Assert.True(code == 2, stdout + stderr);
+        Assert.Contains("--config: elsewhere.json was measured on 64 cores, 8 × Imaginary GPU", stderr, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(Path.Combine(Dir, "out")), "nothing should run");
+    }
+
+    [Fact]
     public async Task A_config_for_another_model_is_refused_when_named()
     {
         var model = WriteTinyJob();
