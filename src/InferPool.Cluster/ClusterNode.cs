@@ -305,7 +305,7 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
             Logger = logger,
         };
         var session = engine.OpenSession(
-            new EngineSessionOptions { IntraOpThreads = options.Threads, KeepReplicas = true, TensorCapacity = pool.EffectiveMaxInFlight + pool.PrepareParallelism },
+            new EngineSessionOptions { IntraOpThreads = options.Threads, KeepReplicas = true, TensorCapacity = EngineSessionOptions.TensorCapacityFor(pool) },
             logger);
         try
         {

@@ -224,32 +224,28 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     /// <summary>Gives a leased shard back (pending again, no owner) so any node may take it now; false when it has moved on.</summary>
     internal async Task<bool> ReleaseAsync(ShardLease lease, string node, CancellationToken cancellationToken)
     {
-        using var command = Database.CreateCommand(
-            """
-            UPDATE inferpool_shards SET state = 'pending', owner = NULL, lease_expires = NULL
-            WHERE job_id = @job AND shard = @shard AND epoch = @epoch AND owner = @node AND state = 'leased'
-            """);
-        command.Parameters.AddWithValue("job", lease.JobId);
-        command.Parameters.AddWithValue("shard", lease.Shard);
-        command.Parameters.AddWithValue("epoch", lease.Epoch);
-        command.Parameters.AddWithValue("node", node);
+        using var command = HeldShardUpdate("state = 'pending', owner = NULL, lease_expires = NULL", lease, node);
         return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
     }
 
     /// <summary>Extends a lease; false when the shard has moved on (another epoch, or done).</summary>
     internal async Task<bool> RenewAsync(ShardLease lease, string node, CancellationToken cancellationToken)
     {
-        using var command = Database.CreateCommand(
-            """
-            UPDATE inferpool_shards SET lease_expires = now() + make_interval(secs => @seconds)
-            WHERE job_id = @job AND shard = @shard AND epoch = @epoch AND owner = @node AND state = 'leased'
-            """);
+        using var command = HeldShardUpdate("lease_expires = now() + make_interval(secs => @seconds)", lease, node);
         command.Parameters.AddWithValue("seconds", lease.LeaseSeconds);
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+    }
+
+    /// <summary>An update of the shard <paramref name="lease"/> holds, applied only while <paramref name="node"/> still holds it under that epoch.</summary>
+    private NpgsqlCommand HeldShardUpdate(string set, ShardLease lease, string node)
+    {
+        var command = Database.CreateCommand(
+            $"UPDATE inferpool_shards SET {set} WHERE job_id = @job AND shard = @shard AND epoch = @epoch AND owner = @node AND state = 'leased'");
         command.Parameters.AddWithValue("job", lease.JobId);
         command.Parameters.AddWithValue("shard", lease.Shard);
         command.Parameters.AddWithValue("epoch", lease.Epoch);
         command.Parameters.AddWithValue("node", node);
-        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+        return command;
     }
 
     /// <summary>

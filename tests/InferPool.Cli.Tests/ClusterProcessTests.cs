@@ -88,16 +88,13 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
             long epoch = 0;
             await WaitForAsync(async () =>
             {
-                await using var command = database.CreateCommand("SELECT owner, shard, epoch FROM inferpool_shards WHERE state = 'leased' ORDER BY shard LIMIT 1");
-                await using var reader = await command.ExecuteReaderAsync();
-                if (!await reader.ReadAsync())
+                if (await LeasedShardAsync(database) is not var (owner, leased, leasedEpoch))
                 {
                     return false;
                 }
 
-                var candidate = nodes.Single(n => n.Name == reader.GetString(0));
-                (shard, epoch) = (reader.GetInt32(1), reader.GetInt64(2));
-                await reader.DisposeAsync();
+                var candidate = nodes.Single(n => n.Name == owner);
+                (shard, epoch) = (leased, leasedEpoch);
                 candidate.Signal("-STOP");
                 var stillLeased = await ScalarAsync(database, $"SELECT count(*) FROM inferpool_shards WHERE shard = {shard} AND state = 'leased' AND epoch = {epoch}") == 1;
                 if (!stillLeased)
@@ -145,20 +142,9 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
             var submit = await Cli.RunAsync(Dir, "run", "in", "--cluster", connection, "--shard-size", "20", "--lease", "30", "--job", "drain", "--detach");
             Assert.True(submit.ExitCode == 0, submit.Out + submit.Err);
 
-            string? owner = null;
-            var (shard, epoch) = (-1, 0L);
-            await WaitForAsync(async () =>
-            {
-                await using var command = database.CreateCommand("SELECT owner, shard, epoch FROM inferpool_shards WHERE state = 'leased' ORDER BY shard LIMIT 1");
-                await using var reader = await command.ExecuteReaderAsync();
-                if (!await reader.ReadAsync())
-                {
-                    return false;
-                }
-
-                (owner, shard, epoch) = (reader.GetString(0), reader.GetInt32(1), reader.GetInt64(2));
-                return true;
-            }, "a leased shard", nodes);
+            (string Owner, int Shard, long Epoch)? held = null;
+            await WaitForAsync(async () => (held = await LeasedShardAsync(database)) is not null, "a leased shard", nodes);
+            var (owner, shard, epoch) = held!.Value;
             var leaving = nodes.Single(n => n.Name == owner);
             leaving.Signal("-TERM");
 
@@ -261,6 +247,14 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
             // Polling a database another process writes: there is no event to wait on.
             await Task.Delay(100);
         }
+    }
+
+    /// <summary>The first shard leased right now, with its owner and epoch; null when none is.</summary>
+    private static async Task<(string Owner, int Shard, long Epoch)?> LeasedShardAsync(NpgsqlDataSource database)
+    {
+        await using var command = database.CreateCommand("SELECT owner, shard, epoch FROM inferpool_shards WHERE state = 'leased' ORDER BY shard LIMIT 1");
+        await using var reader = await command.ExecuteReaderAsync();
+        return await reader.ReadAsync() ? (reader.GetString(0), reader.GetInt32(1), reader.GetInt64(2)) : null;
     }
 
     private static async Task<long> ScalarAsync(NpgsqlDataSource database, string sql)

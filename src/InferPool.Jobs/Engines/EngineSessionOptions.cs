@@ -27,6 +27,14 @@ public sealed record EngineSessionOptions
     /// </summary>
     public int TensorCapacity { get; init; }
 
+    /// <summary>Enough idle arrays for everything the pool can hold at once: its in-flight bound plus the preparation workers.</summary>
+    /// <param name="pool">The pool's options.</param>
+    public static int TensorCapacityFor(InferencePoolOptions pool)
+    {
+        ArgumentNullException.ThrowIfNull(pool);
+        return pool.EffectiveMaxInFlight + pool.PrepareParallelism;
+    }
+
     /// <summary>This machine's GPUs with their memory, to limit each CUDA session to its share; empty for no limit.</summary>
     public IReadOnlyList<GpuInfo> Gpus { get; init; } = [];
 

@@ -163,17 +163,7 @@ public sealed class WorkerEngine(string command, bool jsonOutput, int threads) :
             return PooledSession<WorkerInput, JsonElement>.Row(result, [vector]);
         }
 
-        return new ResultRow
-        {
-            Key = result.Item.Key,
-            Index = result.Index,
-            Ok = false,
-            Error = error,
-            ErrorType = "InvalidOutput",
-            Device = result.Device?.ToString(),
-            Replica = result.Replica?.Name,
-            Attempts = result.Attempts,
-        };
+        return PooledSession<WorkerInput, JsonElement>.Row(result, null) with { Ok = false, Error = error, ErrorType = "InvalidOutput" };
     }
 
     /// <summary>A worker's output as a vector: a number, or arrays of numbers at any depth, flattened in order.</summary>

@@ -149,9 +149,16 @@ public sealed class InputSource
         var seen = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (var (number, bytes) in ReadRecordLines(_path, 0))
         {
-            if (TryDecode(bytes, out var text) && !seen.TryAdd(text.Trim(), number))
+            if (!TryDecode(bytes, out var text))
             {
-                throw new DuplicateKeyException(text.Trim(), $"line {seen[text.Trim()]} of {_path}", $"line {number}");
+                continue;
+            }
+
+            // The key as ReadList gives it.
+            var key = text.Trim();
+            if (!seen.TryAdd(key, number))
+            {
+                throw new DuplicateKeyException(key, $"line {seen[key]} of {_path}", $"line {number}");
             }
         }
     }

@@ -1,7 +1,7 @@
 namespace InferPool.Jobs.Parts;
 
 /// <summary>One output row: an item's key, status, reason, model outputs, and where it ran.</summary>
-public sealed class ResultRow
+public sealed record ResultRow
 {
     /// <summary>The item's key.</summary>
     public required string Key { get; init; }

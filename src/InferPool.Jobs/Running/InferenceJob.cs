@@ -134,7 +134,7 @@ public sealed class InferenceJob
             {
                 IntraOpThreads = _options.IntraOpThreads,
                 MaxPixels = _options.MaxPixels,
-                TensorCapacity = pool.EffectiveMaxInFlight + pool.PrepareParallelism,
+                TensorCapacity = EngineSessionOptions.TensorCapacityFor(pool),
                 Gpus = gpus.Count > 0 ? NvmlDeviceInventory.Discover().GpuDetails : [],
                 GpuHeadroom = _options.GpuHeadroom,
             },
