@@ -270,7 +270,7 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         await foreach (var row in loaded.Session.RunAsync(items, loaded.Pool, cancellationToken).ConfigureAwait(false))
         {
             // The results table holds one vector per item: the model's first output.
-            var vector = row.Ok ? row.Outputs?[0] : null;
+            var vector = row.Ok ? row.Outputs?[0].ToFloats() : null;
             results.Add(new ClusterResult(row.Key, lease.First + row.Index, row.Ok, row.Ok ? null : $"{row.Error} (on node {options.Name})", vector, row.Device));
         }
 

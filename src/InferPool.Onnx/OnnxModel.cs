@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using InferPool.Onnx.Tensors;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.ML.OnnxRuntime;
@@ -7,14 +8,15 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 namespace InferPool.Onnx;
 
 /// <summary>
-/// An ONNX model checked once before any replica loads it: its input and outputs, its SHA-256, and whether
+/// An ONNX model checked once before any replica loads it: its inputs and outputs, its SHA-256, and whether
 /// it can take batches. Replicas build their sessions from it.
 /// </summary>
 /// <remarks>
-/// A model whose batch dimension is fixed at 1 (common in exported image models) is rewritten so the
-/// dimension is symbolic, then run on a few random items both ways; the rewritten graph is used only if
-/// every output matches single-item runs within <see cref="ParityTolerance"/>. Otherwise the model runs one
-/// item per call and <see cref="BatchingReport"/> says why.
+/// Inputs and outputs may be any number of dense tensors of the types in <see cref="TensorData.SupportedTypes"/>,
+/// with symbolic dimensions anywhere. A model whose batch dimension is fixed at 1 on every input (common in
+/// exported models) is rewritten so the dimension is symbolic, then run on a few random items both ways; the
+/// rewritten graph is used only if every output matches single-item runs within <see cref="ParityTolerance"/>.
+/// Otherwise the model runs one item per call and <see cref="BatchingReport"/> says why.
 /// </remarks>
 public sealed partial class OnnxModel
 {
@@ -23,12 +25,15 @@ public sealed partial class OnnxModel
 
     private const int ParityItems = 3;
 
-    private OnnxModel(string path, string sha256, byte[] sessionBytes, TensorSpec input, IReadOnlyList<TensorSpec> outputs, BatchingSupport batching, string report)
+    /// <summary>The size given to symbolic dimensions other than the batch when the rewrite is checked.</summary>
+    private const int ParityDimension = 4;
+
+    private OnnxModel(string path, string sha256, byte[] sessionBytes, IReadOnlyList<TensorSpec> inputs, IReadOnlyList<TensorSpec> outputs, BatchingSupport batching, string report)
     {
         Path = path;
         Sha256 = sha256;
         SessionBytes = sessionBytes;
-        Input = input;
+        Inputs = inputs;
         Outputs = outputs;
         Batching = batching;
         BatchingReport = report;
@@ -40,8 +45,23 @@ public sealed partial class OnnxModel
     /// <summary>The SHA-256 of the model file, lower-case hex: the model's identity for jobs and caches.</summary>
     public string Sha256 { get; }
 
-    /// <summary>The model's single input; its first dimension is -1 when the model takes batches.</summary>
-    public TensorSpec Input { get; }
+    /// <summary>The model's inputs, in graph order; the first dimension of each is -1 when the model takes batches.</summary>
+    public IReadOnlyList<TensorSpec> Inputs { get; }
+
+    /// <summary>The model's only input.</summary>
+    /// <exception cref="InvalidOperationException">The model has several inputs; use <see cref="Inputs"/>.</exception>
+    public TensorSpec Input => Inputs.Count == 1
+        ? Inputs[0]
+        : throw new InvalidOperationException($"Model '{Path}' has {Inputs.Count} inputs ({string.Join(", ", Inputs.Select(i => i.Name))}); use Inputs.");
+
+    /// <summary>
+    /// True when the model has one float input with a fixed item shape and only float outputs: the shape that
+    /// <see cref="OnnxReplicaFactory"/> (flat float arrays, pooled buffers) feeds. Every model runs through
+    /// <see cref="OnnxTensorReplicaFactory"/>.
+    /// </summary>
+    public bool IsSingleFloatInput =>
+        Inputs.Count == 1 && Inputs[0].ElementType == TensorElementType.Float && Inputs[0].ItemShapeIsFixed
+        && Outputs.All(o => o.ElementType == TensorElementType.Float && o.Shape.Count > 0);
 
     /// <summary>The model's outputs, in graph order.</summary>
     public IReadOnlyList<TensorSpec> Outputs { get; }
@@ -62,8 +82,8 @@ public sealed partial class OnnxModel
     /// <param name="path">The .onnx file.</param>
     /// <param name="logger">Where the batching decision is logged.</param>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
-    /// <exception cref="InvalidDataException">The file is not a model ONNX Runtime can load.</exception>
-    /// <exception cref="NotSupportedException">The model has more than one input, or non-float tensors.</exception>
+    /// <exception cref="InvalidDataException">The file is not a model ONNX Runtime can load (including an operator it lacks).</exception>
+    /// <exception cref="NotSupportedException">An input or output is not a dense tensor of a supported type, or an input is a scalar; the message names it.</exception>
     public static OnnxModel Load(string path, ILogger? logger = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
@@ -76,20 +96,24 @@ public sealed partial class OnnxModel
         var bytes = File.ReadAllBytes(path);
         var sha = Convert.ToHexStringLower(SHA256.HashData(bytes));
         using var original = CreateProbeSession(bytes, path);
-        var input = SingleFloatInput(original, path);
-        var outputs = FloatOutputs(original, path);
-
-        var (batching, sessionBytes, report) = DecideBatching(bytes, original, input, outputs);
-        LogBatching(logger, path, report);
-        if (batching != BatchingSupport.SingleItem)
+        var inputs = Specs(original.InputMetadata, "input", path);
+        var outputs = Specs(original.OutputMetadata, "output", path);
+        if (inputs.FirstOrDefault(i => i.Shape.Count == 0) is { } scalar)
         {
-            input = input with { Shape = [-1, .. input.ItemShape] };
-            outputs = [.. outputs.Select(o => o with { Shape = [-1, .. o.ItemShape] })];
+            throw new NotSupportedException($"Model '{path}' input {scalar} is a scalar; the built-in ONNX replica needs inputs with a batch dimension.");
+        }
+
+        var (batching, sessionBytes, report) = DecideBatching(bytes, original, inputs, outputs);
+        LogBatching(logger, path, report);
+        if (batching == BatchingSupport.Rewritten)
+        {
+            inputs = [.. inputs.Select(i => i with { Shape = [-1, .. i.ItemShape] })];
+            outputs = [.. outputs.Select(o => o.Shape.Count == 0 ? o : o with { Shape = [-1, .. o.ItemShape] })];
         }
 
         original.Dispose();
         ProcessMemory.ReturnFreedMemory();
-        return new OnnxModel(path, sha, sessionBytes, input, outputs, batching, report);
+        return new OnnxModel(path, sha, sessionBytes, inputs, outputs, batching, report);
     }
 
     /// <summary>Finds an output by name.</summary>
@@ -111,60 +135,50 @@ public sealed partial class OnnxModel
         }
     }
 
-    private static TensorSpec SingleFloatInput(InferenceSession session, string path)
+    private static List<TensorSpec> Specs(IReadOnlyDictionary<string, NodeMetadata> metadata, string what, string path)
     {
-        if (session.InputMetadata.Count != 1)
+        var specs = new List<TensorSpec>(metadata.Count);
+        foreach (var (name, meta) in metadata)
         {
-            throw new NotSupportedException(
-                $"Model '{path}' has {session.InputMetadata.Count} inputs ({string.Join(", ", session.InputMetadata.Keys)}); the built-in ONNX replica runs models with one input. Wrap the model in a delegate replica for more.");
+            if (!meta.IsTensor)
+            {
+                throw new NotSupportedException($"Model '{path}' {what} '{name}' is a {meta.OnnxValueType}, not a tensor; the built-in ONNX replica feeds and reads dense tensors only.");
+            }
+
+            if (!TensorData.SupportedTypes.Contains(meta.ElementDataType))
+            {
+                throw new NotSupportedException($"Model '{path}' {what} '{name}' has element type {meta.ElementDataType}; the built-in ONNX replica takes float, double, float16, int64, int32, int8, uint8 and bool tensors.");
+            }
+
+            specs.Add(new TensorSpec(name, meta.ElementDataType, [.. meta.Dimensions.Select(d => (long)d)])
+            {
+                DimensionNames = [.. meta.SymbolicDimensions.Select(n => n ?? "")],
+            });
         }
 
-        var (name, meta) = session.InputMetadata.First();
-        var spec = Spec(name, meta);
-        if (spec.ElementType != TensorElementType.Float)
-        {
-            throw new NotSupportedException($"Model '{path}' input {spec} has element type {spec.ElementType}; the built-in ONNX replica feeds float tensors.");
-        }
-
-        if (spec.Shape.Count == 0)
-        {
-            throw new NotSupportedException($"Model '{path}' input {spec} is a scalar; the built-in ONNX replica needs a tensor with a batch dimension.");
-        }
-
-        return spec;
+        return specs;
     }
-
-    private static List<TensorSpec> FloatOutputs(InferenceSession session, string path)
-    {
-        var outputs = session.OutputMetadata.Select(kv => Spec(kv.Key, kv.Value)).ToList();
-        var bad = outputs.FirstOrDefault(o => o.ElementType != TensorElementType.Float || o.Shape.Count == 0);
-        return bad is null
-            ? outputs
-            : throw new NotSupportedException($"Model '{path}' output {bad} is not a float tensor with a batch dimension; the built-in ONNX replica reads float tensors.");
-    }
-
-    private static TensorSpec Spec(string name, NodeMetadata meta) =>
-        new(name, meta.ElementDataType, [.. meta.Dimensions.Select(d => (long)d)]);
 
     private static (BatchingSupport Batching, byte[] Bytes, string Report) DecideBatching(
         byte[] bytes,
         InferenceSession original,
-        TensorSpec input,
+        IReadOnlyList<TensorSpec> inputs,
         IReadOnlyList<TensorSpec> outputs)
     {
-        if (input.Shape[0] < 0)
+        var names = string.Join(", ", inputs.Select(i => i.Name));
+        if (inputs.All(i => i.Shape[0] < 0))
         {
-            return (BatchingSupport.Native, bytes, $"batch dimension of {input.Name} is symbolic: batches of any size");
+            return (BatchingSupport.Native, bytes, $"batch dimension of {names} is symbolic: batches of any size");
         }
 
-        if (input.Shape[0] != 1 || outputs.Any(o => o.Shape[0] > 1))
+        if (inputs.FirstOrDefault(i => i.Shape[0] != 1) is { } other)
         {
-            return (BatchingSupport.SingleItem, bytes, $"first dimension of {input.Name} is {input.Shape[0]}, not a batch dimension of 1: one item per call");
+            return (BatchingSupport.SingleItem, bytes, $"first dimension of {other.Name} is {(other.Shape[0] < 0 ? "symbolic" : other.Shape[0])} while another input's is fixed: one item per call");
         }
 
-        if (!input.ItemShapeIsFixed || outputs.Any(o => !o.ItemShapeIsFixed))
+        if (outputs.Any(o => o.Shape.Count == 0 || o.Shape[0] > 1))
         {
-            return (BatchingSupport.SingleItem, bytes, "item shapes are not fixed, so a rewritten batch dimension cannot be checked: one item per call");
+            return (BatchingSupport.SingleItem, bytes, "an output has no batch dimension of 1: one item per call");
         }
 
         byte[] rewritten;
@@ -177,33 +191,39 @@ public sealed partial class OnnxModel
             return (BatchingSupport.SingleItem, bytes, $"batch dimension fixed at 1 and the graph could not be rewritten ({ex.Message}): one item per call");
         }
 
-        var verdict = CheckParity(original, rewritten, input, outputs);
+        var verdict = CheckParity(original, rewritten, inputs, outputs);
         return verdict.Error is null
-            ? (BatchingSupport.Rewritten, rewritten, $"batch dimension was fixed at 1; rewritten to symbolic and checked: batch of {ParityItems} matches single items (max difference {verdict.MaxDifference:G3})")
+            ? (BatchingSupport.Rewritten, rewritten, $"batch dimension was fixed at 1; rewritten to symbolic and checked: batch of {ParityItems} matches single items on every output (max difference {verdict.MaxDifference:G3})")
             : (BatchingSupport.SingleItem, bytes, $"batch dimension fixed at 1 and the rewritten graph {verdict.Error}: one item per call");
     }
 
-    private static (double MaxDifference, string? Error) CheckParity(InferenceSession original, byte[] rewritten, TensorSpec input, IReadOnlyList<TensorSpec> outputs)
+    /// <summary>Runs <see cref="ParityItems"/> random items one by one on the original graph and as one batch on the rewritten one, and compares every output.</summary>
+    private static (double MaxDifference, string? Error) CheckParity(InferenceSession original, byte[] rewritten, IReadOnlyList<TensorSpec> inputs, IReadOnlyList<TensorSpec> outputs)
     {
         var random = new Random(20261127);
-        var items = new float[ParityItems][];
+        var items = new TensorData[ParityItems][];
         for (var i = 0; i < items.Length; i++)
         {
-            items[i] = new float[input.ItemLength];
-            for (var j = 0; j < items[i].Length; j++)
-            {
-                items[i][j] = (float)((random.NextDouble() * 4) - 2);
-            }
+            items[i] = [.. inputs.Select(spec => RandomItem(spec, random))];
         }
 
         var outputNames = outputs.Select(o => o.Name).ToArray();
-        var singles = items.Select(item => Run(original, input, [item], outputNames)).ToArray();
+        float[][][] singles;
+        try
+        {
+            singles = [.. items.Select(item => Run(original, inputs, [item], outputNames))];
+        }
+        catch (OnnxRuntimeException ex)
+        {
+            return (double.NaN, $"could not be checked: random inputs fail on the original graph ({FirstLine(ex.Message)})");
+        }
+
         float[][] batched;
         try
         {
             using var options = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1 };
             using var session = new InferenceSession(rewritten, options);
-            batched = Run(session, input, items, outputNames);
+            batched = Run(session, inputs, items, outputNames);
         }
         catch (OnnxRuntimeException ex)
         {
@@ -213,8 +233,8 @@ public sealed partial class OnnxModel
         double worst = 0;
         for (var o = 0; o < outputs.Count; o++)
         {
-            var per = outputs[o].ItemLength;
-            if (batched[o].Length != per * ParityItems)
+            var per = singles[0][o].Length;
+            if (batched[o].Length != per * ParityItems || singles.Any(s => s[o].Length != per))
             {
                 return (double.NaN, $"returns {batched[o].Length} values for {outputs[o].Name} on a batch of {ParityItems}, expected {per * ParityItems}");
             }
@@ -235,18 +255,60 @@ public sealed partial class OnnxModel
         return worst <= ParityTolerance ? (worst, null) : (worst, $"gives different numbers on a batch (max difference {worst:G3} > {ParityTolerance:G1})");
     }
 
-    private static float[][] Run(InferenceSession session, TensorSpec input, float[][] items, string[] outputNames)
+    /// <summary>One item for <paramref name="spec"/> (no batch dimension): floats in [-2, 2), integers 0 or 1 (valid ids and masks), booleans at random.</summary>
+    private static TensorData RandomItem(TensorSpec spec, Random random)
     {
-        var data = new float[items.Length * input.ItemLength];
-        for (var i = 0; i < items.Length; i++)
+        long[] shape = [.. spec.ItemShape.Select(d => d > 0 ? d : ParityDimension)];
+        var length = (int)shape.Aggregate(1L, (a, d) => a * d);
+        var values = TensorData.NewArray(spec.ElementType, length);
+        for (var i = 0; i < length; i++)
         {
-            items[i].CopyTo(data, i * input.ItemLength);
+            var r = random.NextDouble();
+            switch (values)
+            {
+                case float[] f: f[i] = (float)((r * 4) - 2); break;
+                case double[] d: d[i] = (r * 4) - 2; break;
+                case Float16[] h: h[i] = (Float16)(float)((r * 4) - 2); break;
+                case long[] l: l[i] = r < 0.5 ? 0 : 1; break;
+                case int[] n: n[i] = r < 0.5 ? 0 : 1; break;
+                case sbyte[] s when s.GetType() == typeof(sbyte[]): s[i] = (sbyte)(r < 0.5 ? 0 : 1); break;
+                case byte[] b: b[i] = (byte)(r < 0.5 ? 0 : 1); break;
+                case bool[] t: t[i] = r < 0.5; break;
+            }
         }
 
-        using var value = OrtValue.CreateTensorValueFromMemory(data, [items.Length, .. input.ItemShape]);
-        using var runOptions = new RunOptions();
-        using var results = session.Run(runOptions, [input.Name], [value], outputNames);
-        return [.. results.Select(r => r.GetTensorDataAsSpan<float>().ToArray())];
+        return new TensorData(spec.ElementType, shape, values);
+    }
+
+    /// <summary>Runs items stacked along a new first dimension; every output comes back as floats.</summary>
+    private static float[][] Run(InferenceSession session, IReadOnlyList<TensorSpec> inputs, TensorData[][] items, string[] outputNames)
+    {
+        var values = new OrtValue[inputs.Count];
+        try
+        {
+            for (var i = 0; i < inputs.Count; i++)
+            {
+                var per = items[0][i].Length;
+                var data = TensorData.NewArray(inputs[i].ElementType, per * items.Length);
+                for (var k = 0; k < items.Length; k++)
+                {
+                    Array.Copy(items[k][i].Values, 0, data, k * per, per);
+                }
+
+                values[i] = TensorData.ToOrtValue(data, [items.Length, .. items[0][i].Shape]);
+            }
+
+            using var runOptions = new RunOptions();
+            using var results = session.Run(runOptions, [.. inputs.Select(i => i.Name)], values, outputNames);
+            return [.. results.Select(r => TensorData.FromOrtValue(r).ToFloats())];
+        }
+        finally
+        {
+            foreach (var value in values)
+            {
+                value?.Dispose();
+            }
+        }
     }
 
     private static string FirstLine(string message)

@@ -8,6 +8,12 @@ namespace InferPool.Onnx;
 /// <param name="Shape">The dimensions; -1 where a dimension is symbolic (the batch dimension, usually).</param>
 public sealed record TensorSpec(string Name, TensorElementType ElementType, IReadOnlyList<long> Shape)
 {
+    /// <summary>
+    /// The symbolic name of each dimension ("batch", "sequence"), or an empty string where the model names none.
+    /// Inputs and outputs that share a name share the dimension's size, which is how padding is undone in outputs.
+    /// </summary>
+    public IReadOnlyList<string> DimensionNames { get; init; } = [];
+
     /// <summary>The dimensions of one item: the shape without its first (batch) dimension.</summary>
     public IReadOnlyList<long> ItemShape => [.. Shape.Skip(1)];
 
@@ -17,8 +23,13 @@ public sealed record TensorSpec(string Name, TensorElementType ElementType, IRea
     /// <summary>Values in one item; 0 when some item dimension is symbolic.</summary>
     public int ItemLength => ItemShapeIsFixed ? checked((int)ItemShape.Aggregate(1L, (a, d) => a * d)) : 0;
 
-    /// <summary>The shape as text, e.g. <c>[N,3,224,224]</c>.</summary>
-    public string ShapeText => "[" + string.Join(",", Shape.Select(d => d < 0 ? "N" : d.ToString(System.Globalization.CultureInfo.InvariantCulture))) + "]";
+    /// <summary>The symbolic name of dimension <paramref name="dimension"/>, or null when it has none or is fixed.</summary>
+    /// <param name="dimension">The dimension, counted from 0 (the batch dimension).</param>
+    public string? DimensionName(int dimension) =>
+        dimension < Shape.Count && Shape[dimension] < 0 && dimension < DimensionNames.Count && DimensionNames[dimension].Length > 0 ? DimensionNames[dimension] : null;
+
+    /// <summary>The shape as text, e.g. <c>[N,3,224,224]</c> or <c>[N,sequence]</c>.</summary>
+    public string ShapeText => "[" + string.Join(",", Shape.Select((d, i) => d >= 0 ? d.ToString(System.Globalization.CultureInfo.InvariantCulture) : i == 0 ? "N" : DimensionName(i) ?? "?")) + "]";
 
     /// <inheritdoc />
     public override string ToString() => $"{Name} {ElementType} {ShapeText}";

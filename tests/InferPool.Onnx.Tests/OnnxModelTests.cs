@@ -50,10 +50,24 @@ public sealed class OnnxModelTests : IDisposable
     }
 
     [Fact]
-    public void Load_TwoInputs_SaysWhatIsSupported()
+    public void Load_TwoInputs_LoadsBothWithBatchesOfAnySize()
     {
-        var ex = Assert.Throws<NotSupportedException>(() => OnnxModel.Load(TinyModels.TwoInputs(_dir)));
-        Assert.Contains("2 inputs (a, b)", ex.Message, StringComparison.Ordinal);
+        var model = OnnxModel.Load(TinyModels.TwoInputs(_dir, symbolicBatch: true));
+
+        Assert.Equal(["a", "b"], model.Inputs.Select(i => i.Name));
+        Assert.Equal(BatchingSupport.Native, model.Batching);
+        Assert.False(model.IsSingleFloatInput);
+        Assert.Throws<InvalidOperationException>(() => model.Input);
+    }
+
+    [Fact]
+    public void Load_TwoInputsWithBatchFixedAtOne_IsRewrittenAndCheckedOnEveryInput()
+    {
+        var model = OnnxModel.Load(TinyModels.TwoInputs(_dir, symbolicBatch: false));
+
+        Assert.Equal(BatchingSupport.Rewritten, model.Batching);
+        Assert.All(model.Inputs, i => Assert.Equal(-1, i.Shape[0]));
+        Assert.Equal(-1, model.Outputs[0].Shape[0]);
     }
 
     [Fact]

@@ -53,6 +53,15 @@ public sealed record ModelChoice(string Name, string Path, PixelNormalization No
     /// <param name="outputName">The model output's name.</param>
     public string ColumnFor(string outputName) => ColumnNames.TryGetValue(outputName, out var column) ? column : outputName;
 
+    /// <summary>True when an input is a square 3-channel image, [N,3,S,S] with S fixed.</summary>
+    /// <param name="input">The model input.</param>
+    public static bool IsImageInput(TensorSpec input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var shape = input.ItemShape;
+        return input.ElementType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float && shape.Count == 3 && shape[0] == 3 && shape[1] == shape[2] && shape[1] > 0;
+    }
+
     /// <summary>The image preparation that fits a model's input: a square crop of the input's size.</summary>
     /// <param name="model">The loaded model.</param>
     /// <param name="maxPixels">Images with more pixels are refused from their header.</param>
@@ -61,10 +70,10 @@ public sealed record ModelChoice(string Name, string Path, PixelNormalization No
     public ImagePreprocessor ImagePreparation(OnnxModel model, long maxPixels, TensorPool? tensors = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        var shape = model.Input.ItemShape;
-        if (shape.Count != 3 || shape[0] != 3 || shape[1] != shape[2] || shape[1] <= 0)
+        var shape = model.Inputs[0].ItemShape;
+        if (model.Inputs.Count != 1 || !IsImageInput(model.Inputs[0]))
         {
-            throw new NotSupportedException($"Model input {model.Input} is not a square 3-channel image [N,3,S,S]; give it tensors (JSONL records with an \"input\" field) instead of image files.");
+            throw new NotSupportedException($"Model inputs {string.Join(", ", model.Inputs)} are not one square 3-channel image [N,3,S,S]; give it tensors (JSONL records with an \"inputs\" field) instead of image files.");
         }
 
         var size = (int)shape[1];

@@ -1,6 +1,7 @@
 using InferPool.Images;
 using InferPool.Jobs.Parts;
 using InferPool.Onnx;
+using InferPool.Onnx.Tensors;
 using Microsoft.Extensions.Logging;
 
 namespace InferPool.Jobs.Engines;
@@ -17,8 +18,18 @@ public sealed class OnnxEngine : JobEngine
         ArgumentNullException.ThrowIfNull(onnx);
         Model = model;
         Onnx = onnx;
-        Columns = [.. onnx.Outputs.Select(o => new OutputColumn(model.ColumnFor(o.Name)))];
+        FeedsImages = onnx.IsSingleFloatInput && ModelChoice.IsImageInput(onnx.Input);
+        Columns = FeedsImages
+            ? [.. onnx.Outputs.Select(o => new OutputColumn(model.ColumnFor(o.Name)))]
+            : [.. onnx.Outputs.Select(o => TensorRecords.Column(o, model.ColumnFor(o.Name)))];
     }
+
+    /// <summary>
+    /// True for an image model (one float input [N,3,S,S], float outputs): it takes image files, and records of one item
+    /// each, through pooled flat float buffers, and writes each output flattened. Any other model takes JSONL records of
+    /// named tensors and writes each output in the item's shape.
+    /// </summary>
+    public bool FeedsImages { get; }
 
     /// <summary>Which model it is and how to feed it images.</summary>
     public ModelChoice Model { get; }
@@ -52,21 +63,42 @@ public sealed class OnnxEngine : JobEngine
     /// <inheritdoc/>
     public override string Describe() => Onnx.BatchingReport;
 
+    /// <summary>How items of different shapes share calls; for a model of any inputs. The base engine never pads.</summary>
+    public TensorBatching TensorBatching { get; init; } = new();
+
     /// <inheritdoc/>
     public override EngineSession OpenSession(EngineSessionOptions options, ILogger logger)
     {
         ArgumentNullException.ThrowIfNull(options);
+        var replicaOptions = new OnnxReplicaOptions { IntraOpThreads = options.IntraOpThreads, Gpus = options.Gpus, GpuMemoryHeadroom = options.GpuHeadroom };
+        if (!FeedsImages)
+        {
+            var tensorInputs = new OnnxInputs(this, options.MaxPixels);
+            var tensorFactory = new OnnxTensorReplicaFactory(Onnx, replicaOptions, TensorBatching);
+            return new PooledSession<TensorItem, TensorOutputs>(
+                tensorFactory,
+                tensorInputs.PrepareTensors,
+                null,
+                r => PooledSession<TensorItem, TensorOutputs>.Row(r, r.Value?.Values, truncated: r.Value?.Truncated ?? false),
+                () => Usage(tensorFactory.Replicas),
+                options.KeepReplicas,
+                tensorFactory.Dispose);
+        }
+
         // Enough idle arrays for everything that can be in flight: prepared, queued, or in a batch.
         var tensors = options.TensorCapacity > 0 && Onnx.Input.ItemLength > 0 ? new TensorPool(Onnx.Input.ItemLength, options.TensorCapacity) : null;
         var inputs = new OnnxInputs(this, options.MaxPixels, tensors);
-        var factory = new OnnxReplicaFactory(Onnx, new OnnxReplicaOptions { IntraOpThreads = options.IntraOpThreads, Gpus = options.Gpus, GpuMemoryHeadroom = options.GpuHeadroom });
+        var factory = new OnnxReplicaFactory(Onnx, replicaOptions);
         return new PooledSession<float[], float[][]>(
             factory,
             inputs.Prepare,
             tensors is null ? null : tensors.Return,
             r => PooledSession<float[], float[][]>.Row(r, r.Value),
-            () => [.. factory.Replicas.Select(r => new ReplicaUsage(r.Replica, $"{r.IntraOpThreads} thread(s)", r.ResidentBytes))],
+            () => Usage(factory.Replicas),
             options.KeepReplicas,
             factory.Dispose);
     }
+
+    private static ReplicaUsage[] Usage(IEnumerable<OnnxReplicaInfo> replicas) =>
+        [.. replicas.Select(r => new ReplicaUsage(r.Replica, $"{r.IntraOpThreads} thread(s)", r.ResidentBytes))];
 }

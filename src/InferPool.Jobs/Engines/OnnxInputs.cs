@@ -1,11 +1,12 @@
 using InferPool.Images;
 using InferPool.Jobs.Inputs;
+using InferPool.Onnx.Tensors;
 
 namespace InferPool.Jobs.Engines;
 
 /// <summary>
-/// Turns an input into the model's input tensor: an image file decoded and normalised for the model, or a
-/// record's tensor checked for length. Shared by jobs, tuning and benchmarks, so all of them measure and do the
+/// Turns an input into the model's input: an image file decoded and normalised for an image model, or a record's named
+/// tensors read against the model's inputs. Shared by jobs, tuning and benchmarks, so all of them measure and do the
 /// same work. Thread-safe.
 /// </summary>
 public sealed class OnnxInputs
@@ -24,9 +25,9 @@ public sealed class OnnxInputs
         _images = new(() => engine.Model.ImagePreparation(engine.Onnx, maxPixels, tensors));
     }
 
-    /// <summary>The model input for an item.</summary>
+    /// <summary>The input tensor of an image model (<see cref="OnnxEngine.FeedsImages"/>) for an item: its image, or its record's one item.</summary>
     /// <param name="item">The item.</param>
-    /// <exception cref="InvalidDataException">The item is unusable (bad record, wrong tensor length, undecodable image).</exception>
+    /// <exception cref="InvalidDataException">The item is unusable (bad record, wrong tensor shape, undecodable image).</exception>
     public float[] Prepare(InputItem item)
     {
         ArgumentNullException.ThrowIfNull(item);
@@ -35,14 +36,31 @@ public sealed class OnnxInputs
             throw new InvalidDataException(item.Error);
         }
 
-        if (item.Tensor is { } tensor)
+        if (item.Record is { } record)
         {
-            var expected = _engine.Onnx.Input.ItemLength;
-            return tensor.Length == expected
-                ? tensor
-                : throw new InvalidDataException($"The record's input has {tensor.Length} values; model input {_engine.Onnx.Input} takes {expected} per item.");
+            var tensors = TensorRecords.Read(record, _engine.Onnx);
+            return tensors.Rows == 1
+                ? tensors.Inputs[0].ToFloats()
+                : throw new InvalidDataException($"The record holds {tensors.Rows} items in one tensor; an image model takes one item per record.");
         }
 
         return _images.Value.PrepareFile(item.Path ?? throw new InvalidDataException($"'{item.Key}' has neither a file nor a tensor."));
+    }
+
+    /// <summary>The input tensors for an item of any model: its record's named tensors.</summary>
+    /// <param name="item">The item.</param>
+    /// <exception cref="InvalidDataException">The item is unusable; the message names the input and the reason.</exception>
+    public TensorItem PrepareTensors(InputItem item)
+    {
+        ArgumentNullException.ThrowIfNull(item);
+        if (item.Error is not null)
+        {
+            throw new InvalidDataException(item.Error);
+        }
+
+        return item.Record is { } record
+            ? TensorRecords.Read(record, _engine.Onnx)
+            : throw new InvalidDataException(
+                $"'{item.Key}' is a file, but model inputs {string.Join(", ", _engine.Onnx.Inputs)} are not one image: give JSONL records with \"inputs\": {{\"name\": […]}}.");
     }
 }

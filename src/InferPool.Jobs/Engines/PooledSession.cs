@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using InferPool.Devices;
 using InferPool.Jobs.Inputs;
 using InferPool.Jobs.Parts;
+using InferPool.Onnx.Tensors;
 using InferPool.Replicas;
 using InferPool.Results;
 
@@ -81,7 +82,11 @@ internal sealed class PooledSession<TPrepared, TOutput> : EngineSession
     }
 
     /// <summary>The row of a result whose outputs are already float vectors (or that failed).</summary>
-    public static ResultRow Row<T>(in InferenceResult<InputItem, T> result, IReadOnlyList<float[]>? outputs, string? json = null) => new()
+    public static ResultRow Row<T>(in InferenceResult<InputItem, T> result, IReadOnlyList<float[]>? outputs, string? json = null) =>
+        Row(result, outputs?.Select(o => TensorData.Create(o, o.Length)).ToArray(), json);
+
+    /// <summary>The row of a result with its output tensors (or that failed).</summary>
+    public static ResultRow Row<T>(in InferenceResult<InputItem, T> result, IReadOnlyList<TensorData>? outputs, string? json = null, bool truncated = false) => new()
     {
         Key = result.Item.Key,
         Index = result.Index,
@@ -93,5 +98,6 @@ internal sealed class PooledSession<TPrepared, TOutput> : EngineSession
         Device = result.Device?.ToString(),
         Replica = result.Replica?.Name,
         Attempts = result.Attempts,
+        Truncated = truncated,
     };
 }

@@ -150,12 +150,12 @@ public sealed class WorkerEngine(string command, bool jsonOutput, int threads) :
     {
         if (!result.IsSuccess)
         {
-            return PooledSession<WorkerInput, JsonElement>.Row(result, null);
+            return PooledSession<WorkerInput, JsonElement>.Row(result, (IReadOnlyList<float[]>?)null);
         }
 
         if (JsonOutput)
         {
-            return PooledSession<WorkerInput, JsonElement>.Row(result, null, result.Value.GetRawText());
+            return PooledSession<WorkerInput, JsonElement>.Row(result, (IReadOnlyList<float[]>?)null, result.Value.GetRawText());
         }
 
         if (TryVector(result.Value, out var vector, out var error))
@@ -163,7 +163,7 @@ public sealed class WorkerEngine(string command, bool jsonOutput, int threads) :
             return PooledSession<WorkerInput, JsonElement>.Row(result, [vector]);
         }
 
-        return PooledSession<WorkerInput, JsonElement>.Row(result, null) with { Ok = false, Error = error, ErrorType = "InvalidOutput" };
+        return PooledSession<WorkerInput, JsonElement>.Row(result, (IReadOnlyList<float[]>?)null) with { Ok = false, Error = error, ErrorType = "InvalidOutput" };
     }
 
     /// <summary>A worker's output as a vector: a number, or arrays of numbers at any depth, flattened in order.</summary>

@@ -244,30 +244,13 @@ public sealed class InputSource
                 return new InputItem { Key = key, Record = WholeRecord(root, path, baseDir) };
             }
 
-            if (root.TryGetProperty("input", out var input))
+            if (root.TryGetProperty("input", out _) || root.TryGetProperty("inputs", out _))
             {
-                if (input.ValueKind != JsonValueKind.Array)
-                {
-                    return InputItem.Unusable(key, $"Line {number} of {_path}: \"input\" must be an array of numbers.");
-                }
-
-                var values = new float[input.GetArrayLength()];
-                var i = 0;
-                foreach (var v in input.EnumerateArray())
-                {
-                    if (v.ValueKind != JsonValueKind.Number)
-                    {
-                        return InputItem.Unusable(key, $"Line {number} of {_path}: \"input\" holds a {v.ValueKind} at position {i}; only numbers are allowed.");
-                    }
-
-                    values[i++] = v.GetSingle();
-                }
-
-                return new InputItem { Key = key, Tensor = values };
+                return new InputItem { Key = key, Record = root.Clone() };
             }
 
             return path is null
-                ? InputItem.Unusable(key, $"Line {number} of {_path} has neither a \"path\" nor an \"input\" field.")
+                ? InputItem.Unusable(key, $"Line {number} of {_path} has neither a \"path\" nor an \"input\" or \"inputs\" field.")
                 : new InputItem { Key = key, Path = System.IO.Path.Combine(baseDir, path) };
         }
         catch (JsonException ex)

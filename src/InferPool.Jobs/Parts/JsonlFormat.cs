@@ -1,9 +1,14 @@
 using System.Runtime.CompilerServices;
 using System.Text.Json;
+using InferPool.Onnx.Tensors;
+using Microsoft.ML.OnnxRuntime;
 
 namespace InferPool.Jobs.Parts;
 
-/// <summary>JSONL parts: one object per row with the same fields as the Parquet columns; a failed row's outputs are null.</summary>
+/// <summary>
+/// JSONL parts: one object per row with the same fields as the Parquet columns; each output is a nested array in the
+/// item's own shape (a flat array for a vector; a number for a scalar), and a failed row's outputs are null.
+/// </summary>
 internal sealed class JsonlFormat : OutputFormat
 {
     private static readonly byte[] NewLine = "\n"u8.ToArray();
@@ -39,13 +44,10 @@ internal sealed class JsonlFormat : OutputFormat
                     continue;
                 }
 
-                writer.WriteStartArray(name);
-                foreach (var value in row.Outputs[c])
-                {
-                    writer.WriteNumberValue(value);
-                }
-
-                writer.WriteEndArray();
+                writer.WritePropertyName(name);
+                var output = row.Outputs[c];
+                var at = 0;
+                WriteNested(writer, output.Values, columns[c].ItemShape is null ? [output.Length] : output.Shape, 0, ref at);
             }
 
             writer.WriteString("device", row.Device);
@@ -55,6 +57,40 @@ internal sealed class JsonlFormat : OutputFormat
             await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
             writer.Reset();
             await stream.WriteAsync(NewLine, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Writes values from <paramref name="at"/> as arrays nested by <paramref name="shape"/>, from dimension <paramref name="dimension"/>.</summary>
+    private static void WriteNested(Utf8JsonWriter writer, Array values, long[] shape, int dimension, ref int at)
+    {
+        if (dimension == shape.Length)
+        {
+            WriteValue(writer, values, at++);
+            return;
+        }
+
+        writer.WriteStartArray();
+        for (var i = 0; i < shape[dimension]; i++)
+        {
+            WriteNested(writer, values, shape, dimension + 1, ref at);
+        }
+
+        writer.WriteEndArray();
+    }
+
+    private static void WriteValue(Utf8JsonWriter writer, Array values, int index)
+    {
+        switch (values)
+        {
+            case float[] f: writer.WriteNumberValue(f[index]); break;
+            case double[] d: writer.WriteNumberValue(d[index]); break;
+            case Float16[] h: writer.WriteNumberValue((float)h[index]); break;
+            case long[] l: writer.WriteNumberValue(l[index]); break;
+            case int[] n: writer.WriteNumberValue(n[index]); break;
+            case sbyte[] s when s.GetType() == typeof(sbyte[]): writer.WriteNumberValue(s[index]); break;
+            case byte[] b: writer.WriteNumberValue(b[index]); break;
+            case bool[] t: writer.WriteBooleanValue(t[index]); break;
+            default: throw new InvalidOperationException($"Unexpected output array {values.GetType().Name}.");
         }
     }
 

@@ -1,15 +1,22 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
+using InferPool.Onnx.Tensors;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
 using Parquet;
 using Parquet.Schema;
 
 namespace InferPool.Jobs.Parts;
 
 /// <summary>
-/// Parquet parts: <c>key</c>, <c>status</c>, <c>error</c>, one list&lt;float&gt; column per model output (or a
-/// string column of JSON text for a worker's output kept as JSON), <c>device</c>, <c>replica</c>, <c>attempts</c>.
-/// A failed row has an empty list (or null JSON) for each output. Written column by column straight from the
-/// rows: no per-row objects, and the only large buffer is one output column's values at a time.
+/// Parquet parts: <c>key</c>, <c>status</c>, <c>error</c>, one list column per model output (list&lt;float&gt;,
+/// list&lt;double&gt;, list&lt;int64&gt;, list&lt;int32&gt; or list&lt;boolean&gt;, the output's values flattened
+/// row-major; or a string column of JSON text for a worker's output kept as JSON), <c>device</c>, <c>replica</c>,
+/// <c>attempts</c>. Each output's item shape is in the file's key-value metadata as <c>inferpool.shape.NAME</c>
+/// (e.g. <c>[384]</c>, or <c>[sequence,384]</c> where a dimension varies); where it varies, a list&lt;int64&gt; column
+/// <c>NAME_shape</c> holds each row's own shape. A failed row has an empty list (or null JSON) for each output.
+/// Written column by column straight from the rows: no per-row objects, and the only large buffer is one output
+/// column's values at a time.
 /// </summary>
 internal sealed class ParquetFormat : OutputFormat
 {
@@ -22,11 +29,46 @@ internal sealed class ParquetFormat : OutputFormat
         new DataField<string>("key"),
         new DataField<string>("status"),
         new DataField<string>("error", true),
-        .. columns.Select(c => c.IsJson ? (Field)new DataField<string>(c.Name, true) : new ListField(c.Name, new DataField<float>("element"))),
+        .. columns.SelectMany(OutputFields),
         new DataField<string>("device", true),
         new DataField<string>("replica", true),
         new DataField<int>("attempts"),
     ]);
+
+    /// <summary>The metadata key that holds an output column's item shape.</summary>
+    public static string ShapeKey(string column) => "inferpool.shape." + column;
+
+    private static IEnumerable<Field> OutputFields(OutputColumn column)
+    {
+        if (column.IsJson)
+        {
+            yield return new DataField<string>(column.Name, true);
+            yield break;
+        }
+
+        yield return new ListField(column.Name, ColumnType(column.ElementType) switch
+        {
+            TensorElementType.Double => new DataField<double>("element"),
+            TensorElementType.Int64 => new DataField<long>("element"),
+            TensorElementType.Int32 => new DataField<int>("element"),
+            TensorElementType.Bool => new DataField<bool>("element"),
+            _ => new DataField<float>("element"),
+        });
+        if (column.HasRowShapes)
+        {
+            yield return new ListField(column.Name + "_shape", new DataField<long>("element"));
+        }
+    }
+
+    /// <summary>The type a column stores an element type as: float16 as float, int8 and uint8 as int32.</summary>
+    private static TensorElementType ColumnType(TensorElementType type) => type switch
+    {
+        TensorElementType.Float16 => TensorElementType.Float,
+        TensorElementType.Int8 or TensorElementType.UInt8 => TensorElementType.Int32,
+        _ => type,
+    };
+
+    private static string ShapeText(IReadOnlyList<long> shape) => "[" + string.Join(",", shape.Select(d => d < 0 ? "?" : d.ToString(System.Globalization.CultureInfo.InvariantCulture))) + "]";
 
     public override async Task WriteAsync(Stream stream, IReadOnlyList<ResultRow> rows, IReadOnlyList<OutputColumn> columns, CancellationToken cancellationToken = default)
     {
@@ -35,6 +77,7 @@ internal sealed class ParquetFormat : OutputFormat
         var writer = await ParquetWriter.CreateAsync(schema, stream, cancellationToken: cancellationToken).ConfigureAwait(false);
         await using (writer.ConfigureAwait(false))
         {
+            writer.CustomMetadata = columns.Where(c => c.ItemShape is not null).ToDictionary(c => ShapeKey(c.Name), c => ShapeText(c.ItemShape!));
             await WriteGroupAsync(writer, fields, rows, columns, cancellationToken).ConfigureAwait(false);
         }
     }
@@ -55,7 +98,11 @@ internal sealed class ParquetFormat : OutputFormat
             }
             else
             {
-                await WriteListAsync(group, field, rows, c, cancellationToken).ConfigureAwait(false);
+                await WriteListAsync(group, field, rows, c, ColumnType(columns[c].ElementType), cancellationToken).ConfigureAwait(false);
+                if (columns[c].HasRowShapes)
+                {
+                    await WriteListAsync<long>(group, fields[f++], rows, c, static t => t.Shape, cancellationToken).ConfigureAwait(false);
+                }
             }
         }
 
@@ -71,60 +118,73 @@ internal sealed class ParquetFormat : OutputFormat
         group.CompleteValidate();
     }
 
-    /// <summary>
-    /// One list&lt;float&gt; column: every row's values end to end, with Dremel levels. A value's repetition level is 0
-    /// where a row's list starts and 1 inside it; its definition level is the maximum. A failed row is an empty
-    /// list: one entry with no value, defined up to the list but not its element.
-    /// </summary>
-    private static async Task WriteListAsync(ParquetRowGroupWriter group, DataField element, IReadOnlyList<ResultRow> rows, int column, CancellationToken cancellationToken)
+    private static Task WriteListAsync(ParquetRowGroupWriter group, DataField element, IReadOnlyList<ResultRow> rows, int column, TensorElementType type, CancellationToken cancellationToken) => type switch
     {
+        TensorElementType.Double => WriteListAsync<double>(group, element, rows, column, static t => (double[])t.Values, cancellationToken),
+        TensorElementType.Int64 => WriteListAsync<long>(group, element, rows, column, static t => (long[])t.Values, cancellationToken),
+        TensorElementType.Int32 => WriteListAsync<int>(group, element, rows, column, static t => t.Values switch
+        {
+            sbyte[] s when s.GetType() == typeof(sbyte[]) => Array.ConvertAll(s, v => (int)v),
+            byte[] b => Array.ConvertAll(b, v => (int)v),
+            var v => (int[])v,
+        }, cancellationToken),
+        TensorElementType.Bool => WriteListAsync<bool>(group, element, rows, column, static t => (bool[])t.Values, cancellationToken),
+        _ => WriteListAsync<float>(group, element, rows, column, static t => t.Values is Float16[] h ? Array.ConvertAll(h, v => (float)v) : (float[])t.Values, cancellationToken),
+    };
+
+    /// <summary>
+    /// One list column: every row's values end to end, with Dremel levels. A value's repetition level is 0 where a
+    /// row's list starts and 1 inside it; its definition level is the maximum. A failed row is an empty list: one entry
+    /// with no value, defined up to the list but not its element.
+    /// </summary>
+    private static async Task WriteListAsync<T>(ParquetRowGroupWriter group, DataField element, IReadOnlyList<ResultRow> rows, int column, Func<TensorData, T[]> values, CancellationToken cancellationToken)
+        where T : struct
+    {
+        var lists = new T[]?[rows.Count];
         var total = 0;
         var entries = 0;
-        foreach (var row in rows)
+        for (var r = 0; r < rows.Count; r++)
         {
-            var length = row.Outputs?[column].Length ?? 0;
+            lists[r] = rows[r].Outputs?[column] is { } output ? values(output) : null;
+            var length = lists[r]?.Length ?? 0;
             total += length;
             entries += Math.Max(1, length);
         }
 
         // Pooled: a part's column is a large-object-heap array, and fresh ones for every part pile up between full
         // collections (peak memory grew with the number of parts until these were reused).
-        var values = ArrayPool<float>.Shared.Rent(total);
+        var flat = ArrayPool<T>.Shared.Rent(total);
         var definitions = ArrayPool<int>.Shared.Rent(entries);
         var repetitions = ArrayPool<int>.Shared.Rent(entries);
         try
         {
-            Fill(rows, column, element.MaxDefinitionLevel, values, definitions, repetitions);
-            await group.WriteAllPartsAsync<float>(element, values.AsMemory(0, total), definitions.AsMemory(0, entries), repetitions.AsMemory(0, entries), cancellationToken).ConfigureAwait(false);
+            var defined = element.MaxDefinitionLevel;
+            var (v, e) = (0, 0);
+            foreach (var list in lists)
+            {
+                if (list is null || list.Length == 0)
+                {
+                    definitions[e] = defined - 1;
+                    repetitions[e++] = 0;
+                    continue;
+                }
+
+                list.CopyTo(flat, v);
+                v += list.Length;
+                for (var i = 0; i < list.Length; i++)
+                {
+                    definitions[e] = defined;
+                    repetitions[e++] = i == 0 ? 0 : 1;
+                }
+            }
+
+            await group.WriteAllPartsAsync<T>(element, flat.AsMemory(0, total), definitions.AsMemory(0, entries), repetitions.AsMemory(0, entries), cancellationToken).ConfigureAwait(false);
         }
         finally
         {
-            ArrayPool<float>.Shared.Return(values);
+            ArrayPool<T>.Shared.Return(flat);
             ArrayPool<int>.Shared.Return(definitions);
             ArrayPool<int>.Shared.Return(repetitions);
-        }
-    }
-
-    private static void Fill(IReadOnlyList<ResultRow> rows, int column, int defined, float[] values, int[] definitions, int[] repetitions)
-    {
-        var (v, e) = (0, 0);
-        foreach (var row in rows)
-        {
-            var output = row.Outputs?[column];
-            if (output is null || output.Length == 0)
-            {
-                definitions[e] = defined - 1;
-                repetitions[e++] = 0;
-                continue;
-            }
-
-            output.CopyTo(values, v);
-            v += output.Length;
-            for (var i = 0; i < output.Length; i++)
-            {
-                definitions[e] = defined;
-                repetitions[e++] = i == 0 ? 0 : 1;
-            }
         }
     }
 

@@ -1,3 +1,5 @@
+using InferPool.Onnx.Tensors;
+
 namespace InferPool.Jobs.Parts;
 
 /// <summary>One output row: an item's key, status, reason, model outputs, and where it ran.</summary>
@@ -18,8 +20,11 @@ public sealed record ResultRow
     /// <summary>The failure's kind, for counting failures by reason (an exception type name, or <c>InvalidOutput</c>).</summary>
     public string? ErrorType { get; init; }
 
-    /// <summary>One float list per output column, when the item succeeded and its outputs are numbers.</summary>
-    public IReadOnlyList<float[]>? Outputs { get; init; }
+    /// <summary>One tensor per output column (values and the item's shape), when the item succeeded and its outputs are numbers.</summary>
+    public IReadOnlyList<TensorData>? Outputs { get; init; }
+
+    /// <summary>Whether preparation cut the item to fit the model (a text over the token limit).</summary>
+    public bool Truncated { get; init; }
 
     /// <summary>The output as JSON text, for a job whose one column is JSON.</summary>
     public string? Json { get; init; }
