@@ -14,6 +14,12 @@ using InferPool.Onnx;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.ML.OnnxRuntime;
 
+if (args.Contains("--text"))
+{
+    await TextBench.RunAsync(Arg("--rounds", 3), args.Contains("--texts") ? args[Array.IndexOf(args, "--texts") + 1] : null);
+    return;
+}
+
 var repeat = Arg("--repeat", 10);
 var rounds = Arg("--rounds", 3);
 var cores = Environment.ProcessorCount;
@@ -75,7 +81,7 @@ if (args.Contains("--write-cost"))
 {
     // What committing results costs on the consumer thread: one part of 500 rows of 512 floats.
     var random = new Random(1);
-    var rows = Enumerable.Range(0, 500).Select(i => new ResultRow { Key = $"img-{i}.png", Ok = true, Outputs = [[.. Enumerable.Range(0, 512).Select(_ => random.NextSingle())]], Device = "cpu", Replica = "cpu#0", Attempts = 1 }).ToList();
+    var rows = Enumerable.Range(0, 500).Select(i => new ResultRow { Key = $"img-{i}.png", Ok = true, Outputs = [InferPool.Onnx.Tensors.TensorData.Create(Enumerable.Range(0, 512).Select(_ => random.NextSingle()).ToArray(), 512)], Device = "cpu", Replica = "cpu#0", Attempts = 1 }).ToList();
     foreach (var format in new[] { "parquet", "jsonl" })
     {
         var writer = OutputFormat.Parse(format);

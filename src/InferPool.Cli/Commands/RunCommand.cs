@@ -97,14 +97,16 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
     /// <summary>The job the settings describe: the command line wins over a tuned config, which wins over the defaults.</summary>
     private static (JobOptions Options, TunedConfig? Tuned) Resolve(RunSettings settings, ILogger logger)
     {
-        var input = InputSource.Open(settings.Input ?? ToolFiles.SampleImages, forWorker: settings.Worker is not null);
+        var input = settings.IsText
+            ? InputSource.OpenTexts(settings.Input ?? ToolFiles.SampleTexts, settings.Column)
+            : InputSource.Open(settings.Input ?? ToolFiles.SampleImages, forWorker: settings.Worker is not null);
         var inventory = NvmlDeviceInventory.Discover();
         if (settings.Worker is not null && settings.Config is not null)
         {
             throw new InvalidOperationException("--config holds what 'inferpool tune' measured for an ONNX model; it does not apply to --worker.");
         }
 
-        var onnx = settings.Worker is null ? LoadModel(settings.Model ?? ModelChoice.BuiltInName, logger) : null;
+        JobEngine? onnx = settings.Worker is not null ? null : settings.IsText ? LoadTextModel(settings, logger) : LoadModel(settings.Model ?? ModelChoice.BuiltInName, logger, settings.Pad, settings.MaxBatchTokens);
         var tuned = onnx is null ? null : FindTuned(settings.Config, settings.Output, onnx, inventory, logger);
 
         // A count in --devices (cpu=2) wins over --replicas; the tuned devices apply only when neither is given.
@@ -145,11 +147,25 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
     }
 
     /// <summary>The model named on the command line, with the option named in the message when it cannot be found.</summary>
-    internal static OnnxEngine LoadModel(string model, ILogger logger)
+    internal static OnnxEngine LoadModel(string model, ILogger logger, IReadOnlyList<string>? pad = null, int? maxBatchTokens = null)
     {
         try
         {
-            return OnnxEngine.Load(model, logger);
+            var engine = OnnxEngine.Load(model, logger);
+            if (pad is not { Count: > 0 } && maxBatchTokens is null)
+            {
+                return engine;
+            }
+
+            var values = new Dictionary<string, double>(StringComparer.Ordinal);
+            foreach (var option in pad ?? [])
+            {
+                values[PadOption.TryParse(option, out var input, out var value) ? input : option] = engine.Onnx.Inputs.Any(i => i.Name == input)
+                    ? value
+                    : throw new ArgumentException($"--pad {option}: the model has no input '{input}'; its inputs are {string.Join(", ", engine.Onnx.Inputs.Select(i => i.Name))}.");
+            }
+
+            return new OnnxEngine(engine.Model, engine.Onnx) { TensorBatching = new Onnx.Tensors.TensorBatching { PadValues = values, MaxBatchTokens = maxBatchTokens } };
         }
         catch (FileNotFoundException ex) when (!string.Equals(model, ModelChoice.BuiltInName, StringComparison.OrdinalIgnoreCase))
         {
@@ -157,12 +173,39 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
         }
     }
 
-    /// <summary>The tuned config to use (<see cref="TunedConfig.Find"/>), with the option named when a named one is refused.</summary>
-    internal static TunedConfig? FindTuned(string? named, string? outputDirectory, OnnxEngine engine, IDeviceInventory inventory, ILogger logger)
+    /// <summary>The text model the settings name, with the option named in the message when a file cannot be found.</summary>
+    internal static TextEngine LoadTextModel(RunSettings settings, ILogger logger)
     {
+        var model = settings.Model ?? TextEngine.BuiltInName;
+        var pooling = settings.Pooling switch
+        {
+            "cls" => Text.TextPooling.Cls,
+            "none" => Text.TextPooling.None,
+            null => (Text.TextPooling?)null,
+            _ => Text.TextPooling.Mean,
+        };
         try
         {
-            return TunedConfig.Find(named, outputDirectory, engine.Model.Path, engine.Onnx.Sha256, inventory, logger);
+            return TextEngine.Load(model, settings.Tokenizer, pooling, settings.MaxTokens, settings.MaxBatchTokens, logger);
+        }
+        catch (FileNotFoundException ex) when (!TextEngine.IsBuiltIn(model))
+        {
+            throw new FileNotFoundException($"{(ex.FileName == settings.Tokenizer || ex.Message.Contains("tokenizer", StringComparison.Ordinal) ? "--tokenizer" : "--model")}: {ex.Message}", ex.FileName, ex);
+        }
+    }
+
+    /// <summary>The tuned config to use (<see cref="TunedConfig.Find"/>), with the option named when a named one is refused.</summary>
+    internal static TunedConfig? FindTuned(string? named, string? outputDirectory, JobEngine engine, IDeviceInventory inventory, ILogger logger)
+    {
+        var (path, sha) = engine switch
+        {
+            OnnxEngine onnx => (onnx.Model.Path, onnx.Onnx.Sha256),
+            TextEngine text => (text.Text.Model.Path, text.Fingerprint),
+            _ => throw new ArgumentException($"No tuned configs for {engine.Name}.", nameof(engine)),
+        };
+        try
+        {
+            return TunedConfig.Find(named, outputDirectory, path, sha, inventory, logger);
         }
         catch (Exception ex) when (ex is FileNotFoundException or InvalidDataException)
         {
@@ -173,7 +216,7 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
     private static string Describe(JobOptions options, InferenceJob job, TunedConfig? tuned)
     {
         var from = tuned is null ? "" : string.Create(CultureInfo.InvariantCulture, $"Using the tuned configuration in {tuned.Source}: {tuned.Devices}, {tuned.Threads} thread(s), batch {tuned.Batch}, {tuned.ItemsPerSecond:F1} items/s measured {tuned.Measured:yyyy-MM-dd}.\n");
-        var verb = options.Engine is WorkerEngine ? "Running" : "Embedding";
+        var verb = options.Engine is WorkerEngine ? "Running" : options.Engine is OnnxEngine { FeedsImages: false } ? "Running" : "Embedding";
         var through = options.Engine is WorkerEngine ? "through" : "with";
         return $"{from}{verb} {options.Input.Description} {through} {options.Engine.Name} on {job.Plan} (batch {job.BatchSize}; {options.Engine.Describe()}).";
     }

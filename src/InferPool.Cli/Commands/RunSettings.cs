@@ -10,7 +10,7 @@ namespace InferPool.Cli.Commands;
 internal sealed class RunSettings : CommandSettings
 {
     [CommandArgument(0, "[INPUT]")]
-    [Description("A folder of images (recursive), a list file of paths, or a .jsonl file of records. Default: the sample images shipped with the tool.")]
+    [Description("A folder of images (recursive), a list file of paths, or a .jsonl file of records (a path, or named tensors in \"inputs\"). For a text model: a file with one text per line, or a .jsonl file of records with a text field. Default: the sample images (or, for a text model, the sample texts) shipped with the tool.")]
     public string? Input { get; init; }
 
     [CommandOption("-o|--output <DIR>")]
@@ -19,8 +19,33 @@ internal sealed class RunSettings : CommandSettings
     public string Output { get; init; } = "inferpool-out";
 
     [CommandOption("--model <MODEL>")]
-    [Description("'resnet18' (built in) or a path to an .onnx file. Default: resnet18")]
+    [Description("'resnet18' (built-in image model), 'minilm' (built-in text embeddings, all-MiniLM-L6-v2) or a path to an .onnx file. Default: resnet18")]
     public string? Model { get; init; }
+
+    [CommandOption("--tokenizer <FILE>")]
+    [Description("Makes --model a text model: its vocab.txt or tokenizer.json (BERT WordPiece). Inputs become texts. Default for minilm: its own; for a model file: vocab.txt next to it when --pooling or --max-tokens is given.")]
+    public string? Tokenizer { get; init; }
+
+    [CommandOption("--pooling <HOW>")]
+    [Description("For a text model: 'mean' (over the attention mask, L2-normalised; default), 'cls' ([CLS] token, L2-normalised) or 'none' (the model's outputs, each cut to the text's tokens).")]
+    public string? Pooling { get; init; }
+
+    [CommandOption("--max-tokens <N>")]
+    [Description("For a text model: the most tokens per text; longer texts are cut and counted. Default: 256 for minilm, 512 otherwise.")]
+    public int? MaxTokens { get; init; }
+
+    [CommandOption("--max-batch-tokens <N>")]
+    [Description("For a text model (or a model padded with --pad): the most tokens in one model call, rows × the longest item in it. Each batch is sorted by length and cut at this many. Default: 4096.")]
+    public int? MaxBatchTokens { get; init; }
+
+    [CommandOption("--pad <INPUT=VALUE>")]
+    [Description("For a model of any inputs: the value that pads INPUT, so that items of different lengths (a symbolic dimension other than the batch) share calls. Repeat for each input. Without it such items run in groups of equal shape.")]
+    public string[] Pad { get; init; } = [];
+
+    [CommandOption("--column <NAME>")]
+    [Description("For a text model and a .jsonl input: the field that holds each record's text. Default: text")]
+    [DefaultValue("text")]
+    public string Column { get; init; } = "text";
 
     [CommandOption("--worker <COMMAND>")]
     [Description("Run the items through worker processes started with this shell command (any language; docs/worker-protocol.md) instead of an ONNX model: one process per replica, each sent absolute paths or whole JSONL records.")]
@@ -184,9 +209,24 @@ internal sealed class RunSettings : CommandSettings
             return ValidationResult.Error("--max-pixels and --part-rows must be at least 1.");
         }
 
-        if (Worker is not null && Model is not null)
+        if (Pooling is not (null or "mean" or "cls" or "none"))
         {
-            return ValidationResult.Error("--worker and --model contradict each other: a worker loads its own model.");
+            return ValidationResult.Error($"--pooling '{Pooling}' is not supported: use mean, cls or none.");
+        }
+
+        if (MaxTokens is < 2 || MaxBatchTokens is < 1)
+        {
+            return ValidationResult.Error("--max-tokens must be at least 2 and --max-batch-tokens at least 1.");
+        }
+
+        if (Pad.FirstOrDefault(p => !PadOption.TryParse(p, out _, out _)) is { } badPad)
+        {
+            return ValidationResult.Error($"--pad '{badPad}' is not INPUT=VALUE with a number, e.g. --pad input_ids=0.");
+        }
+
+        if (Worker is not null && (Model is not null || Tokenizer is not null))
+        {
+            return ValidationResult.Error("--worker contradicts --model and --tokenizer: a worker loads its own model.");
         }
 
         if (Worker is not null && string.IsNullOrWhiteSpace(Worker))
@@ -215,5 +255,20 @@ internal sealed class RunSettings : CommandSettings
         }
 
         return DevicesOption.Validate(Devices);
+    }
+
+    /// <summary>True when the settings ask for a text model: minilm, or a tokenizer or pooling given.</summary>
+    public bool IsText => Worker is null && (Jobs.Engines.TextEngine.IsBuiltIn(Model) || Tokenizer is not null || Pooling is not null || MaxTokens is not null);
+}
+
+/// <summary>Parses <c>--pad INPUT=VALUE</c>.</summary>
+internal static class PadOption
+{
+    public static bool TryParse(string text, out string input, out double value)
+    {
+        var at = text.LastIndexOf('=');
+        input = at > 0 ? text[..at] : "";
+        value = 0;
+        return at > 0 && double.TryParse(text[(at + 1)..], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out value);
     }
 }

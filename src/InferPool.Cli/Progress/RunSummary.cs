@@ -19,7 +19,7 @@ internal sealed class RunSummary(IAnsiConsole console, TextWriter errors)
             return;
         }
 
-        var onnx = job.Engine is OnnxEngine;
+        var onnx = job.Engine is not WorkerEngine;
         console.WriteLine();
         if (s.Items == 0 && s.Skipped == 0 && !s.Interrupted)
         {
@@ -33,6 +33,11 @@ internal sealed class RunSummary(IAnsiConsole console, TextWriter errors)
         }
 
         console.WriteLine($"{(s.Interrupted || s.StoppedOnFailure ? "Stopped early" : "Done")}: {s.Items} items, {s.Items - s.Failed} ok, {s.Failed} failed in {ProgressDisplay.Duration(s.Elapsed)} ({s.ItemsPerSecond:F1} items/s).");
+        if (s.Truncated > 0)
+        {
+            console.WriteLine($"  {s.Truncated} item(s) were longer than the model takes and were cut to fit (their column truncated is true).");
+        }
+
         foreach (var d in s.Final.Devices)
         {
             var share = s.Items == 0 ? 0 : (double)d.Items / s.Items;

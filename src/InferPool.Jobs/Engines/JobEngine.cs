@@ -22,6 +22,13 @@ public abstract class JobEngine
     /// <summary>The most items one model call takes, or null when there is no limit.</summary>
     public virtual int? MaxBatchSize => null;
 
+    /// <summary>
+    /// The batch size a job uses when none is given, or null for the defaults (<see cref="JobDefaults"/>). A text engine
+    /// asks for more, since its batches are the window it sorts by length.
+    /// </summary>
+    /// <param name="plan">Where the replicas run.</param>
+    public virtual int? DefaultBatchSize(Devices.ReplicaPlan plan) => null;
+
     /// <summary>What a job's first line says about how items run here (e.g. its batching).</summary>
     public abstract string Describe();
 

@@ -25,6 +25,7 @@ public sealed class InputSource
     private readonly string _path;
     private readonly Kind _kind;
     private readonly bool _forWorker;
+    private readonly string _textField = "text";
 
     private InputSource(string path, Kind kind, bool forWorker)
     {
@@ -33,15 +34,26 @@ public sealed class InputSource
         _forWorker = forWorker;
     }
 
+    private InputSource(string path, Kind kind, string textField)
+        : this(path, kind, forWorker: false)
+    {
+        _textField = textField;
+    }
+
     private enum Kind
     {
         Folder,
         List,
         Jsonl,
+        TextLines,
+        TextJsonl,
     }
 
     /// <summary>What the source is, for summaries: e.g. "folder samples/images".</summary>
-    public string Description => $"{_kind switch { Kind.Folder => "folder", Kind.List => "list file", _ => "JSONL file" }} {_path}";
+    public string Description => $"{_kind switch { Kind.Folder => "folder", Kind.List => "list file", Kind.TextLines => "text file", _ => "JSONL file" }} {_path}";
+
+    /// <summary>True when the items are texts (<see cref="InputItem.Text"/>), for a text model.</summary>
+    public bool HoldsTexts => _kind is Kind.TextLines or Kind.TextJsonl;
 
     /// <summary>The full path of the input.</summary>
     public string FullPath => System.IO.Path.GetFullPath(_path);
@@ -70,6 +82,26 @@ public sealed class InputSource
         return new InputSource(path, path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase) ? Kind.Jsonl : Kind.List, forWorker);
     }
 
+    /// <summary>
+    /// Opens texts for a text model: a .jsonl file of records with a text field (keyed by their <c>key</c> field, else
+    /// <c>line N</c>), or any other file with one text per line (keyed by line number, from 1). Every line is an item: an
+    /// empty line, a line that is not valid UTF-8, a record that is not JSON or has no text fails alone, with its reason.
+    /// </summary>
+    /// <param name="path">The file.</param>
+    /// <param name="textField">The field of a JSONL record that holds its text.</param>
+    /// <exception cref="FileNotFoundException">The file does not exist (a folder is not a text input).</exception>
+    public static InputSource OpenTexts(string path, string textField = "text")
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        ArgumentException.ThrowIfNullOrEmpty(textField);
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"The text input '{path}' does not exist (expected a file with one text per line, or a .jsonl file of records with a \"{textField}\" field).", path);
+        }
+
+        return new InputSource(path, path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase) ? Kind.TextJsonl : Kind.TextLines, textField);
+    }
+
     /// <summary>The items, read lazily.</summary>
     /// <param name="cancellationToken">Stops the reading.</param>
     public IAsyncEnumerable<InputItem> ReadAsync(CancellationToken cancellationToken = default) => ReadAsync(0, null, cancellationToken);
@@ -87,6 +119,8 @@ public sealed class InputSource
         {
             Kind.Folder => SkipLong(WalkFolder(_path, _forWorker), first).Select(f => new InputItem { Key = Relative(f), Path = f }),
             Kind.List => ReadList(first),
+            Kind.TextLines => ReadTextLines(first),
+            Kind.TextJsonl => ReadTextRecords(first),
             _ => ReadJsonl(first),
         };
         return Stream(count is { } n ? TakeLong(items, n) : items, cancellationToken);
@@ -164,7 +198,7 @@ public sealed class InputSource
     }
 
     /// <summary>Counts the items without reading them, for progress and ETA.</summary>
-    public long Count() => _kind == Kind.Folder ? WalkFolder(_path, _forWorker).LongCount() : ScanRecordLines(_path, long.MaxValue).LongCount();
+    public long Count() => _kind == Kind.Folder ? WalkFolder(_path, _forWorker).LongCount() : ScanRecordLines(_path, long.MaxValue, _kind == Kind.TextLines).LongCount();
 
     /// <summary>Files under a folder: each directory's files sorted by ordinal name, then its subdirectories, so the order is stable and nothing is held in memory beyond one directory.</summary>
     private static IEnumerable<string> WalkFolder(string root, bool everyFile)
@@ -208,6 +242,56 @@ public sealed class InputSource
 
             var entry = text.Trim();
             yield return new InputItem { Key = entry, Path = System.IO.Path.Combine(baseDir, entry) };
+        }
+    }
+
+    private IEnumerable<InputItem> ReadTextLines(long first)
+    {
+        foreach (var (number, bytes) in ReadRecordLines(_path, first, everyLine: true))
+        {
+            var key = number.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            yield return TryDecode(bytes, out var text)
+                ? new InputItem { Key = key, Text = text }
+                : InputItem.Unusable(key, $"Line {number} of {_path} is not valid UTF-8.");
+        }
+    }
+
+    private IEnumerable<InputItem> ReadTextRecords(long first)
+    {
+        foreach (var (number, bytes) in ReadRecordLines(_path, first))
+        {
+            var key = $"line {number}";
+            if (!TryDecode(bytes, out _))
+            {
+                yield return InputItem.Unusable(key, $"Line {number} of {_path} is not valid UTF-8.");
+                continue;
+            }
+
+            InputItem item;
+            try
+            {
+                using var doc = JsonDocument.Parse(bytes);
+                var root = doc.RootElement;
+                if (root.ValueKind != JsonValueKind.Object)
+                {
+                    item = InputItem.Unusable(key, $"Line {number} of {_path} is a JSON {root.ValueKind}, not a record object.");
+                }
+                else
+                {
+                    key = root.TryGetProperty("key", out var k) && k.ValueKind is JsonValueKind.String or JsonValueKind.Number ? k.ToString() : key;
+                    item = !root.TryGetProperty(_textField, out var text)
+                        ? InputItem.Unusable(key, $"Line {number} of {_path} has no \"{_textField}\" field.")
+                        : text.ValueKind != JsonValueKind.String
+                            ? InputItem.Unusable(key, $"Line {number} of {_path}: \"{_textField}\" is a JSON {text.ValueKind}, not a string.")
+                            : new InputItem { Key = key, Text = text.GetString() };
+                }
+            }
+            catch (JsonException ex)
+            {
+                item = InputItem.Unusable(key, $"Line {number} of {_path} is not valid JSON: {ex.Message}");
+            }
+
+            yield return item;
         }
     }
 
@@ -273,11 +357,11 @@ public sealed class InputSource
     }
 
     /// <summary>
-    /// The lines that hold a record (not blank, not a # comment), numbered from 1 among all lines. Records before the
-    /// <paramref name="first"/>th come with null bytes: they are scanned for their line end and never copied, so
-    /// counting and skipping cost no allocation per line.
+    /// The lines that hold a record (not blank, not a # comment; or, with <paramref name="everyLine"/>, every line),
+    /// numbered from 1 among all lines. Records before the <paramref name="first"/>th come with null bytes: they are
+    /// scanned for their line end and never copied, so counting and skipping cost no allocation per line.
     /// </summary>
-    private static IEnumerable<(long Number, byte[]? Bytes)> ScanRecordLines(string path, long first)
+    private static IEnumerable<(long Number, byte[]? Bytes)> ScanRecordLines(string path, long first, bool everyLine = false)
     {
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
         var buffer = new byte[1 << 16];
@@ -285,7 +369,8 @@ public sealed class InputSource
         long number = 0;
         long records = 0;
         var atLineStart = true;
-        var isRecord = false;
+        var isRecord = everyLine;
+        var partial = false;
         int read;
         while ((read = stream.Read(buffer)) > 0)
         {
@@ -302,11 +387,13 @@ public sealed class InputSource
 
                     line.Clear();
                     atLineStart = true;
-                    isRecord = false;
+                    isRecord = everyLine;
+                    partial = false;
                     continue;
                 }
 
-                if (atLineStart && b is not ((byte)' ' or (byte)'\t' or (byte)'\r'))
+                partial = true;
+                if (!everyLine && atLineStart && b is not ((byte)' ' or (byte)'\t' or (byte)'\r'))
                 {
                     atLineStart = false;
                     isRecord = b != '#';
@@ -319,15 +406,16 @@ public sealed class InputSource
             }
         }
 
-        if (isRecord)
+        // The last line, when the file does not end with a line break.
+        if (isRecord && partial)
         {
             yield return (number + 1, records >= first ? TrimCr(line) : null);
         }
     }
 
-    private static IEnumerable<(long Number, byte[] Bytes)> ReadRecordLines(string path, long first)
+    private static IEnumerable<(long Number, byte[] Bytes)> ReadRecordLines(string path, long first, bool everyLine = false)
     {
-        foreach (var (number, bytes) in ScanRecordLines(path, first))
+        foreach (var (number, bytes) in ScanRecordLines(path, first, everyLine))
         {
             if (bytes is not null)
             {

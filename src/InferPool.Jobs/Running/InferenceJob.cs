@@ -47,7 +47,7 @@ public sealed class InferenceJob
         _logger = logger ?? NullLogger.Instance;
         _timeProvider = timeProvider ?? TimeProvider.System;
         Plan = options.Plan ?? JobDefaults.Plan(NvmlDeviceInventory.Discover(), threads: options.IntraOpThreads);
-        var batch = options.BatchSize ?? JobDefaults.Batch(Plan);
+        var batch = options.BatchSize ?? options.Engine.DefaultBatchSize(Plan) ?? JobDefaults.Batch(Plan);
         BatchSize = Math.Min(batch, options.Engine.MaxBatchSize ?? batch);
         if (BatchSize < batch && options.BatchSize is not null)
         {
@@ -161,9 +161,11 @@ public sealed class InferenceJob
             skipped++;
             return false;
         });
+        long truncated = 0;
         await foreach (var row in session.RunAsync(input, pool, cancellationToken).ConfigureAwait(false))
         {
             items++;
+            truncated += row.Truncated ? 1 : 0;
             if (!row.Ok)
             {
                 failed++;
@@ -198,6 +200,7 @@ public sealed class InferenceJob
         {
             Items = items,
             Failed = failed,
+            Truncated = truncated,
             Elapsed = _timeProvider.GetElapsedTime(started),
             Final = Monitor.Snapshot(),
             Parts = writer.Parts,

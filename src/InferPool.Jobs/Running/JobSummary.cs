@@ -14,6 +14,9 @@ public sealed record JobSummary
     /// <summary>Items of this run that failed.</summary>
     public long Failed { get; init; }
 
+    /// <summary>Items that ran but were cut to fit the model (texts over the token limit).</summary>
+    public long Truncated { get; init; }
+
     /// <summary>How long the run took.</summary>
     public TimeSpan Elapsed { get; init; }
 
