@@ -18,9 +18,12 @@ public sealed class WordPieceTokenizer : IDisposable
 
     private readonly ThreadLocal<BertTokenizer> _tokenizers;
 
-    private WordPieceTokenizer(string path, Func<BertTokenizer> load)
+    private readonly bool _stripAccents;
+
+    private WordPieceTokenizer(string path, Func<BertTokenizer> load, bool stripAccents)
     {
         Path = path;
+        _stripAccents = stripAccents;
         var first = load();
         _tokenizers = new ThreadLocal<BertTokenizer>(load);
         _tokenizers.Value = first;
@@ -43,7 +46,10 @@ public sealed class WordPieceTokenizer : IDisposable
 
     /// <summary>Loads a vocabulary: a BERT <c>vocab.txt</c> (one token per line), or a Hugging Face <c>tokenizer.json</c> with a WordPiece model.</summary>
     /// <param name="path">The file.</param>
-    /// <param name="lowercase">Lower-case and strip accents before splitting (uncased models); ignored for tokenizer.json, which says itself.</param>
+    /// <param name="lowercase">
+    /// Lower-case and strip accents before splitting (uncased models), with this library's own Unicode table, so that
+    /// the ids are the same with or without ICU; ignored for tokenizer.json, which says itself.
+    /// </param>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="InvalidDataException">The file is not a vocabulary.</exception>
     public static WordPieceTokenizer Load(string path, bool lowercase = true)
@@ -75,7 +81,7 @@ public sealed class WordPieceTokenizer : IDisposable
 
         try
         {
-            return new WordPieceTokenizer(path, Load);
+            return new WordPieceTokenizer(path, Load, lowercase && !json);
         }
         catch (Exception ex) when (ex is ArgumentException or InvalidOperationException or FormatException or System.Text.Json.JsonException or KeyNotFoundException or InvalidDataException)
         {
@@ -92,12 +98,16 @@ public sealed class WordPieceTokenizer : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(maxTokens, 2);
         var cut = (long)maxTokens * CharactersPerToken;
         var input = text.Length > cut ? text[..(int)cut] : text;
+        if (_stripAccents)
+        {
+            input = AccentStripping.Apply(input);
+        }
 
         // One token more than allowed tells a text that fits from one that was cut.
         var ids = new long[maxTokens + 1];
         var mask = new long[maxTokens + 1];
         var count = _tokenizers.Value!.Encode(input, ids, mask);
-        if (count <= maxTokens && input.Length == text.Length)
+        if (count <= maxTokens && text.Length <= cut)
         {
             return new TokenizedText(count == ids.Length ? ids : ids[..count], Truncated: false);
         }

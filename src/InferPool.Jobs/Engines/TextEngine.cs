@@ -24,11 +24,17 @@ public sealed class TextEngine : JobEngine
     /// <summary>The most tokens per text for a model other than the built-in one, unless told otherwise (BERT's 512).</summary>
     public const int DefaultMaxTokens = 512;
 
-    /// <summary>The most tokens per model call, unless told otherwise.</summary>
-    public const int DefaultMaxBatchTokens = 4096;
+    /// <summary>
+    /// The most tokens per model call, unless told otherwise. On 2 CPU cores, over the 1,963 sample texts with a window of
+    /// 512: 2,048 took 16.0 s, 4,096 18.4 s, 8,192 22.4 s (wider calls pay for more padding than they save in overhead).
+    /// </summary>
+    public const int DefaultMaxBatchTokens = 2048;
 
-    /// <summary>The batch (the window sorted by length) when none is given.</summary>
-    public const int DefaultBatch = 64;
+    /// <summary>
+    /// The batch when none is given: the window of texts that is sorted by length and cut into calls. Wider windows pad
+    /// less: 64 took 27.9 s over the sample texts, 256 18.9 s, 1,024 16.9 s (2 CPU cores).
+    /// </summary>
+    public const int DefaultBatch = 512;
 
     private const int MiniLMMaxTokens = 256;
 

@@ -1,0 +1,166 @@
+using System.Text.Json;
+using InferPool.Onnx.Tensors;
+using Microsoft.ML.OnnxRuntime;
+using Parquet;
+
+namespace InferPool.Cli.Tests;
+
+/// <summary>`inferpool run` on models with several inputs and outputs of other types, from JSONL records of named tensors.</summary>
+public sealed class AnyModelTests : TempFolderTest
+{
+    private const string MixedRecords = """
+        {"key": "a", "inputs": {"x": [1.5, 2, 3], "n": [1, 2, 3]}}
+        {"key": "b", "inputs": {"x": [[1, 2, 3], [-4, 5, 6]], "n": [[1, 1, 1], [2, 2, 2]]}}
+        {"key": "c", "inputs": {"x": [1, 2, 3], "n": [1.5, 2, 3]}}
+        {"key": "d", "inputs": {"x": [1, 2], "n": [1, 2]}}
+        {"key": "e", "inputs": {"x": [1, 2, 3]}}
+        {"key": "f", "inputs": {"x": [-1, 0, 1], "n": [9007199254740993, 0, -7]}}
+        {"key": "g", "inputs": {"x": [1, "two", 3], "n": [1, 2, 3]}}
+        {"key": "h", "inputs": {"x": [[1, 2, 3], [4, 5]], "n": [[1, 1, 1], [2, 2, 2]]}}
+        """;
+
+    [Fact]
+    public async Task Run_TwoInputModelFromJsonl_EqualsOnnxRuntimeAndFailsBadRecordsAlone()
+    {
+        var model = Onnx.Tests.TinyModels.Mixed(Dir);
+        Write("in.jsonl", MixedRecords);
+
+        var (code, stdout, stderr) = await Cli.RunAsync(Dir, "run", "in.jsonl", "--model", model, "-o", "out", "--format", "jsonl", "--batch", "4");
+
+        Assert.True(code == 1, stdout + stderr);
+        var rows = ReadJsonl(Path.Combine(Dir, "out"));
+        Assert.Equal(8, rows.Count);
+        using var session = new InferenceSession(model);
+        foreach (var key in new[] { "a", "b", "f" })
+        {
+            var record = JsonDocument.Parse(MixedRecords.Split('\n').Single(l => l.Contains($"\"{key}\"", StringComparison.Ordinal))).RootElement.GetProperty("inputs");
+            var whole = record.GetProperty("x")[0].ValueKind == JsonValueKind.Array;
+            var x = Flatten(record.GetProperty("x")).Select(e => e.GetSingle()).ToArray();
+            var n = Flatten(record.GetProperty("n")).Select(e => e.GetInt64()).ToArray();
+            using var xv = OrtValue.CreateTensorValueFromMemory(x, [x.Length / 3, 3]);
+            using var nv = OrtValue.CreateTensorValueFromMemory(n, [n.Length / 3, 3]);
+            using var outputs = session.Run(new RunOptions(), ["x", "n"], [xv, nv], ["sum", "twice", "positive"]);
+            var row = rows[key];
+            Assert.Equal("ok", row.GetProperty("status").GetString());
+            Assert.Equal(outputs[0].GetTensorDataAsSpan<float>().ToArray(), Flatten(row.GetProperty("sum")).Select(e => e.GetSingle()));
+            Assert.Equal(outputs[1].GetTensorDataAsSpan<long>().ToArray(), Flatten(row.GetProperty("twice")).Select(e => e.GetInt64()));
+            Assert.Equal(outputs[2].GetTensorDataAsSpan<bool>().ToArray(), Flatten(row.GetProperty("positive")).Select(e => e.GetBoolean()));
+
+            // A whole input keeps its batch dimension in the output; one item has none.
+            Assert.Equal(whole ? JsonValueKind.Array : JsonValueKind.Number, row.GetProperty("sum")[0].ValueKind);
+        }
+
+        Assert.Equal(18014398509481986, rows["f"].GetProperty("twice")[0].GetInt64());
+        Assert.Contains("Input n holds 1.5, which is not a int64 value", Error(rows["c"]), StringComparison.Ordinal);
+        Assert.Contains("model input x Float [N,3] fixes dimension 1 at 3", Error(rows["d"]), StringComparison.Ordinal);
+        Assert.Contains("no tensor for input n", Error(rows["e"]), StringComparison.Ordinal);
+        Assert.Contains("Input x holds the string \"two\"", Error(rows["g"]), StringComparison.Ordinal);
+        Assert.Contains("Input x is ragged", Error(rows["h"]), StringComparison.Ordinal);
+        Assert.Contains("twice (int64)", stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Run_TypedOutputsToParquet_StoreTypedListsAndTheirShapes()
+    {
+        var model = Onnx.Tests.TinyModels.Mixed(Dir);
+        Write("in.jsonl", MixedRecords);
+
+        var (code, stdout, stderr) = await Cli.RunAsync(Dir, "run", "in.jsonl", "--model", model, "-o", "out", "-q");
+
+        Assert.True(code == 1, stdout + stderr);
+        var part = Directory.GetFiles(Path.Combine(Dir, "out"), "part-*.parquet").Single();
+        await using var stream = File.OpenRead(part);
+        await using var reader = await ParquetReader.CreateAsync(stream);
+        Assert.Equal("[3]", reader.CustomMetadata["inferpool.shape.sum"]);
+        Assert.Equal("[3]", reader.CustomMetadata["inferpool.shape.twice"]);
+        var rows = await PartFiles.ReadParquetAsync(Path.Combine(Dir, "out"));
+        Assert.Equal([2L, 4, 6], ((System.Collections.IEnumerable)rows["a"]["twice"]).Cast<long>());
+        Assert.Equal([true, true, true, false, true, true], ((System.Collections.IEnumerable)rows["b"]["positive"]).Cast<bool>());
+        Assert.Empty((System.Collections.IEnumerable)rows["c"]["twice"] is System.Collections.IEnumerable e ? e.Cast<object>() : []);
+    }
+
+    [Fact]
+    public async Task Run_ItemsOfDifferentLengthsWithPad_ShareCallsAndKeepTheirOwnShapes()
+    {
+        var model = Onnx.Tests.TinyModels.Sequence(Dir);
+        var random = new Random(3);
+        var lines = Enumerable.Range(0, 30).Select(i =>
+        {
+            var ids = Enumerable.Range(0, 1 + random.Next(12)).Select(_ => random.Next(1, 1000)).ToArray();
+            return JsonSerializer.Serialize(new { key = $"t{i}", inputs = new { ids, mask = ids.Select(_ => 1) } });
+        }).ToArray();
+        Write("in.jsonl", string.Join('\n', lines));
+
+        var (code, stdout, stderr) = await Cli.RunAsync(Dir, "run", "in.jsonl", "--model", model, "-o", "out", "--batch", "16", "--pad", "ids=0", "--pad", "mask=0", "--max-batch-tokens", "40", "-q");
+
+        Assert.True(code == 0, stdout + stderr);
+        var rows = await PartFiles.ReadParquetAsync(Path.Combine(Dir, "out"));
+        await using (var stream = File.OpenRead(Directory.GetFiles(Path.Combine(Dir, "out"), "part-*.parquet").Single()))
+        {
+            await using var reader = await ParquetReader.CreateAsync(stream);
+            Assert.Equal("[?]", reader.CustomMetadata["inferpool.shape.tokens"]);
+            Assert.Equal("[]", reader.CustomMetadata["inferpool.shape.total"]);
+        }
+
+        foreach (var line in lines)
+        {
+            var record = JsonDocument.Parse(line).RootElement;
+            var ids = record.GetProperty("inputs").GetProperty("ids").EnumerateArray().Select(e => e.GetInt64()).ToArray();
+            var row = rows[record.GetProperty("key").GetString()!];
+            Assert.Equal(ids.Select(v => (float)v), ((System.Collections.IEnumerable)row["tokens"]).Cast<float>());
+            Assert.Equal([(long)ids.Length], ((System.Collections.IEnumerable)row["tokens_shape"]).Cast<long>());
+            Assert.Equal([ids.Sum()], ((System.Collections.IEnumerable)row["total"]).Cast<long>());
+        }
+    }
+
+    [Fact]
+    public async Task Run_PadForAnInputTheModelLacks_ExitsTwoNamingIt()
+    {
+        var model = Onnx.Tests.TinyModels.Sequence(Dir);
+        Write("in.jsonl", "{\"inputs\": {\"ids\": [1], \"mask\": [1]}}\n");
+
+        var (code, _, stderr) = await Cli.RunAsync(Dir, "run", "in.jsonl", "--model", model, "--pad", "input_ids=0", "-q");
+
+        Assert.Equal(2, code);
+        Assert.Contains("--pad input_ids=0: the model has no input 'input_ids'; its inputs are ids, mask.", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Run_ModelWithAStringInput_ExitsTwoNamingTheInput()
+    {
+        var model = Onnx.Tests.TinyModels.StringInput(Dir);
+        Write("in.jsonl", "{\"input\": [\"a\"]}\n");
+
+        var (code, _, stderr) = await Cli.RunAsync(Dir, "run", "in.jsonl", "--model", model, "-q");
+
+        Assert.Equal(2, code);
+        Assert.Contains("input 'text' has element type String", stderr, StringComparison.Ordinal);
+        Assert.Single(stderr.Trim().Split('\n'));
+    }
+
+    [Fact]
+    public async Task Run_TextModelFromTheCommandLine_WritesEmbeddingsAndCountsCutTexts()
+    {
+        Write("texts.txt", "A man is eating food.\n" + string.Concat(Enumerable.Repeat("many words here ", 400)) + "\n\n");
+
+        var (code, stdout, stderr) = await Cli.RunAsync(Dir, "run", "texts.txt", "--model", "minilm", "--pooling", "cls", "-o", "out", "--format", "jsonl");
+
+        Assert.True(code == 1, stdout + stderr);
+        Assert.Contains("1 item(s) were longer than the model takes and were cut to fit", stdout, StringComparison.Ordinal);
+        Assert.Contains("cls pooling, up to 256 tokens per text", stdout, StringComparison.Ordinal);
+        var rows = ReadJsonl(Path.Combine(Dir, "out"));
+        Assert.Equal(384, rows["1"].GetProperty("embedding").GetArrayLength());
+        Assert.True(rows["2"].GetProperty("truncated").GetBoolean());
+        Assert.Contains("The text is empty.", Error(rows["3"]), StringComparison.Ordinal);
+    }
+
+    private static Dictionary<string, JsonElement> ReadJsonl(string output) =>
+        Directory.GetFiles(output, "part-*.jsonl").SelectMany(File.ReadAllLines)
+            .Select(l => JsonDocument.Parse(l).RootElement)
+            .ToDictionary(r => r.GetProperty("key").GetString()!, StringComparer.Ordinal);
+
+    private static string Error(JsonElement row) => row.GetProperty("error").GetString() ?? "";
+
+    private static IEnumerable<JsonElement> Flatten(JsonElement value) =>
+        value.ValueKind == JsonValueKind.Array ? value.EnumerateArray().SelectMany(Flatten) : [value];
+}
