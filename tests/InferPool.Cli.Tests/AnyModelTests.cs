@@ -154,6 +154,86 @@ public sealed class AnyModelTests : TempFolderTest
         Assert.Contains("The text is empty.", Error(rows["3"]), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Run_CsvTable_ReadsColumnsIntoTheInputAndFailsBadRowsAlone()
+    {
+        var model = Onnx.Tests.TinyModels.Affine(Dir, symbolicBatch: true);
+        Write("table.csv", "id,a,b,c,d,note\nr1,1,2,3,4,x\nr2,0.5,-1,0,2,\"quoted, with comma\"\nr3,1,2\nr4,1,two,3,4,y\n");
+
+        var (code, stdout, stderr) = await Cli.RunAsync(Dir, "run", "table.csv", "--model", model, "--key", "id", "--column", "x=a,b,c,d", "-o", "out", "--format", "jsonl");
+
+        Assert.True(code == 1, stdout + stderr);
+        var rows = ReadJsonl(Path.Combine(Dir, "out"));
+        Assert.Equal([3f, 5, 7, 9], rows["r1"].GetProperty("y").EnumerateArray().Select(e => e.GetSingle()));
+        Assert.Equal([2f, -1, 1, 5], rows["r2"].GetProperty("y").EnumerateArray().Select(e => e.GetSingle()));
+        Assert.Contains("Row 3 of table.csv (line 4) has 3 field(s); the header has 6.", Error(rows["r3"]), StringComparison.Ordinal);
+        Assert.Contains("Input x holds the string \"two\"", Error(rows["r4"]), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Run_TableWithoutAColumnTheJobNeeds_ExitsTwoNamingTheColumnAndTheFile()
+    {
+        var model = Onnx.Tests.TinyModels.Affine(Dir, symbolicBatch: true);
+        Write("table.csv", "id,a,b,c,d\nr1,1,2,3,4\n");
+
+        var missing = await Cli.RunAsync(Dir, "run", "table.csv", "--model", model, "--column", "x=a,b,c,e", "-q");
+        var key = await Cli.RunAsync(Dir, "run", "table.csv", "--model", model, "--key", "name", "-q");
+
+        Assert.Equal(2, missing.ExitCode);
+        Assert.Contains("Column 'e' is not in table.csv; its columns are id, a, b, c, d.", missing.Err, StringComparison.Ordinal);
+        Assert.Equal(2, key.ExitCode);
+        Assert.Contains("Column 'name' is not in table.csv", key.Err, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Run_ParquetTable_StreamsRowGroupsAndMapsInputsByName()
+    {
+        var model = Onnx.Tests.TinyModels.Mixed(Dir);
+        var rows = Enumerable.Range(0, 25).Select(i => new TableRow { Id = $"k{i}", X = [i, -i, 0.5f], N = [i, 2L * i, 3] }).ToList();
+        await using (var stream = File.Create(Path.Combine(Dir, "table.parquet")))
+        {
+            await Parquet.Serialization.ParquetSerializer.SerializeAsync(rows, stream, new Parquet.ParquetOptions { RowGroupSize = 10 });
+        }
+
+        var (code, stdout, stderr) = await Cli.RunAsync(Dir, "run", "table.parquet", "--model", model, "--key", "id", "--batch", "4", "-o", "out", "--format", "jsonl", "-q");
+
+        Assert.True(code == 0, stdout + stderr);
+        var output = ReadJsonl(Path.Combine(Dir, "out"));
+        Assert.Equal(25, output.Count);
+        foreach (var row in rows)
+        {
+            Assert.Equal(row.X.Zip(row.N, (x, n) => x + n), output[row.Id].GetProperty("sum").EnumerateArray().Select(e => e.GetSingle()));
+            Assert.Equal(row.N.Select(n => 2 * n), output[row.Id].GetProperty("twice").EnumerateArray().Select(e => e.GetInt64()));
+        }
+    }
+
+    [Fact]
+    public async Task Run_TextModelOnACsvColumn_EmbedsEachRowKeyedByItsColumn()
+    {
+        Write("texts.csv", "id,body\na,A man is eating food.\nb,\"The cat sat on the mat, quietly.\"\nc,\n");
+
+        var (code, stdout, stderr) = await Cli.RunAsync(Dir, "run", "texts.csv", "--model", "minilm", "--column", "body", "--key", "id", "-o", "out", "--format", "jsonl", "-q");
+
+        Assert.True(code == 1, stdout + stderr);
+        var rows = ReadJsonl(Path.Combine(Dir, "out"));
+        Assert.Equal(384, rows["a"].GetProperty("embedding").GetArrayLength());
+        Assert.Equal(384, rows["b"].GetProperty("embedding").GetArrayLength());
+        Assert.Contains("has no text in column 'body'", Error(rows["c"]), StringComparison.Ordinal);
+    }
+
+    /// <summary>A row of the Parquet table test: its key and one item of each input.</summary>
+    public sealed class TableRow
+    {
+        [System.Text.Json.Serialization.JsonPropertyName("id")]
+        public string Id { get; set; } = "";
+
+        [System.Text.Json.Serialization.JsonPropertyName("x")]
+        public float[] X { get; set; } = [];
+
+        [System.Text.Json.Serialization.JsonPropertyName("n")]
+        public long[] N { get; set; } = [];
+    }
+
     private static Dictionary<string, JsonElement> ReadJsonl(string output) =>
         Directory.GetFiles(output, "part-*.jsonl").SelectMany(File.ReadAllLines)
             .Select(l => JsonDocument.Parse(l).RootElement)

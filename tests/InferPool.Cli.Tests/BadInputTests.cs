@@ -54,7 +54,7 @@ public sealed class BadInputTests : TempFolderTest
         Expect(rows, "deleted.png", "FileNotFoundException: Could not find file");
         Expect(rows, "line 9", "is not valid JSON");
         Expect(rows, "line 10", "is not valid UTF-8");
-        Expect(rows, "nothing", "has neither a \"path\" nor an \"input\" field");
+        Expect(rows, "nothing", "has neither a \"path\" nor an \"input\" or \"inputs\" field");
         Assert.Contains("Failures by reason: InvalidDataException × 8", stdout, StringComparison.Ordinal);
     }
 

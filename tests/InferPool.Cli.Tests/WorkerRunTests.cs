@@ -211,7 +211,7 @@ public sealed class WorkerRunTests : TempFolderTest
         var (code, _, stderr) = await Cli.RunAsync(Dir, "run", "--worker", FileWorker, "--model", "resnet18");
 
         Assert.Equal(2, code);
-        Assert.Contains("--worker and --model contradict each other", stderr, StringComparison.Ordinal);
+        Assert.Contains("--worker contradicts --model and --tokenizer", stderr, StringComparison.Ordinal);
     }
 
     /// <summary>The PyTorch ResNet-18 sample, where an interpreter with torch and Pillow exists (Debian: python3-torch python3-pil).</summary>

@@ -66,7 +66,7 @@ public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderT
             await WaitForAsync(async () => (await store.ProgressAsync("bad", CancellationToken.None))!.Finished);
             await using var bad = database.CreateCommand("SELECT error FROM inferpool_results WHERE job_id = 'bad' AND key = 'short' AND status = 'failed'");
             var error = (string)(await bad.ExecuteScalarAsync())!;
-            Assert.Contains("takes 4 per item", error, StringComparison.Ordinal);
+            Assert.Contains("Input x has shape [2]; model input x Float [N,4] fixes dimension 1 at 4.", error, StringComparison.Ordinal);
             Assert.Matches(@"\(on node [^)]+\)$", error);
             Assert.Equal(1, (await store.ProgressAsync("bad", CancellationToken.None))!.Failed);
         }

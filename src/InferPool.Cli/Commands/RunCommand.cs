@@ -97,9 +97,6 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
     /// <summary>The job the settings describe: the command line wins over a tuned config, which wins over the defaults.</summary>
     private static (JobOptions Options, TunedConfig? Tuned) Resolve(RunSettings settings, ILogger logger)
     {
-        var input = settings.IsText
-            ? InputSource.OpenTexts(settings.Input ?? ToolFiles.SampleTexts, settings.Column)
-            : InputSource.Open(settings.Input ?? ToolFiles.SampleImages, forWorker: settings.Worker is not null);
         var inventory = NvmlDeviceInventory.Discover();
         if (settings.Worker is not null && settings.Config is not null)
         {
@@ -107,6 +104,7 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
         }
 
         JobEngine? onnx = settings.Worker is not null ? null : settings.IsText ? LoadTextModel(settings, logger) : LoadModel(settings.Model ?? ModelChoice.BuiltInName, logger, settings.Pad, settings.MaxBatchTokens);
+        (var input, onnx) = OpenInput(settings, onnx);
         var tuned = onnx is null ? null : FindTuned(settings.Config, settings.Output, onnx, inventory, logger);
 
         // A count in --devices (cpu=2) wins over --replicas; the tuned devices apply only when neither is given.
@@ -144,6 +142,38 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
             GpuHeadroom = settings.GpuHeadroom,
         };
         return (options, tuned);
+    }
+
+    /// <summary>
+    /// The input the settings name, opened for the engine: texts for a text model, table rows mapped to the model's inputs
+    /// (the engine comes back with that mapping), whole records for workers, else images or records.
+    /// </summary>
+    private static (InputSource Input, JobEngine? Engine) OpenInput(RunSettings settings, JobEngine? engine)
+    {
+        var path = settings.Input ?? (settings.IsText ? ToolFiles.SampleTexts : ToolFiles.SampleImages);
+        if (!InputSource.IsTable(path))
+        {
+            if (settings.Key is not null || (!settings.IsText && settings.Column.Length > 0))
+            {
+                throw new ArgumentException($"--key and --column INPUT=COLUMNS read tables (.csv, .tsv, .parquet); '{path}' is not one.");
+            }
+
+            return (settings.IsText ? InputSource.OpenTexts(path, settings.TextColumn) : InputSource.Open(path, forWorker: settings.Worker is not null), engine);
+        }
+
+        if (settings.IsText)
+        {
+            return (InputSource.OpenTable(path, new TableOptions { KeyColumn = settings.Key, TextColumn = settings.TextColumn }), engine);
+        }
+
+        var table = InputSource.OpenTable(path, new TableOptions { KeyColumn = settings.Key });
+        if (engine is not OnnxEngine onnx)
+        {
+            return (table, engine);
+        }
+
+        var columns = onnx.MapColumns(settings.InputColumns, table.Columns, settings.Key, path);
+        return (table, new OnnxEngine(onnx.Model, onnx.Onnx) { TensorBatching = onnx.TensorBatching, InputColumns = columns });
     }
 
     /// <summary>The model named on the command line, with the option named in the message when it cannot be found.</summary>

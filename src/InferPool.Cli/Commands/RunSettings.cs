@@ -43,9 +43,12 @@ internal sealed class RunSettings : CommandSettings
     public string[] Pad { get; init; } = [];
 
     [CommandOption("--column <NAME>")]
-    [Description("For a text model and a .jsonl input: the field that holds each record's text. Default: text")]
-    [DefaultValue("text")]
-    public string Column { get; init; } = "text";
+    [Description("For a text model: the field (.jsonl) or column (.csv, .parquet) that holds each text; default text. For a table input and another model: INPUT=COL1,COL2,… reads model input INPUT from those columns (one column: its value; several: one vector); repeat per input. Default: a one-input model reads every column but the key; otherwise each input reads the column of its name.")]
+    public string[] Column { get; init; } = [];
+
+    [CommandOption("--key <COLUMN>")]
+    [Description("For a table input (.csv, .tsv, .parquet): the column that holds each row's key. Default: the row number, from 1.")]
+    public string? Key { get; init; }
 
     [CommandOption("--worker <COMMAND>")]
     [Description("Run the items through worker processes started with this shell command (any language; docs/worker-protocol.md) instead of an ONNX model: one process per replica, each sent absolute paths or whole JSONL records.")]
@@ -224,6 +227,16 @@ internal sealed class RunSettings : CommandSettings
             return ValidationResult.Error($"--pad '{badPad}' is not INPUT=VALUE with a number, e.g. --pad input_ids=0.");
         }
 
+        if (IsText && Column.Length > 1 || (IsText && Column.Any(c => c.Contains('=', StringComparison.Ordinal))))
+        {
+            return ValidationResult.Error("For a text model --column names the one field or column that holds the text, e.g. --column body.");
+        }
+
+        if (!IsText && Column.FirstOrDefault(c => c.IndexOf('=', StringComparison.Ordinal) is < 1 || c.EndsWith('=')) is { } badColumn)
+        {
+            return ValidationResult.Error($"--column '{badColumn}' is not INPUT=COLUMN[,COLUMN…], e.g. --column float_input=a,b,c.");
+        }
+
         if (Worker is not null && (Model is not null || Tokenizer is not null))
         {
             return ValidationResult.Error("--worker contradicts --model and --tokenizer: a worker loads its own model.");
@@ -256,6 +269,14 @@ internal sealed class RunSettings : CommandSettings
 
         return DevicesOption.Validate(Devices);
     }
+
+    /// <summary>The field or column that holds each text, for a text model.</summary>
+    public string TextColumn => Column.Length == 1 ? Column[0] : "text";
+
+    /// <summary>The columns given per model input (<c>--column INPUT=A,B</c>).</summary>
+    public IReadOnlyDictionary<string, IReadOnlyList<string>> InputColumns => IsText
+        ? new Dictionary<string, IReadOnlyList<string>>()
+        : Column.Select(c => c.Split('=', 2)).ToDictionary(p => p[0], p => (IReadOnlyList<string>)[.. p[1].Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)], StringComparer.Ordinal);
 
     /// <summary>True when the settings ask for a text model: minilm, or a tokenizer or pooling given.</summary>
     public bool IsText => Worker is null && (Jobs.Engines.TextEngine.IsBuiltIn(Model) || Tokenizer is not null || Pooling is not null || MaxTokens is not null);

@@ -63,6 +63,51 @@ public sealed class OnnxEngine : JobEngine
     /// <inheritdoc/>
     public override string Describe() => Onnx.BatchingReport;
 
+    /// <summary>
+    /// For table inputs (CSV, Parquet): the columns each model input is read from, by input name; one column is the
+    /// input's value, several are one item's vector. Null reads records' <c>"inputs"</c> (or <c>"input"</c>) field.
+    /// </summary>
+    public IReadOnlyDictionary<string, IReadOnlyList<string>>? InputColumns { get; init; }
+
+    /// <summary>
+    /// The columns each input reads from a table with <paramref name="tableColumns"/>: those <paramref name="given"/>
+    /// (input → columns), else, for a model with one input, every column but the key, else the column named as the input.
+    /// </summary>
+    /// <param name="given">Columns given per input (may be empty).</param>
+    /// <param name="tableColumns">The table's columns.</param>
+    /// <param name="keyColumn">The key column, never an input.</param>
+    /// <param name="table">The table's path, for messages.</param>
+    /// <exception cref="InvalidDataException">A column is not in the table, or an input has none; the message names it and the file.</exception>
+    public IReadOnlyDictionary<string, IReadOnlyList<string>> MapColumns(IReadOnlyDictionary<string, IReadOnlyList<string>> given, IReadOnlyList<string> tableColumns, string? keyColumn, string table)
+    {
+        ArgumentNullException.ThrowIfNull(given);
+        ArgumentNullException.ThrowIfNull(tableColumns);
+        var map = new Dictionary<string, IReadOnlyList<string>>(StringComparer.Ordinal);
+        foreach (var (input, columns) in given)
+        {
+            map[Onnx.Inputs.Any(i => i.Name == input) ? input : throw new InvalidDataException($"Columns are given for '{input}', which is not an input of {Name}; its inputs are {string.Join(", ", Onnx.Inputs.Select(i => i.Name))}.")] = columns;
+        }
+
+        foreach (var input in Onnx.Inputs.Where(i => !map.ContainsKey(i.Name)))
+        {
+            map[input.Name] = Onnx.Inputs.Count == 1
+                ? [.. tableColumns.Where(c => c != keyColumn)]
+                : tableColumns.Contains(input.Name, StringComparer.Ordinal)
+                    ? [input.Name]
+                    : throw new InvalidDataException($"Model input {input.Name} has no column in {table} (its columns are {string.Join(", ", tableColumns)}); name one for it.");
+        }
+
+        foreach (var column in map.Values.SelectMany(c => c))
+        {
+            if (!tableColumns.Contains(column, StringComparer.Ordinal))
+            {
+                throw new InvalidDataException($"Column '{column}' is not in {table}; its columns are {string.Join(", ", tableColumns)}.");
+            }
+        }
+
+        return map;
+    }
+
     /// <summary>How items of different shapes share calls; for a model of any inputs. The base engine never pads.</summary>
     public TensorBatching TensorBatching { get; init; } = new();
 

@@ -38,7 +38,7 @@ public sealed class OnnxInputs
 
         if (item.Record is { } record)
         {
-            var tensors = TensorRecords.Read(record, _engine.Onnx);
+            var tensors = TensorRecords.Read(record, _engine.Onnx, _engine.InputColumns);
             return tensors.Rows == 1
                 ? tensors.Inputs[0].ToFloats()
                 : throw new InvalidDataException($"The record holds {tensors.Rows} items in one tensor; an image model takes one item per record.");
@@ -59,7 +59,7 @@ public sealed class OnnxInputs
         }
 
         return item.Record is { } record
-            ? TensorRecords.Read(record, _engine.Onnx)
+            ? TensorRecords.Read(record, _engine.Onnx, _engine.InputColumns)
             : throw new InvalidDataException(
                 $"'{item.Key}' is a file, but model inputs {string.Join(", ", _engine.Onnx.Inputs)} are not one image: give JSONL records with \"inputs\": {{\"name\": […]}}.");
     }

@@ -18,10 +18,21 @@ public static class TensorRecords
     /// <param name="record">The record.</param>
     /// <param name="model">The model whose inputs the tensors feed.</param>
     /// <exception cref="InvalidDataException">A tensor is missing, ragged, of the wrong rank or shape, or holds a value its input's type cannot hold; the message names the input.</exception>
-    public static TensorItem Read(JsonElement record, OnnxModel model)
+    public static TensorItem Read(JsonElement record, OnnxModel model) => Read(record, model, null);
+
+    /// <summary>
+    /// Reads a record's tensors for <paramref name="model"/>, each input from the record's fields that
+    /// <paramref name="columns"/> maps to it (a table row): one field is the input's value as it is (a number for an input
+    /// of one value per item, else a list), several fields are one item's vector, in the order given.
+    /// </summary>
+    /// <param name="record">The record (a table row: its cells by column name).</param>
+    /// <param name="model">The model whose inputs the tensors feed.</param>
+    /// <param name="columns">The fields of each model input, by input name; null reads <c>"inputs"</c> or <c>"input"</c>.</param>
+    /// <exception cref="InvalidDataException">A field is missing or a value does not fit; the message names the input (and the column).</exception>
+    public static TensorItem Read(JsonElement record, OnnxModel model, IReadOnlyDictionary<string, IReadOnlyList<string>>? columns)
     {
         ArgumentNullException.ThrowIfNull(model);
-        var values = Values(record, model);
+        var values = columns is null ? Values(record, model) : FromColumns(record, model, columns);
         var tensors = new TensorData[model.Inputs.Count];
         bool? whole = null;
         for (var i = 0; i < tensors.Length; i++)
@@ -105,6 +116,45 @@ public static class TensorRecords
         }
 
         throw new InvalidDataException($"The record has no \"inputs\" (or \"input\") field; the model takes {string.Join(", ", model.Inputs.Select(i => i.Name))}.");
+    }
+
+    private static JsonElement[] FromColumns(JsonElement record, OnnxModel model, IReadOnlyDictionary<string, IReadOnlyList<string>> columns)
+    {
+        var values = new JsonElement[model.Inputs.Count];
+        for (var i = 0; i < values.Length; i++)
+        {
+            var spec = model.Inputs[i];
+            if (!columns.TryGetValue(spec.Name, out var names) || names.Count == 0)
+            {
+                throw new InvalidDataException($"No column is given for input {spec.Name}.");
+            }
+
+            var cells = names.Select(name => record.TryGetProperty(name, out var cell)
+                ? cell
+                : throw new InvalidDataException($"The row has no column '{name}' for input {spec.Name}.")).ToArray();
+            if (cells.Length == 1 && (cells[0].ValueKind == JsonValueKind.Array || spec.Shape.Count == 1))
+            {
+                values[i] = cells[0];
+                continue;
+            }
+
+            var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+            using (var writer = new Utf8JsonWriter(buffer))
+            {
+                writer.WriteStartArray();
+                foreach (var cell in cells)
+                {
+                    cell.WriteTo(writer);
+                }
+
+                writer.WriteEndArray();
+            }
+
+            using var document = JsonDocument.Parse(buffer.WrittenMemory);
+            values[i] = document.RootElement.Clone();
+        }
+
+        return values;
     }
 
     /// <summary>A nested array (or a single value) as a tensor of <paramref name="spec"/>'s element type.</summary>

@@ -26,6 +26,8 @@ public sealed class InputSource
     private readonly Kind _kind;
     private readonly bool _forWorker;
     private readonly string _textField = "text";
+    private readonly TableReader? _table;
+    private readonly bool _tableTexts;
 
     private InputSource(string path, Kind kind, bool forWorker)
     {
@@ -40,6 +42,13 @@ public sealed class InputSource
         _textField = textField;
     }
 
+    private InputSource(string path, TableReader table, bool texts)
+        : this(path, Kind.Table, forWorker: false)
+    {
+        _table = table;
+        _tableTexts = texts;
+    }
+
     private enum Kind
     {
         Folder,
@@ -47,13 +56,42 @@ public sealed class InputSource
         Jsonl,
         TextLines,
         TextJsonl,
+        Table,
     }
 
     /// <summary>What the source is, for summaries: e.g. "folder samples/images".</summary>
-    public string Description => $"{_kind switch { Kind.Folder => "folder", Kind.List => "list file", Kind.TextLines => "text file", _ => "JSONL file" }} {_path}";
+    public string Description => $"{_kind switch { Kind.Folder => "folder", Kind.List => "list file", Kind.TextLines => "text file", Kind.Table => "table", _ => "JSONL file" }} {_path}";
 
     /// <summary>True when the items are texts (<see cref="InputItem.Text"/>), for a text model.</summary>
-    public bool HoldsTexts => _kind is Kind.TextLines or Kind.TextJsonl;
+    public bool HoldsTexts => _kind is Kind.TextLines or Kind.TextJsonl || _tableTexts;
+
+    /// <summary>The column names of a table input (CSV or Parquet), in order; empty for other inputs.</summary>
+    public IReadOnlyList<string> Columns => _table?.Columns ?? [];
+
+    /// <summary>
+    /// Opens a CSV (<c>.csv</c>, <c>.tsv</c>) or Parquet (<c>.parquet</c>) file: each row is an item whose record is its
+    /// cells by column name (numbers and booleans as such; a CSV cell that reads as neither is a string, an empty one
+    /// null), or whose text is its text column. CSV streams; Parquet is read one row group at a time.
+    /// </summary>
+    /// <param name="path">The file.</param>
+    /// <param name="table">The key column, the text column, and the columns the job needs.</param>
+    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    /// <exception cref="InvalidDataException">A column the options name is not in the file; the message names it and the file.</exception>
+    public static InputSource OpenTable(string path, TableOptions table)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        ArgumentNullException.ThrowIfNull(table);
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"The table '{path}' does not exist.", path);
+        }
+
+        return new InputSource(path, TableReader.Open(path, table), table.TextColumn is not null);
+    }
+
+    /// <summary>True when <paramref name="path"/> names a table by its extension (.csv, .tsv, .parquet).</summary>
+    /// <param name="path">The input path.</param>
+    public static bool IsTable(string path) => TableReader.IsTable(path);
 
     /// <summary>The full path of the input.</summary>
     public string FullPath => System.IO.Path.GetFullPath(_path);
@@ -74,6 +112,11 @@ public sealed class InputSource
             return new InputSource(path, Kind.Folder, forWorker);
         }
 
+        if (TableReader.IsTable(path) && File.Exists(path))
+        {
+            return OpenTable(path, new TableOptions());
+        }
+
         if (!File.Exists(path))
         {
             throw new FileNotFoundException($"The input '{path}' does not exist (expected a folder of images, a list file, or a .jsonl file).", path);
@@ -84,7 +127,8 @@ public sealed class InputSource
 
     /// <summary>
     /// Opens texts for a text model: a .jsonl file of records with a text field (keyed by their <c>key</c> field, else
-    /// <c>line N</c>), or any other file with one text per line (keyed by line number, from 1). Every line is an item: an
+    /// <c>line N</c>), a CSV or Parquet file with a text column (<see cref="OpenTable"/>), or any other file with one
+    /// text per line (keyed by line number, from 1). Every line is an item: an
     /// empty line, a line that is not valid UTF-8, a record that is not JSON or has no text fails alone, with its reason.
     /// </summary>
     /// <param name="path">The file.</param>
@@ -94,6 +138,11 @@ public sealed class InputSource
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         ArgumentException.ThrowIfNullOrEmpty(textField);
+        if (TableReader.IsTable(path))
+        {
+            return OpenTable(path, new TableOptions { TextColumn = textField });
+        }
+
         if (!File.Exists(path))
         {
             throw new FileNotFoundException($"The text input '{path}' does not exist (expected a file with one text per line, or a .jsonl file of records with a \"{textField}\" field).", path);
@@ -121,6 +170,7 @@ public sealed class InputSource
             Kind.List => ReadList(first),
             Kind.TextLines => ReadTextLines(first),
             Kind.TextJsonl => ReadTextRecords(first),
+            Kind.Table => _table!.Read(first),
             _ => ReadJsonl(first),
         };
         return Stream(count is { } n ? TakeLong(items, n) : items, cancellationToken);
@@ -198,7 +248,12 @@ public sealed class InputSource
     }
 
     /// <summary>Counts the items without reading them, for progress and ETA.</summary>
-    public long Count() => _kind == Kind.Folder ? WalkFolder(_path, _forWorker).LongCount() : ScanRecordLines(_path, long.MaxValue, _kind == Kind.TextLines).LongCount();
+    public long Count() => _kind switch
+    {
+        Kind.Folder => WalkFolder(_path, _forWorker).LongCount(),
+        Kind.Table => _table!.Count(),
+        _ => ScanRecordLines(_path, long.MaxValue, _kind == Kind.TextLines).LongCount(),
+    };
 
     /// <summary>Files under a folder: each directory's files sorted by ordinal name, then its subdirectories, so the order is stable and nothing is held in memory beyond one directory.</summary>
     private static IEnumerable<string> WalkFolder(string root, bool everyFile)
