@@ -14,7 +14,7 @@ using InferPool.Onnx;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.ML.OnnxRuntime;
 
-if (args.Contains("--text"))
+if (args.Contains("--text") && !args.Contains("--memory"))
 {
     await TextBench.RunAsync(Arg("--rounds", 3), args.Contains("--texts") ? args[Array.IndexOf(args, "--texts") + 1] : null);
     return;
@@ -36,7 +36,15 @@ var preprocessor = new ImagePreprocessor(choice.Normalization);
 var decoded = files.Select(preprocessor.PrepareFile).ToArray();
 if (args.Contains("--memory"))
 {
-    await MemoryBench.RunAsync(work);
+    if (args.Contains("--text"))
+    {
+        await MemoryBench.RunTextAsync(work, args.Contains("--quick") ? [2_000, 20_000] : [10_000, 1_000_000]);
+    }
+    else
+    {
+        await MemoryBench.RunAsync(work);
+    }
+
     if (!args.Contains("--keep"))
     {
         Directory.Delete(work, recursive: true);

@@ -51,12 +51,47 @@ public sealed class AnyModelTests : TempFolderTest
         }
 
         Assert.Equal(18014398509481986, rows["f"].GetProperty("twice")[0].GetInt64());
-        Assert.Contains("Input n holds 1.5, which is not a int64 value", Error(rows["c"]), StringComparison.Ordinal);
+        Assert.Contains("Input n holds 1.5, which is not a valid int64 value", Error(rows["c"]), StringComparison.Ordinal);
         Assert.Contains("model input x Float [N,3] fixes dimension 1 at 3", Error(rows["d"]), StringComparison.Ordinal);
         Assert.Contains("no tensor for input n", Error(rows["e"]), StringComparison.Ordinal);
         Assert.Contains("Input x holds the string \"two\"", Error(rows["g"]), StringComparison.Ordinal);
         Assert.Contains("Input x is ragged", Error(rows["h"]), StringComparison.Ordinal);
         Assert.Contains("twice (int64)", stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Run_DoubleFloat16Uint8Int32AndBoolInputs_EqualOnnxRuntime()
+    {
+        var model = Onnx.Tests.TinyModels.Typed(Dir);
+        Write("in.jsonl", """
+            {"key": "a", "inputs": {"d": [0.1, -1e-300], "h": [0.5, -1.5], "u": [3, 255], "i": [7, -1073741824], "b": [true, false]}}
+            {"key": "b", "inputs": {"d": [2.5, 3], "h": [65504, 0.099975586], "u": [0, 1], "i": [0, 1], "b": [0, 1]}}
+            {"key": "c", "inputs": {"d": [1, 2], "h": [1, 2], "u": [256, 1], "i": [0, 1], "b": [true, true]}}
+            """);
+
+        var (code, stdout, stderr) = await Cli.RunAsync(Dir, "run", "in.jsonl", "--model", model, "-o", "out", "--format", "jsonl", "--batch", "4");
+
+        Assert.True(code == 1, stdout + stderr);
+        var rows = ReadJsonl(Path.Combine(Dir, "out"));
+        using var session = new InferenceSession(model);
+        foreach (var key in new[] { "a", "b" })
+        {
+            var inputs = JsonDocument.Parse(File.ReadAllLines(Path.Combine(Dir, "in.jsonl")).Single(l => l.Contains($"\"{key}\"", StringComparison.Ordinal))).RootElement.GetProperty("inputs");
+            using var d = OrtValue.CreateTensorValueFromMemory(inputs.GetProperty("d").EnumerateArray().Select(e => e.GetDouble()).ToArray(), [1, 2]);
+            using var h = OrtValue.CreateTensorValueFromMemory(inputs.GetProperty("h").EnumerateArray().Select(e => (Float16)e.GetSingle()).ToArray(), [1, 2]);
+            using var u = OrtValue.CreateTensorValueFromMemory(inputs.GetProperty("u").EnumerateArray().Select(e => e.GetByte()).ToArray(), [1, 2]);
+            using var i = OrtValue.CreateTensorValueFromMemory(inputs.GetProperty("i").EnumerateArray().Select(e => e.GetInt32()).ToArray(), [1, 2]);
+            using var b = OrtValue.CreateTensorValueFromMemory(inputs.GetProperty("b").EnumerateArray().Select(e => e.ValueKind == JsonValueKind.True || (e.ValueKind == JsonValueKind.Number && e.GetInt32() == 1)).ToArray(), [1, 2]);
+            using var outputs = session.Run(new RunOptions(), ["d", "h", "u", "i", "b"], [d, h, u, i, b], ["d2", "h2", "u2", "i2", "nb"]);
+            var row = rows[key];
+            Assert.Equal(outputs[0].GetTensorDataAsSpan<double>().ToArray(), row.GetProperty("d2").EnumerateArray().Select(e => e.GetDouble()));
+            Assert.Equal(outputs[1].GetTensorDataAsSpan<Float16>().ToArray().Select(v => (float)v), row.GetProperty("h2").EnumerateArray().Select(e => e.GetSingle()));
+            Assert.Equal(outputs[2].GetTensorDataAsSpan<byte>().ToArray(), row.GetProperty("u2").EnumerateArray().Select(e => e.GetByte()));
+            Assert.Equal(outputs[3].GetTensorDataAsSpan<int>().ToArray(), row.GetProperty("i2").EnumerateArray().Select(e => e.GetInt32()));
+            Assert.Equal(outputs[4].GetTensorDataAsSpan<bool>().ToArray(), row.GetProperty("nb").EnumerateArray().Select(e => e.GetBoolean()));
+        }
+
+        Assert.Contains("Input u holds 256, which is not a valid uint8 value", Error(rows["c"]), StringComparison.Ordinal);
     }
 
     [Fact]

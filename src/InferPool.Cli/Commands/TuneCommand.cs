@@ -21,24 +21,42 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
         var logger = new ConsoleLogger(errors.Writer, LogLevel.Warning);
         try
         {
-            var engine = RunCommand.LoadModel(settings.Model, logger);
-            var (model, onnx) = (engine.Model, engine.Onnx);
-            var input = InputSource.Open(settings.Input ?? ToolFiles.SampleImages);
             var inventory = NvmlDeviceInventory.Discover();
             var selection = DeviceSpec.Parse(settings.Devices).Resolve(inventory, d => d.IsGpu ? 2 : 1);
-            var candidates = Candidate.For(selection, inventory.CpuCores, onnx.MaxBatchSize);
-            var sample = await Sample.LoadAsync(input, new OnnxInputs(engine), settings.SampleSize, cancellationToken).ConfigureAwait(false);
             var budget = settings.BudgetSpan;
-            console.WriteLine(
-                $"Tuning {model.Name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {sample.Tensors.Count} item(s) of {input.Description}" +
-                $"{(sample.Unusable > 0 ? $" ({sample.Unusable} unusable skipped)" : "")}: {candidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
+            void Measured(TrialResult r) => console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {r.Candidate}: {r.ItemsPerSecond:F1} items/s{(r.Measurements > 1 ? $" (mean of {r.Measurements})" : "")}{(r.StoppedEarly ? ", stopped early: clearly slower" : "")}"));
+            string name, sha, modelPath, what;
+            IReadOnlyList<TrialResult> results;
+            if (settings.IsText)
+            {
+                // A text model: tokenized texts, windows of 64 and 512 sorted by length into calls of the token budget.
+                var text = TextEngine.Load(settings.Model, settings.Tokenizer, logger: logger);
+                var input = InputSource.OpenTexts(settings.Input ?? ToolFiles.SampleTexts);
+                var sample = await TextSampleAsync(input, text, Math.Max(settings.SampleSize, 512), cancellationToken).ConfigureAwait(false);
+                var candidates = Candidate.For(selection, inventory.CpuCores, text.MaxBatchSize, batches: [64, TextEngine.DefaultBatch]);
+                (name, sha, modelPath, what) = (text.Name, text.Fingerprint, text.Text.Model.Path, "tokenized texts");
+                console.WriteLine($"Tuning {name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {sample.Count} text(s) of {input.Description}: {candidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
+                var batching = new Onnx.Tensors.TensorBatching { PadValues = text.Text.Batching.PadValues, MaxBatchTokens = text.MaxBatchTokens };
+                results = await new Tuner(text.Text.Model, time).TuneAsync(candidates, sample, batching, budget, Measured, cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                var engine = RunCommand.LoadModel(settings.Model, logger);
+                var (model, onnx) = (engine.Model, engine.Onnx);
+                if (!engine.FeedsImages)
+                {
+                    throw new NotSupportedException($"inferpool tune measures image models (one [N,3,S,S] input) and text models; {model.Name} takes {string.Join(", ", onnx.Inputs)}. Run it with --batch and --devices, or measure it with 'inferpool run' on a sample.");
+                }
 
-            var results = await new Tuner(onnx, time).TuneAsync(
-                candidates,
-                sample.Tensors,
-                budget,
-                r => console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {r.Candidate}: {r.ItemsPerSecond:F1} items/s{(r.Measurements > 1 ? $" (mean of {r.Measurements})" : "")}{(r.StoppedEarly ? ", stopped early: clearly slower" : "")}")),
-                cancellationToken).ConfigureAwait(false);
+                var input = InputSource.Open(settings.Input ?? ToolFiles.SampleImages);
+                var candidates = Candidate.For(selection, inventory.CpuCores, onnx.MaxBatchSize);
+                var sample = await Sample.LoadAsync(input, new OnnxInputs(engine), settings.SampleSize, cancellationToken).ConfigureAwait(false);
+                (name, sha, modelPath, what) = (model.Name, onnx.Sha256, model.Path, "prepared inputs");
+                console.WriteLine(
+                    $"Tuning {model.Name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {sample.Tensors.Count} item(s) of {input.Description}" +
+                    $"{(sample.Unusable > 0 ? $" ({sample.Unusable} unusable skipped)" : "")}: {candidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
+                results = await new Tuner(onnx, time).TuneAsync(candidates, sample.Tensors, budget, Measured, cancellationToken).ConfigureAwait(false);
+            }
 
             var winner = results[0];
             var table = new Table().AddColumns("", "devices", "threads", "batch", "items/s", "vs best", "note");
@@ -67,8 +85,8 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
 
             console.Write(table);
             var config = new TunedConfig(
-                model.Name,
-                onnx.Sha256,
+                name,
+                sha,
                 TunedConfig.MachineOf(inventory),
                 winner.Candidate.Devices,
                 winner.Candidate.Threads,
@@ -76,9 +94,9 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
                 Math.Round(winner.ItemsPerSecond, 2),
                 time.GetUtcNow(),
                 [.. results.Select(r => new TunedTrial(r.Candidate.Devices, r.Candidate.Threads, r.Candidate.Batch, Math.Round(r.ItemsPerSecond, 2), r.Measurements, r.StoppedEarly, r.Candidate.Oversubscribed(inventory.CpuCores)))]);
-            var path = settings.Output ?? TunedConfig.BesideModel(model.Path);
+            var path = settings.Output ?? TunedConfig.BesideModel(modelPath);
             await config.SaveAsync(path, cancellationToken).ConfigureAwait(false);
-            console.WriteLine($"Best: {winner.Candidate} at {winner.ItemsPerSecond:F1} items/s (model inference on prepared inputs). Saved to {Path.GetFullPath(path)}.");
+            console.WriteLine($"Best: {winner.Candidate} at {winner.ItemsPerSecond:F1} items/s (model inference on {what}). Saved to {Path.GetFullPath(path)}.");
             console.WriteLine(settings.Output is null
                 ? "'inferpool run' with this model uses it from there unless the command line says otherwise."
                 : $"Use it with 'inferpool run --config {path}', or name it {TunedConfig.FileName} in the output folder.");
@@ -93,5 +111,25 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
             errors.Writer.WriteLine("inferpool: tuning stopped; nothing was saved.");
             return ExitCodes.Interrupted;
         }
+    }
+
+    /// <summary>Up to <paramref name="count"/> texts of the input, tokenized for the model (unusable ones skipped).</summary>
+    private static async Task<IReadOnlyList<Onnx.Tensors.TensorItem>> TextSampleAsync(InputSource input, TextEngine text, int count, CancellationToken cancellationToken)
+    {
+        var sample = new List<Onnx.Tensors.TensorItem>(count);
+        await foreach (var item in input.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            if (item.Error is null && !string.IsNullOrWhiteSpace(item.Text))
+            {
+                sample.Add(text.Text.Prepare(item.Text));
+            }
+
+            if (sample.Count == count)
+            {
+                break;
+            }
+        }
+
+        return sample.Count > 0 ? sample : throw new InvalidDataException($"No usable text in {input.Description} to measure with.");
     }
 }

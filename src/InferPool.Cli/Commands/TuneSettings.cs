@@ -9,13 +9,20 @@ namespace InferPool.Cli.Commands;
 internal sealed class TuneSettings : CommandSettings
 {
     [CommandArgument(0, "[INPUT]")]
-    [Description("Inputs to measure with (folder, list file or .jsonl, as for run); the first --sample items are used. Default: the sample images.")]
+    [Description("Inputs to measure with (folder, list file or .jsonl, as for run; texts for a text model); the first --sample items are used. Default: the sample images (or sample texts).")]
     public string? Input { get; init; }
 
     [CommandOption("--model <MODEL>")]
-    [Description("'resnet18' (built in) or a path to an .onnx file.")]
+    [Description("'resnet18', 'minilm' (built in) or a path to an .onnx file.")]
     [DefaultValue("resnet18")]
     public string Model { get; init; } = "resnet18";
+
+    [CommandOption("--tokenizer <FILE>")]
+    [Description("Makes --model a text model, with this vocab.txt or tokenizer.json (as for run).")]
+    public string? Tokenizer { get; init; }
+
+    /// <summary>True for a text model: minilm, or a tokenizer given.</summary>
+    public bool IsText => Jobs.Engines.TextEngine.IsBuiltIn(Model) || Tokenizer is not null;
 
     [CommandOption("--devices <DEVICES>")]
     [Description("The devices to tune for: auto, cpu, cuda, cuda:0,1.")]

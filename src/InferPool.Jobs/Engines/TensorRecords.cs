@@ -235,7 +235,7 @@ public static class TensorRecords
     private static InvalidDataException Misfit(JsonElement value, TensorSpec spec)
     {
         var text = value.ValueKind == JsonValueKind.String ? $"the string \"{value.GetString()}\"" : value.GetRawText();
-        return new InvalidDataException($"Input {spec.Name} holds {text}, which is not a {spec.ElementType.ToString().ToLowerInvariant()} value.");
+        return new InvalidDataException($"Input {spec.Name} holds {text}, which is not a valid {spec.ElementType.ToString().ToLowerInvariant()} value.");
     }
 
     /// <summary>The column an output is written to, with its element type and item shape.</summary>

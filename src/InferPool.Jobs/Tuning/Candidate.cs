@@ -62,7 +62,8 @@ public sealed record Candidate(ReplicaPlan Plan, int Threads, int Batch)
     /// <param name="cores">The machine's cores.</param>
     /// <param name="maxModelBatch">The most items the model takes per call, or null.</param>
     /// <param name="gpuReplicaCap">The most replicas to try per GPU.</param>
-    public static IReadOnlyList<Candidate> For(ReplicaPlan selection, int cores, int? maxModelBatch, int gpuReplicaCap = int.MaxValue)
+    /// <param name="batches">The batch sizes to try instead of the defaults (a text model's windows), or null.</param>
+    public static IReadOnlyList<Candidate> For(ReplicaPlan selection, int cores, int? maxModelBatch, int gpuReplicaCap = int.MaxValue, IReadOnlyList<int>? batches = null)
     {
         ArgumentNullException.ThrowIfNull(selection);
         var canBatch = maxModelBatch is null or > 1;
@@ -77,10 +78,10 @@ public sealed record Candidate(ReplicaPlan Plan, int Threads, int Batch)
             }
 
             splits.Add(cores);
-            int[] batches = canBatch ? [1, 4] : [1];
+            IReadOnlyList<int> cpuBatches = !canBatch ? [1] : batches ?? [1, 4];
             foreach (var replicas in splits)
             {
-                foreach (var batch in batches)
+                foreach (var batch in cpuBatches)
                 {
                     candidates.Add(new Candidate(ReplicaPlan.Cpu(replicas), Math.Max(1, cores / replicas), batch));
                 }
@@ -88,7 +89,7 @@ public sealed record Candidate(ReplicaPlan Plan, int Threads, int Batch)
 
             if (cores > 1)
             {
-                candidates.Add(new Candidate(ReplicaPlan.Cpu(cores), 2, 1));
+                candidates.Add(new Candidate(ReplicaPlan.Cpu(cores), 2, cpuBatches[0]));
             }
 
             return candidates;
@@ -96,7 +97,7 @@ public sealed record Candidate(ReplicaPlan Plan, int Threads, int Batch)
 
         var cpu = selection.Devices.Where(d => !d.Device.IsGpu).ToList();
         var cpuThreads = cpu.Count == 0 ? 1 : Math.Max(1, cores / cpu.Sum(d => d.Replicas));
-        int[] gpuBatches = canBatch ? [8, 32] : [1];
+        IReadOnlyList<int> gpuBatches = !canBatch ? [1] : batches ?? [8, 32];
         foreach (var replicas in GpuReplicaChoices.Where(r => r <= gpuReplicaCap).DefaultIfEmpty(1))
         {
             foreach (var batch in gpuBatches)

@@ -21,6 +21,8 @@ public sealed record TrialResult(Candidate Candidate, double ItemsPerSecond, int
 public sealed class Tuner
 {
     private static readonly TimeSpan MinimumSlice = TimeSpan.FromSeconds(0.5);
+
+
     private readonly OnnxModel _model;
     private readonly TimeProvider _time;
 
@@ -33,18 +35,55 @@ public sealed class Tuner
         _time = time;
     }
 
-    /// <summary>Measures every candidate and returns them fastest first.</summary>
+    /// <summary>Measures every candidate on an image model (flat float inputs) and returns them fastest first.</summary>
     /// <param name="candidates">What to try.</param>
     /// <param name="sample">Prepared model inputs, cycled through during each measurement.</param>
     /// <param name="budget">Wall time for the whole search, replica builds included.</param>
     /// <param name="measured">Called after each measurement (for progress).</param>
     /// <param name="cancellationToken">Stops the search.</param>
-    public async Task<IReadOnlyList<TrialResult>> TuneAsync(
+    public Task<IReadOnlyList<TrialResult>> TuneAsync(
         IReadOnlyList<Candidate> candidates,
         IReadOnlyList<float[]> sample,
         TimeSpan budget,
         Action<TrialResult>? measured,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default) =>
+        TuneAsync<float[], float[][]>(
+            candidates,
+            sample,
+            candidate => new OnnxReplicaFactory(_model, new OnnxReplicaOptions { IntraOpThreads = candidate.Threads }),
+            budget,
+            measured,
+            cancellationToken);
+
+    /// <summary>Measures every candidate on a model of any inputs (a text model's tokenized texts, say) and returns them fastest first.</summary>
+    /// <param name="candidates">What to try.</param>
+    /// <param name="sample">Prepared items, cycled through during each measurement.</param>
+    /// <param name="batching">How items of different shapes share calls (a text model's padding and token budget).</param>
+    /// <param name="budget">Wall time for the whole search, replica builds included.</param>
+    /// <param name="measured">Called after each measurement (for progress).</param>
+    /// <param name="cancellationToken">Stops the search.</param>
+    public Task<IReadOnlyList<TrialResult>> TuneAsync(
+        IReadOnlyList<Candidate> candidates,
+        IReadOnlyList<Onnx.Tensors.TensorItem> sample,
+        Onnx.Tensors.TensorBatching batching,
+        TimeSpan budget,
+        Action<TrialResult>? measured,
+        CancellationToken cancellationToken = default) =>
+        TuneAsync<Onnx.Tensors.TensorItem, Onnx.Tensors.TensorOutputs>(
+            candidates,
+            sample,
+            candidate => new OnnxTensorReplicaFactory(_model, new OnnxReplicaOptions { IntraOpThreads = candidate.Threads }, batching),
+            budget,
+            measured,
+            cancellationToken);
+
+    private async Task<IReadOnlyList<TrialResult>> TuneAsync<TPrepared, TOutput>(
+        IReadOnlyList<Candidate> candidates,
+        IReadOnlyList<TPrepared> sample,
+        Func<Candidate, IReplicaFactory<TPrepared, TOutput>> factories,
+        TimeSpan budget,
+        Action<TrialResult>? measured,
+        CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(candidates);
         ArgumentNullException.ThrowIfNull(sample);
@@ -61,7 +100,7 @@ public sealed class Tuner
             var candidate = candidates[i];
             var left = firstPass - _time.GetElapsedTime(started);
             var slice = Max(MinimumSlice, (left / (candidates.Count - i)) - lastBuild);
-            var (rate, built, early) = await MeasureAsync(candidate, sample, slice, best * 0.6, cancellationToken).ConfigureAwait(false);
+            var (rate, built, early) = await MeasureAsync(candidate, sample, factories, slice, best * 0.6, cancellationToken).ConfigureAwait(false);
             lastBuild = built;
             rates[candidate] = [rate];
             best = Math.Max(best, rate);
@@ -84,7 +123,7 @@ public sealed class Tuner
                 break;
             }
 
-            var (rate, built, _) = await MeasureAsync(finalists[i], sample, slice, 0, cancellationToken).ConfigureAwait(false);
+            var (rate, built, _) = await MeasureAsync(finalists[i], sample, factories, slice, 0, cancellationToken).ConfigureAwait(false);
             lastBuild = built;
             rates[finalists[i]].Add(rate);
             measured?.Invoke(new TrialResult(finalists[i], rates[finalists[i]].Average(), rates[finalists[i]].Count, false));
@@ -97,32 +136,43 @@ public sealed class Tuner
 
     /// <summary>Builds the candidate's replicas, then measures items per second for <paramref name="slice"/>;
     /// at half the slice it stops if the rate so far is under <paramref name="giveUpBelow"/>.</summary>
-    private async Task<(double Rate, TimeSpan Build, bool StoppedEarly)> MeasureAsync(
+    private async Task<(double Rate, TimeSpan Build, bool StoppedEarly)> MeasureAsync<TPrepared, TOutput>(
         Candidate candidate,
-        IReadOnlyList<float[]> sample,
+        IReadOnlyList<TPrepared> sample,
+        Func<Candidate, IReplicaFactory<TPrepared, TOutput>> factories,
         TimeSpan slice,
         double giveUpBelow,
         CancellationToken cancellationToken)
     {
         var buildStarted = _time.GetTimestamp();
-        using var factory = new OnnxReplicaFactory(_model, new OnnxReplicaOptions { IntraOpThreads = candidate.Threads });
-        var replicas = await ReplicaFactory.PrebuildAsync(factory, candidate.Plan, cancellationToken).ConfigureAwait(false);
-        await using (replicas.ConfigureAwait(false))
+        var factory = factories(candidate);
+        try
         {
-            var build = _time.GetElapsedTime(buildStarted);
-            var (rate, early) = await MeasureWarmAsync(replicas, candidate, sample, slice, giveUpBelow, _time, cancellationToken).ConfigureAwait(false);
-            return (rate, build, early);
+            var replicas = await ReplicaFactory.PrebuildAsync(factory, candidate.Plan, cancellationToken).ConfigureAwait(false);
+            await using (replicas.ConfigureAwait(false))
+            {
+                var build = _time.GetElapsedTime(buildStarted);
+                var (rate, early) = await MeasureWarmAsync(replicas, candidate, sample, slice, giveUpBelow, _time, cancellationToken).ConfigureAwait(false);
+                return (rate, build, early);
+            }
+        }
+        finally
+        {
+            (factory as IDisposable)?.Dispose();
         }
     }
 
     /// <summary>
-    /// Items per second through already built replicas: <paramref name="sample"/> cycled for <paramref name="slice"/>
-    /// after two batches per replica of warm-up.
+    /// Items per second through already built replicas: a warm-up of two batches per replica (at most 256 items), then
+    /// a run of whole rounds (replicas × batch) sized from the warm-up's rate to last about <paramref name="slice"/>, timed
+    /// from its first item to its last result. Timing a whole run, not a window of results, keeps large batches honest:
+    /// their results arrive in bursts, long after their work began. A run clearly slower than
+    /// <paramref name="giveUpBelow"/> at half the slice is stopped and rated by what it finished.
     /// </summary>
-    private static async Task<(double Rate, bool StoppedEarly)> MeasureWarmAsync(
-        PrebuiltReplicas<float[], float[][]> replicas,
+    private static async Task<(double Rate, bool StoppedEarly)> MeasureWarmAsync<TPrepared, TOutput>(
+        PrebuiltReplicas<TPrepared, TOutput> replicas,
         Candidate candidate,
-        IReadOnlyList<float[]> sample,
+        IReadOnlyList<TPrepared> sample,
         TimeSpan slice,
         double giveUpBelow,
         TimeProvider time,
@@ -130,14 +180,44 @@ public sealed class Tuner
     {
         replicas.Reset();
         var options = candidate.PoolOptions(ResultOrder.Completion, time);
+        var round = (long)candidate.Plan.TotalReplicas * candidate.Batch;
+        var warmUp = Math.Min(2 * round, Math.Max(2L * candidate.Plan.TotalReplicas, 256));
+        var warmStarted = time.GetTimestamp();
+        var (warmDone, _) = await RunAsync(replicas, candidate, sample, warmUp, options, _ => false, cancellationToken).ConfigureAwait(false);
+        var warmRate = warmDone / Math.Max(time.GetElapsedTime(warmStarted).TotalSeconds, 1e-3);
+
+        var items = Math.Max(round, (long)Math.Ceiling(warmRate * slice.TotalSeconds / round) * round);
+        var started = time.GetTimestamp();
+        var (done, stopped) = await RunAsync(
+            replicas,
+            candidate,
+            sample,
+            items,
+            options,
+            finished =>
+            {
+                // Generous by a whole round in flight, whose results may all be about to arrive at once.
+                var elapsed = time.GetElapsedTime(started);
+                return giveUpBelow > 0 && elapsed >= slice / 2 && (finished + round) / elapsed.TotalSeconds < giveUpBelow;
+            },
+            cancellationToken).ConfigureAwait(false);
+        return (done / Math.Max(time.GetElapsedTime(started).TotalSeconds, 1e-9), stopped);
+    }
+
+    /// <summary>Runs <paramref name="count"/> items of the sample (cycled); stops taking more when <paramref name="giveUp"/> says so.</summary>
+    private static async Task<(long Done, bool GaveUp)> RunAsync<TPrepared, TOutput>(
+        PrebuiltReplicas<TPrepared, TOutput> replicas,
+        Candidate candidate,
+        IReadOnlyList<TPrepared> sample,
+        long count,
+        InferencePoolOptions options,
+        Func<long, bool> giveUp,
+        CancellationToken cancellationToken)
+    {
         using var stop = new CancellationTokenSource();
-        var warmUp = 2L * candidate.Plan.TotalReplicas * candidate.Batch;
         long done = 0;
-        long counted = 0;
-        long windowStart = 0;
-        var rate = 0.0;
-        var early = false;
-        await foreach (var result in InferencePool.RunAsync(Cycle(sample, stop.Token), replicas, options, cancellationToken).ConfigureAwait(false))
+        var gaveUp = false;
+        await foreach (var result in InferencePool.RunAsync(Cycle(sample, count, stop.Token), replicas, options, cancellationToken).ConfigureAwait(false))
         {
             if (!result.IsSuccess)
             {
@@ -145,40 +225,26 @@ public sealed class Tuner
             }
 
             done++;
-            if (done == warmUp)
+            if (!gaveUp && giveUp(done))
             {
-                windowStart = time.GetTimestamp();
-                continue;
-            }
-
-            if (done < warmUp || stop.IsCancellationRequested)
-            {
-                continue;
-            }
-
-            counted++;
-            var elapsed = time.GetElapsedTime(windowStart);
-            var clearlySlower = giveUpBelow > 0 && elapsed >= slice / 2 && counted / elapsed.TotalSeconds < giveUpBelow;
-            if (elapsed >= slice || clearlySlower)
-            {
-                rate = counted / elapsed.TotalSeconds;
-                early = clearlySlower;
+                gaveUp = true;
                 await stop.CancelAsync().ConfigureAwait(false);
             }
         }
 
-        return (rate, early);
+        return (done, gaveUp);
     }
 
-    private static async IAsyncEnumerable<float[]> Cycle(
-        IReadOnlyList<float[]> sample,
+    private static async IAsyncEnumerable<T> Cycle<T>(
+        IReadOnlyList<T> sample,
+        long count,
         CancellationToken stop,
         [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        for (var i = 0; !stop.IsCancellationRequested; i++)
+        for (var i = 0L; i < count && !stop.IsCancellationRequested; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            yield return sample[i % sample.Count];
+            yield return sample[(int)(i % sample.Count)];
         }
 
         await Task.CompletedTask.ConfigureAwait(false);
