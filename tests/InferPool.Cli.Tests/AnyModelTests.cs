@@ -76,7 +76,7 @@ public sealed class AnyModelTests : TempFolderTest
         using var session = new InferenceSession(model);
         foreach (var key in new[] { "a", "b" })
         {
-            var inputs = JsonDocument.Parse(File.ReadAllLines(Path.Combine(Dir, "in.jsonl")).Single(l => l.Contains($"\"{key}\"", StringComparison.Ordinal))).RootElement.GetProperty("inputs");
+            var inputs = JsonDocument.Parse(File.ReadAllLines(Path.Combine(Dir, "in.jsonl")).Single(l => l.Contains($"\"key\": \"{key}\"", StringComparison.Ordinal))).RootElement.GetProperty("inputs");
             using var d = OrtValue.CreateTensorValueFromMemory(inputs.GetProperty("d").EnumerateArray().Select(e => e.GetDouble()).ToArray(), [1, 2]);
             using var h = OrtValue.CreateTensorValueFromMemory(inputs.GetProperty("h").EnumerateArray().Select(e => (Float16)e.GetSingle()).ToArray(), [1, 2]);
             using var u = OrtValue.CreateTensorValueFromMemory(inputs.GetProperty("u").EnumerateArray().Select(e => e.GetByte()).ToArray(), [1, 2]);

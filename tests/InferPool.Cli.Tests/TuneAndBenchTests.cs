@@ -44,6 +44,38 @@ public sealed class TuneAndBenchTests : TempFolderTest
     }
 
     [Fact]
+    public async Task Tune_and_bench_a_text_model_on_texts_and_run_uses_the_tuned_window()
+    {
+        var model = TinyModels.TinyBert(Dir);
+        File.Copy(Path.Combine(Cli.ToolDirectory, "models", "minilm", "vocab.txt"), Path.Combine(Dir, "vocab.txt"));
+        Write("texts.txt", string.Join('\n', File.ReadLines(Path.Combine(Cli.ToolDirectory, "samples", "texts", "sample.txt")).Take(60)));
+
+        var tune = await Cli.RunAsync(Dir, "tune", "texts.txt", "--model", model, "--tokenizer", "vocab.txt", "--budget", "4s", "-o", "tuned.json");
+
+        Assert.True(tune.ExitCode == 0, tune.Out + tune.Err);
+        Assert.Contains("(model inference on tokenized texts)", tune.Out, StringComparison.Ordinal);
+        var config = TunedConfig.Load(Path.Combine(Dir, "tuned.json"));
+        Assert.All(config.Trials, t => Assert.Contains(t.Batch, new[] { 64, 512 }));
+        Assert.Contains(config.Trials, t => t.Batch == 64);
+        Assert.Contains(config.Trials, t => t.Batch == 512);
+
+        var run = await Cli.RunAsync(Dir, "run", "texts.txt", "--model", model, "--tokenizer", "vocab.txt", "--config", "tuned.json", "-o", "out", "--format", "jsonl");
+
+        Assert.True(run.ExitCode == 0, run.Out + run.Err);
+        Assert.Contains("Using the tuned configuration in", run.Out, StringComparison.Ordinal);
+        Assert.Contains($"(batch {config.Batch}; mean pooling", run.Out, StringComparison.Ordinal);
+
+        var bench = await Cli.RunAsync(Dir, "bench", "texts.txt", "--model", model, "--tokenizer", "vocab.txt", "--items", "64", "--rounds", "1", "--json");
+
+        Assert.True(bench.ExitCode == 0, bench.Out + bench.Err);
+        var report = JsonDocument.Parse(bench.Out).RootElement;
+        var ways = report.GetProperty("ways").EnumerateArray().ToList();
+        Assert.Equal(["plain loop", "Parallel.ForEachAsync", "InferPool"], ways.Select(w => w.GetProperty("name").GetString()));
+        Assert.Contains("chunks of 32 in input order, padded to the longest", ways[0].GetProperty("configuration").GetString(), StringComparison.Ordinal);
+        Assert.All(ways, w => Assert.True(w.GetProperty("items_per_second").GetDouble() > 0));
+    }
+
+    [Fact]
     public async Task Run_finds_a_config_in_the_output_folder_and_ignores_one_from_another_machine()
     {
         var model = WriteTinyJob();

@@ -126,6 +126,25 @@ internal static class TinyModels
         return Save(directory, "typed.onnx", graph);
     }
 
+    /// <summary>
+    /// A BERT-shaped model at almost no cost: input_ids, attention_mask and token_type_ids int64 [batch, sequence] give
+    /// last_hidden_state = E[input_ids], float [batch, sequence, 8], with E a fixed random table over BERT's 30,522 ids.
+    /// </summary>
+    public static string TinyBert(string directory)
+    {
+        const int vocabulary = 30522;
+        const int hidden = 8;
+        var random = new Random(5);
+        var graph = new GraphProto { Name = "tiny-bert" };
+        graph.Input.Add(Value("input_ids", Int64, null, "sequence"));
+        graph.Input.Add(Value("attention_mask", Int64, null, "sequence"));
+        graph.Input.Add(Value("token_type_ids", Int64, null, "sequence"));
+        graph.Output.Add(Value("last_hidden_state", Float, null, "sequence", hidden));
+        graph.Initializer.Add(FloatTensor("E", [vocabulary, hidden], [.. Enumerable.Range(0, vocabulary * hidden).Select(_ => random.NextSingle() - 0.5f)]));
+        graph.Node.Add(Node("Gather", ["E", "input_ids"], ["last_hidden_state"]));
+        return Save(directory, "tiny-bert.onnx", graph);
+    }
+
     /// <summary>A model with a string input, which the built-in replica cannot feed.</summary>
     public static string StringInput(string directory)
     {

@@ -24,20 +24,44 @@ internal sealed class BenchCommand(IAnsiConsole console, ErrorOutput errors) : A
         var logger = new ConsoleLogger(errors.Writer, LogLevel.Warning);
         try
         {
-            var engine = RunCommand.LoadModel(settings.Model, logger);
-            var input = InputSource.Open(settings.Input ?? ToolFiles.SampleImages);
             var inventory = NvmlDeviceInventory.Discover();
             var machine = TunedConfig.MachineOf(inventory);
-            var items = await ThreeWayBenchmark.CycledItemsAsync(input, new OnnxInputs(engine), settings.Items, cancellationToken).ConfigureAwait(false);
-            var tuned = RunCommand.FindTuned(settings.Config, null, engine, inventory, logger);
-            var pooled = tuned is null ? Candidate.Defaults(inventory, engine.Onnx.MaxBatchSize) : Candidate.From(tuned, inventory);
+            JobEngine engine;
+            IReadOnlyList<InputItem> items;
+            InputSource input;
+            Candidate pooled;
+            TunedConfig? tuned;
+            if (settings.IsText)
+            {
+                var text = TextEngine.Load(settings.Model, settings.Tokenizer, logger: logger);
+                input = InputSource.OpenTexts(settings.Input ?? ToolFiles.SampleTexts);
+                items = await ThreeWayBenchmark.CycledTextsAsync(input, settings.Items, cancellationToken).ConfigureAwait(false);
+                tuned = RunCommand.FindTuned(settings.Config, null, text, inventory, logger);
+                var defaults = Candidate.Defaults(inventory, text.MaxBatchSize);
+                pooled = tuned is null ? defaults with { Batch = text.DefaultBatchSize(defaults.Plan) ?? defaults.Batch } : Candidate.From(tuned, inventory);
+                engine = text;
+            }
+            else
+            {
+                var onnx = RunCommand.LoadModel(settings.Model, logger);
+                input = InputSource.Open(settings.Input ?? ToolFiles.SampleImages);
+                items = onnx.FeedsImages
+                    ? await ThreeWayBenchmark.CycledItemsAsync(input, new OnnxInputs(onnx), settings.Items, cancellationToken).ConfigureAwait(false)
+                    : await ThreeWayBenchmark.CycledRecordsAsync(input, new OnnxInputs(onnx), settings.Items, cancellationToken).ConfigureAwait(false);
+                tuned = RunCommand.FindTuned(settings.Config, null, onnx, inventory, logger);
+                pooled = tuned is null ? Candidate.Defaults(inventory, onnx.Onnx.MaxBatchSize) : Candidate.From(tuned, inventory);
+                engine = onnx;
+            }
+
             var note = tuned is null ? " (run's defaults; 'inferpool tune' may find better)" : " (tuned)";
             if (!settings.Json)
             {
                 console.WriteLine($"{items.Count} items of {input.Description} with {engine.Name}, {settings.Rounds} round(s), ways alternating; {machine}.");
             }
 
-            var ways = await ThreeWayBenchmark.RunAsync(engine, items, pooled, note, inventory.CpuCores, settings.Rounds, cancellationToken).ConfigureAwait(false);
+            var ways = engine is TextEngine textEngine
+                ? await ThreeWayBenchmark.RunAsync(textEngine, items, pooled, note, inventory.CpuCores, settings.Rounds, cancellationToken).ConfigureAwait(false)
+                : await ThreeWayBenchmark.RunAsync((OnnxEngine)engine, items, pooled, note, inventory.CpuCores, settings.Rounds, cancellationToken).ConfigureAwait(false);
             var baseline = ways[0].ItemsPerSecond;
             if (settings.Json)
             {

@@ -16,6 +16,13 @@ internal sealed class BenchSettings : CommandSettings
     [DefaultValue("resnet18")]
     public string Model { get; init; } = "resnet18";
 
+    [CommandOption("--tokenizer <FILE>")]
+    [Description("Makes --model a text model, with this vocab.txt or tokenizer.json (as for run).")]
+    public string? Tokenizer { get; init; }
+
+    /// <summary>True for a text model: minilm, or a tokenizer given.</summary>
+    public bool IsText => Jobs.Engines.TextEngine.IsBuiltIn(Model) || Tokenizer is not null;
+
     [CommandOption("--items <N>")]
     [Description("Items each way processes per round (preparation included).")]
     [DefaultValue(200)]

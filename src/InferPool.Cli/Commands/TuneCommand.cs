@@ -43,12 +43,38 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
             {
                 var engine = RunCommand.LoadModel(settings.Model, logger);
                 var (model, onnx) = (engine.Model, engine.Onnx);
+                var input = InputSource.Open(settings.Input ?? ToolFiles.SampleImages);
                 if (!engine.FeedsImages)
                 {
-                    throw new NotSupportedException($"inferpool tune measures image models (one [N,3,S,S] input) and text models; {model.Name} takes {string.Join(", ", onnx.Inputs)}. Run it with --batch and --devices, or measure it with 'inferpool run' on a sample.");
+                    // A model of any inputs: its records' tensors, read once.
+                    var prepare = new OnnxInputs(engine);
+                    var tensors = new List<Onnx.Tensors.TensorItem>();
+                    await foreach (var item in input.ReadAsync(cancellationToken).ConfigureAwait(false))
+                    {
+                        try
+                        {
+                            tensors.Add(prepare.PrepareTensors(item));
+                        }
+                        catch (InvalidDataException)
+                        {
+                            // Unusable records are not measured.
+                        }
+
+                        if (tensors.Count == settings.SampleSize)
+                        {
+                            break;
+                        }
+                    }
+
+                    var tensorCandidates = Candidate.For(selection, inventory.CpuCores, onnx.MaxBatchSize);
+                    (name, sha, modelPath, what) = (model.Name, onnx.Sha256, model.Path, "records' tensors");
+                    console.WriteLine($"Tuning {model.Name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {tensors.Count} item(s) of {input.Description}: {tensorCandidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
+                    results = tensors.Count == 0
+                        ? throw new InvalidDataException($"No usable record in {input.Description} to measure with.")
+                        : await new Tuner(onnx, time).TuneAsync(tensorCandidates, tensors, engine.TensorBatching, budget, Measured, cancellationToken).ConfigureAwait(false);
+                    return await SaveAsync(results).ConfigureAwait(false);
                 }
 
-                var input = InputSource.Open(settings.Input ?? ToolFiles.SampleImages);
                 var candidates = Candidate.For(selection, inventory.CpuCores, onnx.MaxBatchSize);
                 var sample = await Sample.LoadAsync(input, new OnnxInputs(engine), settings.SampleSize, cancellationToken).ConfigureAwait(false);
                 (name, sha, modelPath, what) = (model.Name, onnx.Sha256, model.Path, "prepared inputs");
@@ -58,49 +84,54 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
                 results = await new Tuner(onnx, time).TuneAsync(candidates, sample.Tensors, budget, Measured, cancellationToken).ConfigureAwait(false);
             }
 
-            var winner = results[0];
-            var table = new Table().AddColumns("", "devices", "threads", "batch", "items/s", "vs best", "note");
-            foreach (var r in results)
+            return await SaveAsync(results).ConfigureAwait(false);
+
+            async Task<int> SaveAsync(IReadOnlyList<TrialResult> results)
             {
-                var notes = new List<string>();
-                if (r.Candidate.Oversubscribed(inventory.CpuCores))
+                var winner = results[0];
+                var table = new Table().AddColumns("", "devices", "threads", "batch", "items/s", "vs best", "note");
+                foreach (var r in results)
                 {
-                    notes.Add("oversubscribed");
+                    var notes = new List<string>();
+                    if (r.Candidate.Oversubscribed(inventory.CpuCores))
+                    {
+                        notes.Add("oversubscribed");
+                    }
+
+                    if (r.StoppedEarly)
+                    {
+                        notes.Add("stopped early");
+                    }
+
+                    table.AddRow(
+                        r == winner ? "best" : "",
+                        Markup.Escape(r.Candidate.Plan.ToString()),
+                        r.Candidate.Threads.ToString(CultureInfo.InvariantCulture),
+                        r.Candidate.Batch.ToString(CultureInfo.InvariantCulture),
+                        r.ItemsPerSecond.ToString("F1", CultureInfo.InvariantCulture),
+                        (r.ItemsPerSecond / winner.ItemsPerSecond).ToString("P0", CultureInfo.InvariantCulture),
+                        string.Join(", ", notes));
                 }
 
-                if (r.StoppedEarly)
-                {
-                    notes.Add("stopped early");
-                }
-
-                table.AddRow(
-                    r == winner ? "best" : "",
-                    Markup.Escape(r.Candidate.Plan.ToString()),
-                    r.Candidate.Threads.ToString(CultureInfo.InvariantCulture),
-                    r.Candidate.Batch.ToString(CultureInfo.InvariantCulture),
-                    r.ItemsPerSecond.ToString("F1", CultureInfo.InvariantCulture),
-                    (r.ItemsPerSecond / winner.ItemsPerSecond).ToString("P0", CultureInfo.InvariantCulture),
-                    string.Join(", ", notes));
+                console.Write(table);
+                var config = new TunedConfig(
+                    name,
+                    sha,
+                    TunedConfig.MachineOf(inventory),
+                    winner.Candidate.Devices,
+                    winner.Candidate.Threads,
+                    winner.Candidate.Batch,
+                    Math.Round(winner.ItemsPerSecond, 2),
+                    time.GetUtcNow(),
+                    [.. results.Select(r => new TunedTrial(r.Candidate.Devices, r.Candidate.Threads, r.Candidate.Batch, Math.Round(r.ItemsPerSecond, 2), r.Measurements, r.StoppedEarly, r.Candidate.Oversubscribed(inventory.CpuCores)))]);
+                var path = settings.Output ?? TunedConfig.BesideModel(modelPath);
+                await config.SaveAsync(path, cancellationToken).ConfigureAwait(false);
+                console.WriteLine($"Best: {winner.Candidate} at {winner.ItemsPerSecond:F1} items/s (model inference on {what}). Saved to {Path.GetFullPath(path)}.");
+                console.WriteLine(settings.Output is null
+                    ? "'inferpool run' with this model uses it from there unless the command line says otherwise."
+                    : $"Use it with 'inferpool run --config {path}', or name it {TunedConfig.FileName} in the output folder.");
+                return ExitCodes.Ok;
             }
-
-            console.Write(table);
-            var config = new TunedConfig(
-                name,
-                sha,
-                TunedConfig.MachineOf(inventory),
-                winner.Candidate.Devices,
-                winner.Candidate.Threads,
-                winner.Candidate.Batch,
-                Math.Round(winner.ItemsPerSecond, 2),
-                time.GetUtcNow(),
-                [.. results.Select(r => new TunedTrial(r.Candidate.Devices, r.Candidate.Threads, r.Candidate.Batch, Math.Round(r.ItemsPerSecond, 2), r.Measurements, r.StoppedEarly, r.Candidate.Oversubscribed(inventory.CpuCores)))]);
-            var path = settings.Output ?? TunedConfig.BesideModel(modelPath);
-            await config.SaveAsync(path, cancellationToken).ConfigureAwait(false);
-            console.WriteLine($"Best: {winner.Candidate} at {winner.ItemsPerSecond:F1} items/s (model inference on {what}). Saved to {Path.GetFullPath(path)}.");
-            console.WriteLine(settings.Output is null
-                ? "'inferpool run' with this model uses it from there unless the command line says otherwise."
-                : $"Use it with 'inferpool run --config {path}', or name it {TunedConfig.FileName} in the output folder.");
-            return ExitCodes.Ok;
         }
         catch (Exception ex) when (ex is FileNotFoundException or InvalidDataException or NotSupportedException or InvalidOperationException or IOException or UnauthorizedAccessException or OnnxRuntimeException)
         {

@@ -40,12 +40,66 @@ public static class ThreeWayBenchmark
         ArgumentNullException.ThrowIfNull(pooled);
         ArgumentOutOfRangeException.ThrowIfLessThan(rounds, 1);
         var prepare = new OnnxInputs(engine);
+        var session = new InferenceSession(engine.Model.Path);
+        if (!engine.FeedsImages)
+        {
+            // A model of any inputs: each record's tensors, one call each, against InferPool's session.
+            void Record(IReadOnlyList<InputItem> chunk) => RunTensors(session, engine.Onnx, prepare.PrepareTensors(chunk[0]));
+            return await MeasureAsync(
+                [
+                    ("plain loop", "1 session, ORT default threads, one record per call", new ChunkLoop(Record, 1)),
+                    ("Parallel.ForEachAsync", $"1 shared session, ORT default threads, {parallelism} parallel calls", new ChunkParallel(Record, 1, parallelism, session)),
+                    ("InferPool", $"{pooled}{pooledNote}", await SessionWay.CreateAsync(engine, pooled, cancellationToken).ConfigureAwait(false)),
+                ],
+                items,
+                rounds,
+                cancellationToken).ConfigureAwait(false);
+        }
+
+        void One(IReadOnlyList<InputItem> chunk) => RunOne(session, engine.Onnx, prepare.Prepare(chunk[0]));
         var ways = new List<(string Name, string Config, IWay Runner)>
         {
-            ("plain loop", "1 session, ORT default threads, batch 1", new PlainLoop(engine)),
-            ("Parallel.ForEachAsync", $"1 shared session, ORT default threads, {parallelism} parallel calls", new SharedSessionParallel(engine, parallelism)),
-            ("InferPool", $"{pooled}{pooledNote}", await PooledWay.CreateAsync(engine, pooled, cancellationToken).ConfigureAwait(false)),
+            ("plain loop", "1 session, ORT default threads, batch 1", new ChunkLoop(One, 1)),
+            ("Parallel.ForEachAsync", $"1 shared session, ORT default threads, {parallelism} parallel calls", new ChunkParallel(One, 1, parallelism, session)),
+            ("InferPool", $"{pooled}{pooledNote}", await PooledWay.CreateAsync(engine, prepare, pooled, cancellationToken).ConfigureAwait(false)),
         };
+        return await MeasureAsync(ways, items, rounds, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The same for a text model, and the ways its users write: a plain loop over one session (ONNX Runtime's default
+    /// threads) taking the texts in input order in chunks of 32, each chunk padded to its longest text (what
+    /// SentenceTransformers-style encoders do); <c>Parallel.ForEachAsync</c> over those chunks with one shared session;
+    /// and InferPool's text session (windows sorted by length, calls cut by tokens). Every way tokenizes and pools.
+    /// </summary>
+    /// <param name="engine">The text model.</param>
+    /// <param name="items">The texts every way embeds.</param>
+    /// <param name="pooled">InferPool's configuration.</param>
+    /// <param name="pooledNote">Said after the configuration.</param>
+    /// <param name="parallelism">Parallel calls for the <c>Parallel.ForEachAsync</c> way.</param>
+    /// <param name="rounds">Rounds, at least 1.</param>
+    /// <param name="cancellationToken">Stops the benchmark.</param>
+    /// <exception cref="InvalidOperationException">A text failed in one of the ways.</exception>
+    public static async Task<IReadOnlyList<WayResult>> RunAsync(TextEngine engine, IReadOnlyList<InputItem> items, Candidate pooled, string pooledNote, int parallelism, int rounds, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        ArgumentNullException.ThrowIfNull(items);
+        ArgumentNullException.ThrowIfNull(pooled);
+        ArgumentOutOfRangeException.ThrowIfLessThan(rounds, 1);
+        const int chunk = 32;
+        var session = new InferenceSession(engine.Text.Model.Path);
+        void Chunk(IReadOnlyList<InputItem> texts) => RunPadded(session, engine, texts);
+        var ways = new List<(string Name, string Config, IWay Runner)>
+        {
+            ("plain loop", $"1 session, ORT default threads, chunks of {chunk} in input order, padded to the longest", new ChunkLoop(Chunk, chunk)),
+            ("Parallel.ForEachAsync", $"1 shared session, ORT default threads, chunks of {chunk}, {parallelism} parallel calls", new ChunkParallel(Chunk, chunk, parallelism, session)),
+            ("InferPool", $"{pooled}{pooledNote}", await SessionWay.CreateAsync(engine, pooled, cancellationToken).ConfigureAwait(false)),
+        };
+        return await MeasureAsync(ways, items, rounds, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static async Task<IReadOnlyList<WayResult>> MeasureAsync(List<(string Name, string Config, IWay Runner)> ways, IReadOnlyList<InputItem> items, int rounds, CancellationToken cancellationToken)
+    {
         try
         {
             var seconds = ways.Select(_ => new List<double>()).ToList();
@@ -54,7 +108,7 @@ public static class ThreeWayBenchmark
                 for (var w = 0; w < ways.Count; w++)
                 {
                     var started = Stopwatch.GetTimestamp();
-                    var done = await ways[w].Runner.RunAsync(items, prepare, cancellationToken).ConfigureAwait(false);
+                    var done = await ways[w].Runner.RunAsync(items, cancellationToken).ConfigureAwait(false);
                     if (done != items.Count)
                     {
                         throw new InvalidOperationException($"{ways[w].Name} finished {done} of {items.Count} items.");
@@ -73,6 +127,67 @@ public static class ThreeWayBenchmark
                 await way.Runner.DisposeAsync().ConfigureAwait(false);
             }
         }
+    }
+
+    /// <summary>Texts cycled from the start of <paramref name="input"/> (texts that are empty or unusable skipped), <paramref name="count"/> in all.</summary>
+    /// <param name="input">Texts (<see cref="InputSource.OpenTexts"/>).</param>
+    /// <param name="count">How many.</param>
+    /// <param name="cancellationToken">Stops the reading.</param>
+    /// <exception cref="InvalidDataException">The input holds no usable text.</exception>
+    public static async Task<IReadOnlyList<InputItem>> CycledTextsAsync(InputSource input, int count, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var texts = new List<InputItem>(count);
+        await foreach (var item in input.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            if (item.Error is null && !string.IsNullOrWhiteSpace(item.Text))
+            {
+                texts.Add(item);
+            }
+
+            if (texts.Count == count)
+            {
+                break;
+            }
+        }
+
+        return texts.Count == 0
+            ? throw new InvalidDataException($"No usable text in {input.Description} to measure with.")
+            : [.. Enumerable.Range(0, count).Select(i => texts[i % texts.Count] with { Key = $"{texts[i % texts.Count].Key}#{i}" })];
+    }
+
+    /// <summary>The first records of <paramref name="input"/> whose tensors read cleanly for a model of any inputs, cycled to <paramref name="count"/>.</summary>
+    /// <param name="input">The input.</param>
+    /// <param name="prepare">The model's preparation.</param>
+    /// <param name="count">How many items.</param>
+    /// <param name="cancellationToken">Stops the reading.</param>
+    /// <exception cref="InvalidDataException">No record of the input reads cleanly.</exception>
+    public static async Task<IReadOnlyList<InputItem>> CycledRecordsAsync(InputSource input, OnnxInputs prepare, int count, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(prepare);
+        var usable = new List<InputItem>(count);
+        await foreach (var item in input.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            try
+            {
+                prepare.PrepareTensors(item);
+                usable.Add(item);
+            }
+            catch (InvalidDataException)
+            {
+                // Unusable records are not measured.
+            }
+
+            if (usable.Count == count)
+            {
+                break;
+            }
+        }
+
+        return usable.Count == 0
+            ? throw new InvalidDataException($"No usable record in {input.Description} to measure with.")
+            : [.. Enumerable.Range(0, count).Select(i => usable[i % usable.Count])];
     }
 
     /// <summary>The first items of <paramref name="input"/> that prepare cleanly, cycled to <paramref name="count"/>, so every way does the same work.</summary>
@@ -96,45 +211,37 @@ public static class ThreeWayBenchmark
     private interface IWay : IAsyncDisposable
     {
         /// <summary>Prepares and infers every item; returns how many finished.</summary>
-        Task<int> RunAsync(IReadOnlyList<InputItem> items, OnnxInputs prepare, CancellationToken cancellationToken);
+        Task<int> RunAsync(IReadOnlyList<InputItem> items, CancellationToken cancellationToken);
     }
 
-    /// <summary>What a user's loop does: one session with ONNX Runtime's default threads, one item at a time.</summary>
-    private sealed class PlainLoop(OnnxEngine engine) : IWay
+    /// <summary>What a user's loop does: one call after another over chunks of the items, in input order.</summary>
+    private sealed class ChunkLoop(Action<IReadOnlyList<InputItem>> call, int chunk) : IWay
     {
-        private readonly InferenceSession _session = new(engine.Model.Path);
-
-        public Task<int> RunAsync(IReadOnlyList<InputItem> items, OnnxInputs prepare, CancellationToken cancellationToken)
+        public Task<int> RunAsync(IReadOnlyList<InputItem> items, CancellationToken cancellationToken)
         {
-            foreach (var item in items)
+            foreach (var part in items.Chunk(chunk))
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                RunOne(_session, engine.Onnx, prepare.Prepare(item));
+                call(part);
             }
 
             return Task.FromResult(items.Count);
         }
 
-        public ValueTask DisposeAsync()
-        {
-            _session.Dispose();
-            return ValueTask.CompletedTask;
-        }
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
     }
 
-    /// <summary>The usual first fix: Parallel.ForEachAsync over one shared (thread-safe) session.</summary>
-    private sealed class SharedSessionParallel(OnnxEngine engine, int parallelism) : IWay
+    /// <summary>The usual first fix: Parallel.ForEachAsync over the chunks, sharing one (thread-safe) session.</summary>
+    private sealed class ChunkParallel(Action<IReadOnlyList<InputItem>> call, int chunk, int parallelism, InferenceSession session) : IWay
     {
-        private readonly InferenceSession _session = new(engine.Model.Path);
-
-        public async Task<int> RunAsync(IReadOnlyList<InputItem> items, OnnxInputs prepare, CancellationToken cancellationToken)
+        public async Task<int> RunAsync(IReadOnlyList<InputItem> items, CancellationToken cancellationToken)
         {
             var done = 0;
             var options = new ParallelOptions { MaxDegreeOfParallelism = parallelism, CancellationToken = cancellationToken };
-            await Parallel.ForEachAsync(items, options, (item, _) =>
+            await Parallel.ForEachAsync(items.Chunk(chunk), options, (part, _) =>
             {
-                RunOne(_session, engine.Onnx, prepare.Prepare(item));
-                Interlocked.Increment(ref done);
+                call(part);
+                Interlocked.Add(ref done, part.Length);
                 return ValueTask.CompletedTask;
             }).ConfigureAwait(false);
             return done;
@@ -142,21 +249,21 @@ public static class ThreeWayBenchmark
 
         public ValueTask DisposeAsync()
         {
-            _session.Dispose();
+            session.Dispose();
             return ValueTask.CompletedTask;
         }
     }
 
     /// <summary>InferPool: prepare stage and replicas as a job uses them (no output written), replicas built beforehand.</summary>
-    private sealed class PooledWay(OnnxReplicaFactory factory, PrebuiltReplicas<float[], float[][]> replicas, Candidate candidate) : IWay
+    private sealed class PooledWay(OnnxReplicaFactory factory, PrebuiltReplicas<float[], float[][]> replicas, Candidate candidate, OnnxInputs prepare) : IWay
     {
-        public static async Task<PooledWay> CreateAsync(OnnxEngine engine, Candidate candidate, CancellationToken cancellationToken)
+        public static async Task<PooledWay> CreateAsync(OnnxEngine engine, OnnxInputs prepare, Candidate candidate, CancellationToken cancellationToken)
         {
             var factory = new OnnxReplicaFactory(engine.Onnx, new OnnxReplicaOptions { IntraOpThreads = candidate.Threads });
-            return new PooledWay(factory, await ReplicaFactory.PrebuildAsync(factory, candidate.Plan, cancellationToken).ConfigureAwait(false), candidate);
+            return new PooledWay(factory, await ReplicaFactory.PrebuildAsync(factory, candidate.Plan, cancellationToken).ConfigureAwait(false), candidate, prepare);
         }
 
-        public async Task<int> RunAsync(IReadOnlyList<InputItem> items, OnnxInputs prepare, CancellationToken cancellationToken)
+        public async Task<int> RunAsync(IReadOnlyList<InputItem> items, CancellationToken cancellationToken)
         {
             replicas.Reset();
             var done = 0;
@@ -178,6 +285,92 @@ public static class ThreeWayBenchmark
         {
             await replicas.DisposeAsync().ConfigureAwait(false);
             factory.Dispose();
+        }
+    }
+
+    /// <summary>InferPool through an engine's session, as a job runs it (rows made, none written), replicas built beforehand.</summary>
+    private sealed class SessionWay(EngineSession session, Candidate candidate) : IWay
+    {
+        public static async Task<SessionWay> CreateAsync(JobEngine engine, Candidate candidate, CancellationToken cancellationToken)
+        {
+            var session = engine.OpenSession(new EngineSessionOptions { IntraOpThreads = candidate.Threads, KeepReplicas = true }, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+            await session.StartAsync(candidate.Plan, cancellationToken).ConfigureAwait(false);
+            return new SessionWay(session, candidate);
+        }
+
+        public async Task<int> RunAsync(IReadOnlyList<InputItem> items, CancellationToken cancellationToken)
+        {
+            var done = 0;
+            await foreach (var row in session.RunAsync(items.ToAsyncEnumerable(), candidate.PoolOptions(ResultOrder.Input), cancellationToken).ConfigureAwait(false))
+            {
+                done += row.Ok ? 1 : throw new InvalidOperationException($"{row.Key} failed in the InferPool way: {row.Error}");
+            }
+
+            return done;
+        }
+
+        public ValueTask DisposeAsync() => session.DisposeAsync();
+    }
+
+    /// <summary>A chunk of texts as one call, padded to its longest text, pooled: what an encoder package does.</summary>
+    private static void RunPadded(InferenceSession session, TextEngine engine, IReadOnlyList<InputItem> texts)
+    {
+        var items = texts.Select(t => engine.Text.Prepare(t.Text!)).ToArray();
+        var width = items.Max(i => i.Inputs[0].Length);
+        var model = engine.Text.Model;
+        var values = new OrtValue[model.Inputs.Count];
+        try
+        {
+            for (var i = 0; i < values.Length; i++)
+            {
+                var data = new long[items.Length * width];
+                for (var r = 0; r < items.Length; r++)
+                {
+                    ((long[])items[r].Inputs[i].Values).CopyTo(data, r * width);
+                }
+
+                values[i] = OrtValue.CreateTensorValueFromMemory(data, [items.Length, width]);
+            }
+
+            using var runOptions = new RunOptions();
+            using var outputs = session.Run(runOptions, [.. model.Inputs.Select(i => i.Name)], values, [model.Outputs[engine.Text.TokenOutput].Name]);
+            var tokens = outputs[0].GetTensorDataAsSpan<float>();
+            var hidden = engine.Text.Dimensions;
+            for (var r = 0; r < items.Length; r++)
+            {
+                var length = items[r].Inputs[0].Length;
+                var one = tokens.Slice(r * width * hidden, length * hidden).ToArray();
+                _ = engine.Text.Embed(new Onnx.Tensors.TensorOutputs([Onnx.Tensors.TensorData.Create(one, length, hidden)]));
+            }
+        }
+        finally
+        {
+            foreach (var value in values)
+            {
+                value?.Dispose();
+            }
+        }
+    }
+
+    /// <summary>One model call on one record's tensors, its outputs copied out as a caller would.</summary>
+    private static void RunTensors(InferenceSession session, OnnxModel model, Onnx.Tensors.TensorItem item)
+    {
+        var values = item.Inputs.Select(t => Onnx.Tensors.TensorData.ToOrtValue(t.Values, item.HasBatchDimension ? t.Shape : [1, .. t.Shape])).ToArray();
+        try
+        {
+            using var runOptions = new RunOptions();
+            using var outputs = session.Run(runOptions, [.. model.Inputs.Select(i => i.Name)], values, [.. model.Outputs.Select(o => o.Name)]);
+            foreach (var output in outputs)
+            {
+                _ = Onnx.Tensors.TensorData.FromOrtValue(output);
+            }
+        }
+        finally
+        {
+            foreach (var value in values)
+            {
+                value.Dispose();
+            }
         }
     }
 

@@ -148,8 +148,11 @@ public sealed class TensorData
         throw new NotSupportedException($"{clr.Name} is not a supported tensor element type.");
     }
 
-    /// <summary>An ONNX Runtime value over the array (no copy).</summary>
-    internal static OrtValue ToOrtValue(Array values, long[] shape) => values switch
+    /// <summary>An ONNX Runtime tensor over <paramref name="values"/> (no copy; the array must outlive the value).</summary>
+    /// <param name="values">An array of a supported element type.</param>
+    /// <param name="shape">The tensor's dimensions.</param>
+    /// <exception cref="NotSupportedException">The array's element type is not supported.</exception>
+    public static OrtValue ToOrtValue(Array values, long[] shape) => (values ?? throw new ArgumentNullException(nameof(values))) switch
     {
         float[] f => OrtValue.CreateTensorValueFromMemory(f, shape),
         double[] d => OrtValue.CreateTensorValueFromMemory(d, shape),
@@ -162,9 +165,12 @@ public sealed class TensorData
         _ => throw new NotSupportedException($"Unexpected array {values.GetType().Name}."),
     };
 
-    /// <summary>Copies an ONNX Runtime tensor's values out.</summary>
-    internal static TensorData FromOrtValue(OrtValue value)
+    /// <summary>Copies an ONNX Runtime tensor's values and shape out.</summary>
+    /// <param name="value">A dense tensor of a supported element type.</param>
+    /// <exception cref="NotSupportedException">The tensor's element type is not supported.</exception>
+    public static TensorData FromOrtValue(OrtValue value)
     {
+        ArgumentNullException.ThrowIfNull(value);
         var info = value.GetTensorTypeAndShape();
         var shape = info.Shape;
         Array values = info.ElementDataType switch
