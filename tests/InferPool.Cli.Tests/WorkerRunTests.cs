@@ -219,7 +219,7 @@ public sealed class WorkerRunTests : TempFolderTest
     public async Task The_torch_resnet18_sample_embeds_images_the_same_in_every_worker_process()
     {
         var python = PythonWithTorch.Value;
-        Skip.If(python is null, "No python3 with torch and Pillow here (apt-get install python3-torch python3-pil); the torch sample was not run.");
+        Requirement.Needs(python is null ? "No python3 with torch and Pillow here (apt-get install python3-torch python3-pil); the torch sample was not run." : null);
         var image = Path.Combine(Cli.SampleImages, "astronaut.png");
         Write("bad.jpg", "not an image");
         Write("records.jsonl", string.Join('\n', [
@@ -253,7 +253,7 @@ public sealed class WorkerRunTests : TempFolderTest
     [SkippableFact]
     public async Task The_gpu_check_script_reports_each_row_and_a_failing_configuration_does_not_stop_the_others()
     {
-        Skip.If(PythonWithTorch.Value is null, "no python3 with torch, Pillow and numpy (apt-get install python3-torch python3-pil python3-numpy)");
+        Requirement.Needs(PythonWithTorch.Value is null ? "no python3 with torch, Pillow and numpy (apt-get install python3-torch python3-pil python3-numpy)" : null);
         var root = new DirectoryInfo(Cli.ToolDirectory);
         while (root is not null && !File.Exists(Path.Combine(root.FullName, "InferPool.slnx")))
         {

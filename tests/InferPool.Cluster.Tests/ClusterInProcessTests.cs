@@ -19,7 +19,7 @@ public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderT
     [SkippableFact]
     public async Task Three_silos_one_killed_mid_job_every_key_committed_once_with_the_right_value()
     {
-        Skip.If(postgres.Unavailable is not null, postgres.Unavailable);
+        Requirement.Needs(postgres.Unavailable);
         var connection = postgres.NewDatabase();
         var model = TinyModels.Affine(Dir, symbolicBatch: true);
         Write("in.jsonl", string.Join('\n', Enumerable.Range(0, Items).Select(i => $$"""{"key": "k{{i}}", "input": [{{i}}, 1, 2, 3]}""")));
@@ -80,7 +80,7 @@ public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderT
     [SkippableFact]
     public async Task A_worker_command_runs_on_every_silo_and_a_crashing_item_fails_alone()
     {
-        Skip.If(postgres.Unavailable is not null, postgres.Unavailable);
+        Requirement.Needs(postgres.Unavailable);
         var (rows, refusals) = await RunWorkerJobAsync(allowOn: "*");
 
         Assert.Equal(31, rows.Count);
@@ -101,7 +101,7 @@ public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderT
     [SkippableFact]
     public async Task A_node_not_allowed_the_worker_command_refuses_the_job_while_an_allowed_node_runs_it()
     {
-        Skip.If(postgres.Unavailable is not null, postgres.Unavailable);
+        Requirement.Needs(postgres.Unavailable);
         var (rows, refusals) = await RunWorkerJobAsync(allowOn: Silo.PrimaryName);
 
         Assert.Equal(31, rows.Count);

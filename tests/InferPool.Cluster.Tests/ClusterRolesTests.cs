@@ -9,7 +9,7 @@ public sealed class ClusterRolesTests(PostgresServer postgres)
     [SkippableFact]
     public async Task The_documented_roles_submit_lease_commit_and_read_and_a_reader_cannot_submit()
     {
-        Skip.If(postgres.Unavailable is not null, postgres.Unavailable);
+        Requirement.Needs(postgres.Unavailable);
         var owner = postgres.NewDatabase();
         await NodeHost.PrepareDatabaseAsync(owner);
         await using (var database = NpgsqlDataSource.Create(owner))

@@ -1,4 +1,5 @@
 using InferPool.Devices;
+using InferPool.Replicas;
 using InferPool.Results;
 
 namespace InferPool.Onnx.Tests;
@@ -59,16 +60,41 @@ public sealed class OnnxReplicaTests : IDisposable
     public async Task Run_SingleItemModel_StillTakesBatchesFromThePool()
     {
         var model = OnnxModel.Load(TinyModels.HardCodedReshape(_dir));
-        using var factory = new OnnxReplicaFactory(model);
+        using var onnx = new OnnxReplicaFactory(model);
+        var factory = new BatchRecording<float[], float[][]>(onnx);
         var inputs = Enumerable.Range(0, 10).Select(i => new float[] { i, i + 1, i + 2, i + 3 }).ToArray();
 
+        // A slow-to-start replica and a long batch delay let the pool form full batches of 4 before the first call.
         var results = new List<InferenceResult<float[], float[][]>>();
-        await foreach (var r in InferencePool.RunAsync(inputs.ToAsyncEnumerable(), factory, new InferencePoolOptions { MaxBatchSize = 4 }))
+        await foreach (var r in InferencePool.RunAsync(inputs.ToAsyncEnumerable(), factory, new InferencePoolOptions { Replicas = ReplicaPlan.Cpu(1), MaxBatchSize = 4, MaxBatchDelay = TimeSpan.FromSeconds(30) }))
         {
             results.Add(r);
         }
 
+        Assert.Equal(10, results.Count);
         Assert.All(results, r => Assert.Equal(r.Item, r.Value![0]));
+        Assert.Equal(10, factory.Sizes.Sum());
+        Assert.Contains(factory.Sizes, size => size > 1);
+    }
+
+    /// <summary>Passes replicas through and records the size of every batch the pool hands them.</summary>
+    private sealed class BatchRecording<TIn, TOut>(IReplicaFactory<TIn, TOut> inner) : IReplicaFactory<TIn, TOut>
+    {
+        public System.Collections.Concurrent.ConcurrentQueue<int> Sizes { get; } = new();
+
+        public async ValueTask<IReplica<TIn, TOut>> CreateAsync(ReplicaSlot slot, CancellationToken cancellationToken = default) =>
+            new Recorded(await inner.CreateAsync(slot, cancellationToken).ConfigureAwait(false), Sizes);
+
+        private sealed class Recorded(IReplica<TIn, TOut> replica, System.Collections.Concurrent.ConcurrentQueue<int> sizes) : IReplica<TIn, TOut>
+        {
+            public ValueTask<IReadOnlyList<Outcome<TOut>>> InferAsync(IReadOnlyList<TIn> inputs, CancellationToken cancellationToken = default)
+            {
+                sizes.Enqueue(inputs.Count);
+                return replica.InferAsync(inputs, cancellationToken);
+            }
+
+            public ValueTask DisposeAsync() => replica.DisposeAsync();
+        }
     }
 
     [SkippableFact]
@@ -89,8 +115,8 @@ public sealed class OnnxReplicaTests : IDisposable
     public async Task Run_OnCuda_MatchesTheCpuResults()
     {
         var gpus = NvmlDeviceInventory.Discover();
+        Skip.IfNot(CudaProviderBuiltIn, "This is the CPU build of ONNX Runtime, which CI builds, so CI always skips this test; build with -p:InferPoolGpu=true on a machine with an NVIDIA GPU to run it.");
         Skip.If(gpus.Gpus.Count == 0, $"No NVIDIA GPU here ({gpus.UnavailableReason}); the CUDA execution provider was not run.");
-        Skip.IfNot(CudaProviderBuiltIn, "This is the CPU build of ONNX Runtime; build with -p:InferPoolGpu=true to run the CUDA test.");
         var model = OnnxModel.Load(TinyModels.Affine(_dir, symbolicBatch: true));
         using var factory = new OnnxReplicaFactory(model);
         var inputs = Enumerable.Range(0, 64).Select(i => new float[] { i, -i, i * 0.25f, 3 }).ToArray();

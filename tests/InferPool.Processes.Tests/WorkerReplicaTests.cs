@@ -112,14 +112,31 @@ public sealed class WorkerReplicaTests
     }
 
     [Fact]
-    public async Task Run_WorkerHangs_ItIsKilledAfterTheBatchTimeoutAndTheJobCompletes()
+    public async Task Run_WorkerHangs_ItIsKilledAfterTheBatchTimeoutReplacedAndTheJobCompletes()
     {
-        var results = await RunAsync([1, "hang", 3, 4], ReplicaPlan.Cpu(2), batch: 1, maxAttempts: 1, batchTimeout: TimeSpan.FromSeconds(2));
+        // One replica, so the items after the hang show whether its process was replaced. The timeout is wide (an
+        // ordinary item takes milliseconds) so that a slow shared machine never times out a healthy call.
+        var results = await RunAsync([1, "hang", 3, 4], ReplicaPlan.Cpu(1), batch: 1, maxAttempts: 1, batchTimeout: TimeSpan.FromSeconds(10));
 
         var hung = Assert.Single(results, r => !r.IsSuccess);
         Assert.Equal(1, hung.Index);
         Assert.Equal(nameof(TimeoutException), hung.Error!.Type);
         Assert.Equal(3, results.Count(r => r.IsSuccess));
+        var before = results[0].Value.GetProperty("pid").GetInt32();
+        var after = results[2].Value.GetProperty("pid").GetInt32();
+        Assert.NotEqual(before, after);
+        Assert.Equal(after, results[3].Value.GetProperty("pid").GetInt32());
+
+        // The hung process is gone, not left running beside its replacement.
+        try
+        {
+            using var old = System.Diagnostics.Process.GetProcessById(before);
+            await old.WaitForExitAsync().WaitAsync(Bound);
+        }
+        catch (ArgumentException)
+        {
+            // Already exited and reaped.
+        }
     }
 
     [Fact]

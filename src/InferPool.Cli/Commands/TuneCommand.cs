@@ -36,8 +36,7 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
                 var candidates = Candidate.For(selection, inventory.CpuCores, text.MaxBatchSize, batches: [64, TextEngine.DefaultBatch]);
                 (name, sha, modelPath, what) = (text.Name, text.Fingerprint, text.Text.Model.Path, "tokenized texts");
                 console.WriteLine($"Tuning {name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {sample.Count} text(s) of {input.Description}: {candidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
-                var batching = new Onnx.Tensors.TensorBatching { PadValues = text.Text.Batching.PadValues, MaxBatchTokens = text.MaxBatchTokens };
-                results = await new Tuner(text.Text.Model, time).TuneAsync(candidates, sample, batching, budget, Measured, cancellationToken).ConfigureAwait(false);
+                results = await new Tuner(text.Text.Model, time).TuneAsync(candidates, sample, text.Batching, budget, Measured, cancellationToken).ConfigureAwait(false);
             }
             else
             {

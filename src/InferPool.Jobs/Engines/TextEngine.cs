@@ -68,6 +68,9 @@ public sealed class TextEngine : JobEngine
     /// <summary>The most tokens per model call.</summary>
     public int MaxBatchTokens { get; }
 
+    /// <summary>How texts share calls: padded with 0, sorted by length, cut at <see cref="MaxBatchTokens"/>, pooled where ONNX Runtime left their token vectors.</summary>
+    public TensorBatching Batching => new() { PadValues = Text.Batching.PadValues, Reducers = Text.Batching.Reducers, MaxBatchTokens = MaxBatchTokens };
+
     /// <summary>The model's, the tokenizer's, the pooling's and the token limit's hash: a job resumes only with all four the same.</summary>
     public override string Fingerprint { get; }
 
@@ -144,7 +147,7 @@ public sealed class TextEngine : JobEngine
         var factory = new OnnxTensorReplicaFactory(
             Text.Model,
             new OnnxReplicaOptions { IntraOpThreads = options.IntraOpThreads, Gpus = options.Gpus, GpuMemoryHeadroom = options.GpuHeadroom },
-            new TensorBatching { PadValues = Text.Batching.PadValues, MaxBatchTokens = MaxBatchTokens });
+            Batching);
         return new PooledSession<TensorItem, TensorOutputs>(
             factory,
             item => Text.Prepare(item.Text ?? throw new InvalidDataException($"'{item.Key}' has no text.")),

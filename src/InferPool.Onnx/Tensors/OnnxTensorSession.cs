@@ -273,8 +273,8 @@ internal sealed class OnnxTensorSession : IDisposable
             }
 
             using var outputs = _session.Run(_runOptions, _inputNames, inputs, _outputNames);
-            var values = outputs.Select(TensorData.FromOrtValue).ToArray();
-            if (values.Any(v => v.Shape.Length == 0 || v.Shape[0] != rows))
+            var shapes = outputs.Select(v => v.GetTensorTypeAndShape()).ToArray();
+            if (shapes.Any(v => v.Shape.Length == 0 || v.Shape[0] != rows))
             {
                 if (call.Count > 1)
                 {
@@ -283,16 +283,29 @@ internal sealed class OnnxTensorSession : IDisposable
                 }
 
                 // One item alone: its outputs are the whole outputs.
-                results[call[0]] = new TensorOutputs(values, items[call[0]].Truncated);
+                results[call[0]] = new TensorOutputs([.. outputs.Select(TensorData.FromOrtValue)], items[call[0]].Truncated);
                 return true;
             }
 
-            long row = 0;
-            foreach (var index in call)
+            // Float outputs are cut straight out of ONNX Runtime's buffer (or reduced there); others are copied out once.
+            var copies = shapes.Select((info, o) => info.ElementDataType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float ? null : TensorData.FromOrtValue(outputs[o])).ToArray();
+            var perItem = call.Select(_ => new TensorData[outputs.Count]).ToArray();
+            for (var o = 0; o < outputs.Count; o++)
             {
-                var item = items[index];
-                results[index] = new TensorOutputs([.. values.Select((v, o) => Slice(v, o, item, row))], item.Truncated);
-                row += item.Rows;
+                long row = 0;
+                for (var k = 0; k < call.Count; k++)
+                {
+                    var item = items[call[k]];
+                    perItem[k][o] = copies[o] is { } copy
+                        ? Slice(copy, o, item, row)
+                        : SliceFloats(outputs[o].GetTensorDataAsSpan<float>(), shapes[o].Shape, o, item, row);
+                    row += item.Rows;
+                }
+            }
+
+            for (var k = 0; k < call.Count; k++)
+            {
+                results[call[k]] = new TensorOutputs(perItem[k], items[call[k]].Truncated);
             }
 
             return true;
@@ -358,10 +371,9 @@ internal sealed class OnnxTensorSession : IDisposable
         return data;
     }
 
-    /// <summary>An item's rows of output <paramref name="output"/>, cut back to its own size on dimensions that were padded.</summary>
-    private TensorData Slice(TensorData value, int output, TensorItem item, long firstRow)
+    /// <summary>The item's own dimensions of an output row: the output's, with padded dimensions cut back to the item's size.</summary>
+    private long[] OwnShape(ReadOnlySpan<long> outRow, int output, TensorItem item)
     {
-        var outRow = value.Shape.AsSpan(1);
         var own = outRow.ToArray();
         var sources = _outputSource[output];
         for (var d = 0; d < own.Length && d < sources.Length; d++)
@@ -371,6 +383,66 @@ internal sealed class OnnxTensorSession : IDisposable
                 own[d] = item.RowShape(sources[d].Input)[sources[d].Dimension];
             }
         }
+
+        return own;
+    }
+
+    /// <summary>
+    /// An item's part of a float output, read from ONNX Runtime's buffer: reduced there when
+    /// <see cref="TensorBatching.Reducers"/> has a reducer for the output and the item is one row whose part is contiguous,
+    /// else copied (cut back to its own size where padded).
+    /// </summary>
+    private TensorData SliceFloats(ReadOnlySpan<float> values, long[] shape, int output, TensorItem item, long firstRow)
+    {
+        var outRow = shape.AsSpan(1);
+        var own = OwnShape(outRow, output, item);
+        var rowLength = (int)Product(outRow);
+        var ownLength = (int)Product(own);
+        if (item.Rows == 1 && own.Length > 0 && own.AsSpan(1).SequenceEqual(outRow[1..]) && _batching.Reducers.TryGetValue(_outputNames[output], out var reduce))
+        {
+            // The item's part is its first own[0] entries along the cut dimension, end to end: reduced where it lies.
+            var reduced = reduce(values.Slice((int)(firstRow * rowLength), ownLength), (int)own[0], ownLength / Math.Max(1, (int)own[0]));
+            return TensorData.Create(reduced, reduced.Length);
+        }
+
+        var data = new float[item.Rows * ownLength];
+        if (own.AsSpan().SequenceEqual(outRow))
+        {
+            values.Slice((int)(firstRow * rowLength), (int)(item.Rows * rowLength)).CopyTo(data);
+        }
+        else
+        {
+            for (var r = 0; r < item.Rows; r++)
+            {
+                CopyRegion(values[(int)((firstRow + r) * rowLength)..], outRow, data.AsSpan(r * ownLength), own, own);
+            }
+        }
+
+        return new TensorData(Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float, item.HasBatchDimension ? [item.Rows, .. own] : own, data);
+    }
+
+    /// <summary>Copies the block <paramref name="region"/> between two row-major spans of the given shapes, both from their start.</summary>
+    private static void CopyRegion(ReadOnlySpan<float> from, ReadOnlySpan<long> fromShape, Span<float> to, ReadOnlySpan<long> toShape, ReadOnlySpan<long> region)
+    {
+        if (region.Length <= 1)
+        {
+            from[..(region.Length == 0 ? 1 : (int)region[0])].CopyTo(to);
+            return;
+        }
+
+        var fromStride = (int)Product(fromShape[1..]);
+        var toStride = (int)Product(toShape[1..]);
+        for (var i = 0; i < region[0]; i++)
+        {
+            CopyRegion(from[(i * fromStride)..], fromShape[1..], to[(i * toStride)..], toShape[1..], region[1..]);
+        }
+    }
+
+    /// <summary>An item's rows of output <paramref name="output"/>, cut back to its own size on dimensions that were padded.</summary>
+    private TensorData Slice(TensorData value, int output, TensorItem item, long firstRow)
+    {
+        var outRow = value.Shape.AsSpan(1);
+        var own = OwnShape(outRow, output, item);
 
         var rowLength = Product(outRow);
         var ownLength = Product(own);

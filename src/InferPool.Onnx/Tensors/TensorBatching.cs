@@ -27,4 +27,18 @@ public sealed class TensorBatching
     /// alone. Null: no cap; a call takes the whole batch (or group).
     /// </summary>
     public int? MaxBatchTokens { get; init; }
+
+    /// <summary>
+    /// Reducers for float outputs, by output name: each gets one item's part of the output where ONNX Runtime left it
+    /// (its rows along the first item dimension, <c>count</c> of them, <c>width</c> values each; padding already cut
+    /// off) and returns what the item keeps, so a large output (a text model's token vectors) is never copied per item.
+    /// Used for items without a batch dimension; other items, and other outputs, are copied as they are.
+    /// </summary>
+    public IReadOnlyDictionary<string, FloatRowsReducer> Reducers { get; init; } = new Dictionary<string, FloatRowsReducer>(StringComparer.Ordinal);
 }
+
+/// <summary>Reduces one item's rows of a float output (e.g. mean pooling of token vectors) to the values it keeps.</summary>
+/// <param name="rows">The item's rows, end to end: <paramref name="count"/> × <paramref name="width"/> values.</param>
+/// <param name="count">How many rows (the item's own length).</param>
+/// <param name="width">Values per row.</param>
+public delegate float[] FloatRowsReducer(ReadOnlySpan<float> rows, int count, int width);
