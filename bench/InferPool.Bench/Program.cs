@@ -38,7 +38,7 @@ if (args.Contains("--memory"))
 {
     if (args.Contains("--text"))
     {
-        await MemoryBench.RunTextAsync(work, args.Contains("--quick") ? [2_000, 20_000] : [10_000, 1_000_000]);
+        await MemoryBench.RunTextAsync(work, args.Contains("--quick") ? [2_000, 20_000] : [10_000, 100_000, 1_000_000]);
     }
     else
     {

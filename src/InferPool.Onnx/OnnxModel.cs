@@ -124,6 +124,7 @@ public sealed partial class OnnxModel
 
     private static InferenceSession CreateProbeSession(byte[] bytes, string path)
     {
+        // Basic optimisation, not none: without it shape inference leaves some output dimensions symbolic (MiniLM's 384).
         using var options = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC };
         try
         {

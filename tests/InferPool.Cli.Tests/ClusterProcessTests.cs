@@ -84,6 +84,29 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
     }
 
     [SkippableFact]
+    public async Task Cancel_stops_a_submitted_job_and_says_when_there_is_nothing_to_cancel()
+    {
+        Requirement.Needs(postgres.Unavailable);
+        var connection = postgres.NewDatabase();
+        CopySamples(copies: 1);
+        var submit = await Cli.RunAsync(Dir, "run", "in", "--cluster", connection, "--shard-size", "5", "--job", "stopme", "--detach");
+        Assert.True(submit.ExitCode == 0, submit.Out + submit.Err);
+
+        var cancel = await Cli.RunAsync(Dir, "cancel", "stopme", "--cluster", connection);
+        var again = await Cli.RunAsync(Dir, "cancel", "stopme", "--cluster", connection);
+        var unknown = await Cli.RunAsync(Dir, "cancel", "no-such-job", "--cluster", connection);
+
+        Assert.True(cancel.ExitCode == 0, cancel.Out + cancel.Err);
+        Assert.Contains("Cancelled stopme.", cancel.Out, StringComparison.Ordinal);
+        Assert.Equal(2, again.ExitCode);
+        Assert.Contains("stopme is not running (unknown, finished or already cancelled).", again.Out, StringComparison.Ordinal);
+        Assert.Equal(2, unknown.ExitCode);
+        await using var database = NpgsqlDataSource.Create(connection);
+        Assert.Equal("cancelled", await TextAsync(database, "SELECT state FROM inferpool_jobs WHERE id = 'stopme'"));
+        Assert.Equal(0L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_shards WHERE job_id = 'stopme' AND state <> 'pending'"));
+    }
+
+    [SkippableFact]
     public async Task A_node_frozen_past_its_lease_cannot_commit_its_stale_shard()
     {
         Requirement.Needs(postgres.Unavailable);

@@ -57,9 +57,9 @@ public sealed class TuneAndBenchTests : TempFolderTest
         Assert.True(tune.ExitCode == 0, tune.Out + tune.Err);
         Assert.Contains("(model inference on tokenized texts)", tune.Out, StringComparison.Ordinal);
         var config = TunedConfig.Load(Path.Combine(Dir, "tuned.json"));
-        Assert.All(config.Trials, t => Assert.Contains(t.Batch, new[] { 64, 512 }));
-        Assert.Contains(config.Trials, t => t.Batch == 64);
-        Assert.Contains(config.Trials, t => t.Batch == 512);
+        Assert.All(config.Trials, t => Assert.Contains(t.Batch, new[] { 256, 1024 }));
+        Assert.Contains(config.Trials, t => t.Batch == 256);
+        Assert.Contains(config.Trials, t => t.Batch == 1024);
 
         var run = await Cli.RunAsync(Dir, "run", "texts.txt", "--model", model, "--tokenizer", "vocab.txt", "--config", "tuned.json", "-o", "out", "--format", "jsonl");
 

@@ -29,11 +29,11 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
             IReadOnlyList<TrialResult> results;
             if (settings.IsText)
             {
-                // A text model: tokenized texts, windows of 64 and 512 sorted by length into calls of the token budget.
+                // A text model: tokenized texts, windows of 256 and the default sorted by length into calls of the token budget.
                 var text = TextEngine.Load(settings.Model, settings.Tokenizer, logger: logger);
                 var input = InputSource.OpenTexts(settings.Input ?? ToolFiles.SampleTexts);
-                var sample = await TextSampleAsync(input, text, Math.Max(settings.SampleSize, 512), cancellationToken).ConfigureAwait(false);
-                var candidates = Candidate.For(selection, inventory.CpuCores, text.MaxBatchSize, batches: [64, TextEngine.DefaultBatch]);
+                var sample = await TextSampleAsync(input, text, Math.Max(settings.SampleSize, TextEngine.DefaultBatch), cancellationToken).ConfigureAwait(false);
+                var candidates = Candidate.For(selection, inventory.CpuCores, text.MaxBatchSize, batches: [256, TextEngine.DefaultBatch]);
                 (name, sha, modelPath, what) = (text.Name, text.Fingerprint, text.Text.Model.Path, "tokenized texts");
                 console.WriteLine($"Tuning {name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {sample.Count} text(s) of {input.Description}: {candidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
                 results = await new Tuner(text.Text.Model, time).TuneAsync(candidates, sample, text.Batching, budget, Measured, cancellationToken).ConfigureAwait(false);

@@ -65,6 +65,12 @@ public sealed class InputSource
     /// <summary>True when the items are texts (<see cref="InputItem.Text"/>), for a text model.</summary>
     public bool HoldsTexts => _kind is Kind.TextLines or Kind.TextJsonl || _tableTexts;
 
+    /// <summary>
+    /// True when the source's keys cannot repeat: a folder's relative paths, a text file's line numbers, a table's row
+    /// numbers. A job then keeps no set of the keys it has seen. Lists, JSONL keys and key columns can repeat.
+    /// </summary>
+    public bool KeysAreUnique => _kind is Kind.Folder or Kind.TextLines || (_kind == Kind.Table && _table!.KeyColumn is null);
+
     /// <summary>The column names of a table input (CSV or Parquet), in order; empty for other inputs.</summary>
     public IReadOnlyList<string> Columns => _table?.Columns ?? [];
 

@@ -28,6 +28,9 @@ internal sealed class TableReader
         Columns = columns;
     }
 
+    /// <summary>The key column, or null when rows are keyed by their number.</summary>
+    public string? KeyColumn => _options.KeyColumn;
+
     /// <summary>The table's column names, in order.</summary>
     public IReadOnlyList<string> Columns { get; }
 

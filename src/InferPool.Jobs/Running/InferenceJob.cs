@@ -149,8 +149,10 @@ public sealed class InferenceJob
         long skipped = 0;
         var firstFailures = new List<(string, string)>();
         var byReason = new Dictionary<string, int>(StringComparer.Ordinal);
+        // A source whose keys cannot repeat (a folder's paths, line numbers, row numbers) needs no set of every key seen.
         var keys = new UniqueKeys(_options.DuplicateKeys);
-        var input = StopWhen(_options.Input.ReadAsync(cancellationToken), stop.Token).Select(keys.Apply).Where(item =>
+        Func<InputItem, InputItem> unique = _options.Input.KeysAreUnique ? static item => item : keys.Apply;
+        var input = StopWhen(_options.Input.ReadAsync(cancellationToken), stop.Token).Select(unique).Where(item =>
         {
             // Resuming: what an earlier run committed is not done again.
             if (!start.CommittedKeys.Contains(item.Key))
