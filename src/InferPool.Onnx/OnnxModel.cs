@@ -78,13 +78,24 @@ public sealed partial class OnnxModel
     /// <summary>The bytes sessions are built from (the rewritten graph when batching was rewritten).</summary>
     internal byte[] SessionBytes { get; }
 
+    /// <summary>True when this load found its inputs, outputs and batching verdict in the check cache instead of checking the model again.</summary>
+    public bool CheckWasCached { get; private init; }
+
+    /// <summary>Where loads keep what they learned about each model file unless told otherwise: <c>INFERPOOL_CACHE_DIR</c>, <c>$XDG_CACHE_HOME/inferpool</c> or <c>~/.cache/inferpool</c>, then <c>models/</c>.</summary>
+    public static string DefaultCacheDirectory => ModelCheckCache.DefaultDirectory;
+
     /// <summary>Reads, inspects and (if needed) rewrites a model for batching.</summary>
     /// <param name="path">The .onnx file.</param>
     /// <param name="logger">Where the batching decision is logged.</param>
+    /// <param name="cacheDirectory">
+    /// Where what was learned about the file (inputs, outputs, batching verdict) is kept by its SHA-256 and the ONNX Runtime
+    /// version, so that the next load skips the checking session and the rewrite's parity check; null for
+    /// <see cref="DefaultCacheDirectory"/>, an empty string for no cache.
+    /// </param>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="InvalidDataException">The file is not a model ONNX Runtime can load (including an operator it lacks).</exception>
     /// <exception cref="NotSupportedException">An input or output is not a dense tensor of a supported type, or an input is a scalar; the message names it.</exception>
-    public static OnnxModel Load(string path, ILogger? logger = null)
+    public static OnnxModel Load(string path, ILogger? logger = null, string? cacheDirectory = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         logger ??= NullLogger.Instance;
@@ -95,6 +106,18 @@ public sealed partial class OnnxModel
 
         var bytes = File.ReadAllBytes(path);
         var sha = Convert.ToHexStringLower(SHA256.HashData(bytes));
+        cacheDirectory ??= DefaultCacheDirectory;
+        if (cacheDirectory.Length > 0 && ModelCheckCache.TryRead(cacheDirectory, sha) is { } known)
+        {
+            // Checked before: the same file under the same ONNX Runtime. A rewrite is redone (it is deterministic) but not re-checked.
+            var cachedBytes = known.Batching == BatchingSupport.Rewritten ? BatchDimensionRewriter.MakeBatchSymbolic(bytes) : bytes;
+            LogBatching(logger, path, $"{known.Report} (checked before; from {cacheDirectory})");
+            return new OnnxModel(path, sha, cachedBytes, [.. known.Inputs.Select(i => i.ToSpec())], [.. known.Outputs.Select(o => o.ToSpec())], known.Batching, known.Report)
+            {
+                CheckWasCached = true,
+            };
+        }
+
         using var original = CreateProbeSession(bytes, path);
         var inputs = Specs(original.InputMetadata, "input", path);
         var outputs = Specs(original.OutputMetadata, "output", path);
@@ -113,6 +136,11 @@ public sealed partial class OnnxModel
 
         original.Dispose();
         ProcessMemory.ReturnFreedMemory();
+        if (cacheDirectory.Length > 0)
+        {
+            ModelCheckCache.TryWrite(cacheDirectory, ModelCheckCache.Describe(sha, inputs, outputs, batching, report));
+        }
+
         return new OnnxModel(path, sha, sessionBytes, inputs, outputs, batching, report);
     }
 

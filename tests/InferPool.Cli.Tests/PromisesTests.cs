@@ -71,6 +71,27 @@ public sealed class PromisesTests : TempFolderTest
     }
 
     [Fact]
+    public async Task BatchTimeout_FailsTheHungItemAloneAndTheJobGoesOn()
+    {
+        Write("a.bin", "x");
+        Write("in.jsonl", """
+            {"key": "before", "path": "a.bin"}
+            {"key": "stuck", "path": "a.bin", "want": "hang"}
+            {"key": "after", "path": "a.bin"}
+            """);
+
+        var (code, stdout, stderr) = await Cli.RunAsync(Dir, "run", "in.jsonl", "--worker", FileWorker, "--devices", "cpu=1", "--batch-timeout", "8", "-o", "out", "--format", "jsonl");
+
+        Assert.True(code == 1, stdout + stderr);
+        var rows = File.ReadLines(Directory.GetFiles(Path.Combine(Dir, "out"), "part-*.jsonl").Single())
+            .Select(l => JsonDocument.Parse(l).RootElement).ToDictionary(r => r.GetProperty("key").GetString()!, StringComparer.Ordinal);
+        Assert.Equal("ok", rows["before"].GetProperty("status").GetString());
+        Assert.Equal("ok", rows["after"].GetProperty("status").GetString());
+        Assert.Equal("failed", rows["stuck"].GetProperty("status").GetString());
+        Assert.StartsWith("TimeoutException", rows["stuck"].GetProperty("error").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Progress_WhenTheOutputIsALog_PrintsAPlainLineEveryFiveSeconds()
     {
         var time = new TimerSignallingTime();

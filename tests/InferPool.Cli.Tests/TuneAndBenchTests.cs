@@ -29,6 +29,10 @@ public sealed class TuneAndBenchTests : TempFolderTest
         var fastest = config.Trials.MaxBy(t => t.ItemsPerSecond)!;
         Assert.Equal((fastest.Devices, fastest.Threads, fastest.Batch), (config.Devices, config.Threads, config.Batch));
         Assert.Matches("^cpu=[0-9]+$", config.Devices);
+        // Every rate is a plausible one: none a hundred times the slowest (the tuner once rated a batch of results that
+        // arrived together as thousands of items per second).
+        Assert.True(config.Trials.Max(t => t.ItemsPerSecond) < 100 * config.Trials.Min(t => t.ItemsPerSecond), string.Join(", ", config.Trials.Select(t => t.ItemsPerSecond)));
+
         // Each trial is marked oversubscribed exactly when its replicas × threads exceed the cores.
         var cores = Environment.ProcessorCount;
         Assert.All(config.Trials, t => Assert.Equal(DeviceSpec.Parse(t.Devices).Resolve(NvmlDeviceInventory.Discover()).TotalReplicas * t.Threads > cores, t.Oversubscribed));
@@ -139,6 +143,19 @@ public sealed class TuneAndBenchTests : TempFolderTest
         Assert.Equal(1.0, ways[0].GetProperty("ratio_to_plain_loop").GetDouble());
         Assert.All(ways, w => Assert.Equal(2, w.GetProperty("seconds").GetArrayLength()));
         Assert.All(ways, w => Assert.True(w.GetProperty("items_per_second").GetDouble() > 0));
+
+        // The figures agree with each other: each rate is the items over the median round, each ratio the rates', and no
+        // way is a hundred times off the others (the sign of a rate counted wrong, not of a slow machine).
+        var plain = ways[0].GetProperty("items_per_second").GetDouble();
+        foreach (var way in ways)
+        {
+            var rate = way.GetProperty("items_per_second").GetDouble();
+            var seconds = way.GetProperty("seconds").EnumerateArray().Select(e => e.GetDouble()).Order().ToList();
+            Assert.Equal(60 / ((seconds[0] + seconds[1]) / 2), rate, 0.02 * rate);
+            Assert.Equal(rate / plain, way.GetProperty("ratio_to_plain_loop").GetDouble(), 0.01);
+            Assert.InRange(rate / plain, 0.01, 100);
+        }
+
         var png = File.ReadAllBytes(Path.Combine(Dir, "bench.png"));
         Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], png[..4]);
     }

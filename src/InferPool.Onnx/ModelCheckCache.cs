@@ -1,0 +1,94 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace InferPool.Onnx;
+
+/// <summary>
+/// What <see cref="OnnxModel.Load(string, Microsoft.Extensions.Logging.ILogger?, string?)"/> learned about a model file that
+/// never changes for it: its inputs and outputs and the batching verdict (after the rewrite's parity check). Kept as one
+/// small JSON file per model SHA-256 and ONNX Runtime version, so the second load of a model builds no checking session
+/// and runs no parity check. A file that cannot be read or written is ignored: the check is simply done again.
+/// </summary>
+internal static class ModelCheckCache
+{
+    private static readonly Lazy<string> OrtVersion = new(() => OrtEnv.Instance().GetVersionString());
+
+    /// <summary>
+    /// The folder: <c>INFERPOOL_CACHE_DIR</c> when set, else <c>$XDG_CACHE_HOME/inferpool</c>, else
+    /// <c>~/.cache/inferpool</c> (the local application data folder on Windows); <c>models/</c> below it.
+    /// </summary>
+    public static string DefaultDirectory
+    {
+        get
+        {
+            var root = Environment.GetEnvironmentVariable("INFERPOOL_CACHE_DIR") is { Length: > 0 } set
+                ? set
+                : Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } xdg
+                    ? Path.Combine(xdg, "inferpool")
+                    : OperatingSystem.IsWindows()
+                        ? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData), "inferpool")
+                        : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "inferpool");
+            return Path.Combine(root, "models");
+        }
+    }
+
+    public static Entry? TryRead(string directory, string sha256)
+    {
+        try
+        {
+            var path = FileFor(directory, sha256);
+            if (!File.Exists(path))
+            {
+                return null;
+            }
+
+            var entry = JsonSerializer.Deserialize(File.ReadAllBytes(path), CacheJson.Default.Entry);
+            return entry is { Version: Entry.CurrentVersion } && entry.Sha256 == sha256 && entry.OnnxRuntime == OrtVersion.Value ? entry : null;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException)
+        {
+            return null;
+        }
+    }
+
+    public static void TryWrite(string directory, Entry entry)
+    {
+        try
+        {
+            Directory.CreateDirectory(directory);
+            var path = FileFor(directory, entry.Sha256);
+            var temporary = $"{path}.{Environment.ProcessId}.tmp";
+            File.WriteAllBytes(temporary, JsonSerializer.SerializeToUtf8Bytes(entry, CacheJson.Default.Entry));
+            File.Move(temporary, path, overwrite: true);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // A read-only home or a full disk costs the next run a check, nothing else.
+        }
+    }
+
+    public static Entry Describe(string sha256, IReadOnlyList<TensorSpec> inputs, IReadOnlyList<TensorSpec> outputs, BatchingSupport batching, string report) =>
+        new(Entry.CurrentVersion, sha256, OrtVersion.Value, [.. inputs.Select(Spec.Of)], [.. outputs.Select(Spec.Of)], batching, report);
+
+    private static string FileFor(string directory, string sha256) => Path.Combine(directory, $"{sha256}.ort-{OrtVersion.Value}.json");
+
+    /// <summary>One cached check.</summary>
+    internal sealed record Entry(int Version, string Sha256, string OnnxRuntime, IReadOnlyList<Spec> Inputs, IReadOnlyList<Spec> Outputs, BatchingSupport Batching, string Report)
+    {
+        public const int CurrentVersion = 1;
+    }
+
+    /// <summary>A tensor spec as stored.</summary>
+    internal sealed record Spec(string Name, TensorElementType ElementType, IReadOnlyList<long> Shape, IReadOnlyList<string> DimensionNames)
+    {
+        public static Spec Of(TensorSpec spec) => new(spec.Name, spec.ElementType, spec.Shape, spec.DimensionNames);
+
+        public TensorSpec ToSpec() => new(Name, ElementType, Shape) { DimensionNames = DimensionNames };
+    }
+}
+
+[JsonSourceGenerationOptions(UseStringEnumConverter = true)]
+[JsonSerializable(typeof(ModelCheckCache.Entry))]
+internal sealed partial class CacheJson : JsonSerializerContext;

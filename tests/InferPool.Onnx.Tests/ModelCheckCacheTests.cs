@@ -1,0 +1,60 @@
+namespace InferPool.Onnx.Tests;
+
+/// <summary>The second load of a model file reuses what the first one checked: no checking session, no parity run.</summary>
+public sealed class ModelCheckCacheTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("inferpool-cache-").FullName;
+
+    private string Cache => Path.Combine(_dir, "cache");
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public async Task Load_Twice_SecondUsesTheCachedCheckAndRunsTheSame()
+    {
+        var path = TinyModels.Affine(_dir, symbolicBatch: false);
+
+        var first = OnnxModel.Load(path, cacheDirectory: Cache);
+        var second = OnnxModel.Load(path, cacheDirectory: Cache);
+
+        Assert.False(first.CheckWasCached);
+        Assert.True(second.CheckWasCached);
+        Assert.Equal(BatchingSupport.Rewritten, second.Batching);
+        Assert.Equal(first.BatchingReport, second.BatchingReport);
+        Assert.Equal(first.Inputs.Select(i => i.ToString()), second.Inputs.Select(i => i.ToString()));
+        Assert.Equal(first.Outputs.Select(o => o.ToString()), second.Outputs.Select(o => o.ToString()));
+        Assert.Equal(first.Inputs.Select(i => string.Join(",", i.DimensionNames)), second.Inputs.Select(i => string.Join(",", i.DimensionNames)));
+        Assert.Equal(first.SessionBytes, second.SessionBytes);
+
+        // The cached model batches like the checked one.
+        using var factory = new OnnxReplicaFactory(second);
+        var results = new List<Results.InferenceResult<float[], float[][]>>();
+        await foreach (var r in InferencePool.RunAsync(new[] { new float[] { 1, 2, 3, 4 }, [0, 0, 0, 0] }.ToAsyncEnumerable(), factory, new InferencePoolOptions { MaxBatchSize = 2 }))
+        {
+            results.Add(r);
+        }
+
+        Assert.Equal([3f, 5, 7, 9], results[0].Value![0]);
+    }
+
+    [Fact]
+    public void Load_ChangedFileOrDamagedCache_ChecksAgain()
+    {
+        var path = TinyModels.Mixed(_dir);
+        OnnxModel.Load(path, cacheDirectory: Cache);
+        foreach (var file in Directory.GetFiles(Cache))
+        {
+            File.WriteAllText(file, "{ not json");
+        }
+
+        var damaged = OnnxModel.Load(path, cacheDirectory: Cache);
+        var other = OnnxModel.Load(TinyModels.Sequence(_dir), cacheDirectory: Cache);
+        var off = OnnxModel.Load(path, cacheDirectory: "");
+
+        Assert.False(damaged.CheckWasCached);
+        Assert.False(other.CheckWasCached);
+        Assert.False(off.CheckWasCached);
+        Assert.True(OnnxModel.Load(path, cacheDirectory: Cache).CheckWasCached);
+        Assert.Equal(["x", "n"], damaged.Inputs.Select(i => i.Name));
+    }
+}
