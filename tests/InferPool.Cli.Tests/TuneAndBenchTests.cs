@@ -29,9 +29,11 @@ public sealed class TuneAndBenchTests : TempFolderTest
         var fastest = config.Trials.MaxBy(t => t.ItemsPerSecond)!;
         Assert.Equal((fastest.Devices, fastest.Threads, fastest.Batch), (config.Devices, config.Threads, config.Batch));
         Assert.Matches("^cpu=[0-9]+$", config.Devices);
-        // Every rate is a plausible one: none a hundred times the slowest (the tuner once rated a batch of results that
-        // arrived together as thousands of items per second).
-        Assert.True(config.Trials.Max(t => t.ItemsPerSecond) < 100 * config.Trials.Min(t => t.ItemsPerSecond), string.Join(", ", config.Trials.Select(t => t.ItemsPerSecond)));
+        // Every rate of a split that fits the cores is a plausible one: none a hundred times another (the tuner once
+        // rated a batch of results that arrived together as thousands of items per second). Oversubscribed splits are
+        // left out: ONNX Runtime's spinning threads can make them hundreds of times slower on a tiny model.
+        var fitting = config.Trials.Where(t => !t.Oversubscribed).Select(t => t.ItemsPerSecond).ToList();
+        Assert.True(fitting.Max() < 100 * fitting.Min(), string.Join(", ", fitting));
 
         // Each trial is marked oversubscribed exactly when its replicas × threads exceed the cores.
         var cores = Environment.ProcessorCount;
