@@ -323,13 +323,15 @@ public static class ThreeWayBenchmark
         {
             for (var i = 0; i < values.Length; i++)
             {
-                var data = new long[items.Length * width];
+                // The model's own id type (int64, or int32 for some exports), zero-padded.
+                var data = Onnx.Tensors.TensorData.NewArray(model.Inputs[i].ElementType, items.Length * width);
                 for (var r = 0; r < items.Length; r++)
                 {
-                    ((long[])items[r].Inputs[i].Values).CopyTo(data, r * width);
+                    var ids = items[r].Inputs[i].Values;
+                    Array.Copy(ids, 0, data, r * width, ids.Length);
                 }
 
-                values[i] = OrtValue.CreateTensorValueFromMemory(data, [items.Length, width]);
+                values[i] = Onnx.Tensors.TensorData.ToOrtValue(data, [items.Length, width]);
             }
 
             using var runOptions = new RunOptions();
