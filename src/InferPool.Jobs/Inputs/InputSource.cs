@@ -175,7 +175,7 @@ public sealed class InputSource
             Kind.Folder => SkipLong(WalkFolder(_path, _forWorker), first).Select(f => new InputItem { Key = Relative(f), Path = f }),
             Kind.List => ReadList(first),
             Kind.TextLines => ReadTextLines(first),
-            Kind.TextJsonl => ReadTextRecords(first),
+            Kind.TextJsonl => ReadJsonl(first),
             Kind.Table => _table!.Read(first),
             _ => ReadJsonl(first),
         };
@@ -317,45 +317,6 @@ public sealed class InputSource
         }
     }
 
-    private IEnumerable<InputItem> ReadTextRecords(long first)
-    {
-        foreach (var (number, bytes) in ReadRecordLines(_path, first))
-        {
-            var key = $"line {number}";
-            if (!TryDecode(bytes, out _))
-            {
-                yield return InputItem.Unusable(key, $"Line {number} of {_path} is not valid UTF-8.");
-                continue;
-            }
-
-            InputItem item;
-            try
-            {
-                using var doc = JsonDocument.Parse(bytes);
-                var root = doc.RootElement;
-                if (root.ValueKind != JsonValueKind.Object)
-                {
-                    item = InputItem.Unusable(key, $"Line {number} of {_path} is a JSON {root.ValueKind}, not a record object.");
-                }
-                else
-                {
-                    key = root.TryGetProperty("key", out var k) && k.ValueKind is JsonValueKind.String or JsonValueKind.Number ? k.ToString() : key;
-                    item = !root.TryGetProperty(_textField, out var text)
-                        ? InputItem.Unusable(key, $"Line {number} of {_path} has no \"{_textField}\" field.")
-                        : text.ValueKind != JsonValueKind.String
-                            ? InputItem.Unusable(key, $"Line {number} of {_path}: \"{_textField}\" is a JSON {text.ValueKind}, not a string.")
-                            : new InputItem { Key = key, Text = text.GetString() };
-                }
-            }
-            catch (JsonException ex)
-            {
-                item = InputItem.Unusable(key, $"Line {number} of {_path} is not valid JSON: {ex.Message}");
-            }
-
-            yield return item;
-        }
-    }
-
     private IEnumerable<InputItem> ReadJsonl(long first)
     {
         var baseDir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(_path))!;
@@ -382,8 +343,18 @@ public sealed class InputSource
                 return InputItem.Unusable(fallbackKey, $"Line {number} of {_path} is a JSON {root.ValueKind}, not a record object.");
             }
 
-            var path = root.TryGetProperty("path", out var p) && p.ValueKind == JsonValueKind.String ? p.GetString() : null;
+            // A text record is keyed by its key or its line; any other record may also be keyed by its path.
+            var path = _kind != Kind.TextJsonl && root.TryGetProperty("path", out var p) && p.ValueKind == JsonValueKind.String ? p.GetString() : null;
             var key = root.TryGetProperty("key", out var k) && k.ValueKind is JsonValueKind.String or JsonValueKind.Number ? k.ToString() : path ?? fallbackKey;
+            if (_kind == Kind.TextJsonl)
+            {
+                return !root.TryGetProperty(_textField, out var text)
+                    ? InputItem.Unusable(key, $"Line {number} of {_path} has no \"{_textField}\" field.")
+                    : text.ValueKind != JsonValueKind.String
+                        ? InputItem.Unusable(key, $"Line {number} of {_path}: \"{_textField}\" is a JSON {text.ValueKind}, not a string.")
+                        : new InputItem { Key = key, Text = text.GetString() };
+            }
+
             if (_forWorker)
             {
                 return new InputItem { Key = key, Record = WholeRecord(root, path, baseDir) };
