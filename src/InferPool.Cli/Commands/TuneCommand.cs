@@ -32,7 +32,7 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
                 // A text model: tokenized texts, windows of 256 and the default sorted by length into calls of the token budget.
                 var text = TextEngine.Load(settings.Model, settings.Tokenizer, logger: logger);
                 var input = InputSource.OpenTexts(settings.Input ?? ToolFiles.SampleTexts);
-                var sample = await TextSampleAsync(input, text, Math.Max(settings.SampleSize, TextEngine.DefaultBatch), cancellationToken).ConfigureAwait(false);
+                var sample = (await Sample.LoadAsync(input, item => text.Text.Prepare(item.Text ?? throw new InvalidDataException(item.Error ?? "The item has no text.")), Math.Max(settings.SampleSize, TextEngine.DefaultBatch), cancellationToken).ConfigureAwait(false)).Prepared;
                 var candidates = Candidate.For(selection, inventory.CpuCores, text.MaxBatchSize, batches: [256, TextEngine.DefaultBatch]);
                 (name, sha, modelPath, what) = (text.Name, text.Fingerprint, text.Text.Model.Path, "tokenized texts");
                 console.WriteLine($"Tuning {name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {sample.Count} text(s) of {input.Description}: {candidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
@@ -46,31 +46,11 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
                 if (!engine.FeedsImages)
                 {
                     // A model of any inputs: its records' tensors, read once.
-                    var prepare = new OnnxInputs(engine);
-                    var tensors = new List<Onnx.Tensors.TensorItem>();
-                    await foreach (var item in input.ReadAsync(cancellationToken).ConfigureAwait(false))
-                    {
-                        try
-                        {
-                            tensors.Add(prepare.PrepareTensors(item));
-                        }
-                        catch (InvalidDataException)
-                        {
-                            // Unusable records are not measured.
-                        }
-
-                        if (tensors.Count == settings.SampleSize)
-                        {
-                            break;
-                        }
-                    }
-
+                    var tensors = (await Sample.LoadAsync(input, new OnnxInputs(engine).PrepareTensors, settings.SampleSize, cancellationToken).ConfigureAwait(false)).Prepared;
                     var tensorCandidates = Candidate.For(selection, inventory.CpuCores, onnx.MaxBatchSize);
                     (name, sha, modelPath, what) = (model.Name, onnx.Sha256, model.Path, "records' tensors");
                     console.WriteLine($"Tuning {model.Name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {tensors.Count} item(s) of {input.Description}: {tensorCandidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
-                    results = tensors.Count == 0
-                        ? throw new InvalidDataException($"No usable record in {input.Description} to measure with.")
-                        : await new Tuner(onnx, time).TuneAsync(tensorCandidates, tensors, engine.TensorBatching, budget, Measured, cancellationToken).ConfigureAwait(false);
+                    results = await new Tuner(onnx, time).TuneAsync(tensorCandidates, tensors, engine.TensorBatching, budget, Measured, cancellationToken).ConfigureAwait(false);
                     return await SaveAsync(results).ConfigureAwait(false);
                 }
 
@@ -141,25 +121,5 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
             errors.Writer.WriteLine("inferpool: tuning stopped; nothing was saved.");
             return ExitCodes.Interrupted;
         }
-    }
-
-    /// <summary>Up to <paramref name="count"/> texts of the input, tokenized for the model (unusable ones skipped).</summary>
-    private static async Task<IReadOnlyList<Onnx.Tensors.TensorItem>> TextSampleAsync(InputSource input, TextEngine text, int count, CancellationToken cancellationToken)
-    {
-        var sample = new List<Onnx.Tensors.TensorItem>(count);
-        await foreach (var item in input.ReadAsync(cancellationToken).ConfigureAwait(false))
-        {
-            if (item.Error is null && !string.IsNullOrWhiteSpace(item.Text))
-            {
-                sample.Add(text.Text.Prepare(item.Text));
-            }
-
-            if (sample.Count == count)
-            {
-                break;
-            }
-        }
-
-        return sample.Count > 0 ? sample : throw new InvalidDataException($"No usable text in {input.Description} to measure with.");
     }
 }

@@ -129,31 +129,19 @@ public static class ThreeWayBenchmark
         }
     }
 
-    /// <summary>Texts cycled from the start of <paramref name="input"/> (texts that are empty or unusable skipped), <paramref name="count"/> in all.</summary>
+    /// <summary>Texts cycled from the start of <paramref name="input"/> (texts that are empty or unusable skipped), <paramref name="count"/> in all, each keyed by its place.</summary>
     /// <param name="input">Texts (<see cref="InputSource.OpenTexts"/>).</param>
     /// <param name="count">How many.</param>
     /// <param name="cancellationToken">Stops the reading.</param>
     /// <exception cref="InvalidDataException">The input holds no usable text.</exception>
     public static async Task<IReadOnlyList<InputItem>> CycledTextsAsync(InputSource input, int count, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        var texts = new List<InputItem>(count);
-        await foreach (var item in input.ReadAsync(cancellationToken).ConfigureAwait(false))
-        {
-            if (item.Error is null && !string.IsNullOrWhiteSpace(item.Text))
-            {
-                texts.Add(item);
-            }
-
-            if (texts.Count == count)
-            {
-                break;
-            }
-        }
-
-        return texts.Count == 0
-            ? throw new InvalidDataException($"No usable text in {input.Description} to measure with.")
-            : [.. Enumerable.Range(0, count).Select(i => texts[i % texts.Count] with { Key = $"{texts[i % texts.Count].Key}#{i}" })];
+        var sample = await Sample.LoadAsync(
+            input,
+            item => item.Error is null && !string.IsNullOrWhiteSpace(item.Text) ? item : throw new InvalidDataException(item.Error ?? "The text is empty."),
+            count,
+            cancellationToken).ConfigureAwait(false);
+        return [.. Cycle(sample.Items, count).Select((item, i) => item with { Key = $"{item.Key}#{i}" })];
     }
 
     /// <summary>The first records of <paramref name="input"/> whose tensors read cleanly for a model of any inputs, cycled to <paramref name="count"/>.</summary>
@@ -164,30 +152,9 @@ public static class ThreeWayBenchmark
     /// <exception cref="InvalidDataException">No record of the input reads cleanly.</exception>
     public static async Task<IReadOnlyList<InputItem>> CycledRecordsAsync(InputSource input, OnnxInputs prepare, int count, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(prepare);
-        var usable = new List<InputItem>(count);
-        await foreach (var item in input.ReadAsync(cancellationToken).ConfigureAwait(false))
-        {
-            try
-            {
-                prepare.PrepareTensors(item);
-                usable.Add(item);
-            }
-            catch (InvalidDataException)
-            {
-                // Unusable records are not measured.
-            }
-
-            if (usable.Count == count)
-            {
-                break;
-            }
-        }
-
-        return usable.Count == 0
-            ? throw new InvalidDataException($"No usable record in {input.Description} to measure with.")
-            : [.. Enumerable.Range(0, count).Select(i => usable[i % usable.Count])];
+        var sample = await Sample.LoadAsync(input, prepare.PrepareTensors, count, cancellationToken).ConfigureAwait(false);
+        return Cycle(sample.Items, count);
     }
 
     /// <summary>The first items of <paramref name="input"/> that prepare cleanly, cycled to <paramref name="count"/>, so every way does the same work.</summary>
@@ -199,8 +166,10 @@ public static class ThreeWayBenchmark
     public static async Task<IReadOnlyList<InputItem>> CycledItemsAsync(InputSource input, OnnxInputs prepare, int count, CancellationToken cancellationToken = default)
     {
         var sample = await Sample.LoadAsync(input, prepare, count, cancellationToken).ConfigureAwait(false);
-        return [.. Enumerable.Range(0, count).Select(i => sample.Items[i % sample.Items.Count])];
+        return Cycle(sample.Items, count);
     }
+
+    private static InputItem[] Cycle(IReadOnlyList<InputItem> items, int count) => [.. Enumerable.Range(0, count).Select(i => items[i % items.Count])];
 
     private static double Median(List<double> values)
     {
