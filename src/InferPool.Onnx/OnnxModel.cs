@@ -144,6 +144,50 @@ public sealed partial class OnnxModel
         return new OnnxModel(path, sha, sessionBytes, inputs, outputs, batching, report);
     }
 
+    /// <summary>
+    /// Checks that an item fits the model: a tensor per input, each of the input's element type and rank, agreeing with
+    /// every fixed dimension, and (for a model that takes one item per call) one row.
+    /// </summary>
+    /// <param name="item">The item.</param>
+    /// <exception cref="InvalidDataException">It does not fit; the message names the input and the reason.</exception>
+    public void CheckItem(TensorItem item)
+    {
+        ArgumentNullException.ThrowIfNull(item);
+        if (item.Inputs.Count != Inputs.Count)
+        {
+            throw new InvalidDataException($"The item has {item.Inputs.Count} input tensor(s); the model takes {Inputs.Count} ({string.Join(", ", Inputs.Select(i => i.Name))}).");
+        }
+
+        for (var i = 0; i < item.Inputs.Count; i++)
+        {
+            var spec = Inputs[i];
+            var tensor = item.Inputs[i];
+            var rowShape = item.RowShape(i);
+            if (tensor.ElementType != spec.ElementType)
+            {
+                throw new InvalidDataException($"Input {spec.Name} is {tensor.ElementType}; the model takes {spec.ElementType}.");
+            }
+
+            if (rowShape.Length != spec.Shape.Count - 1)
+            {
+                throw new InvalidDataException($"Input {spec.Name} has shape {tensor.ShapeText}; model input {spec} takes rank {spec.Shape.Count} with the batch dimension or {spec.Shape.Count - 1} without.");
+            }
+
+            for (var d = 0; d < rowShape.Length; d++)
+            {
+                if (spec.Shape[d + 1] >= 0 && rowShape[d] != spec.Shape[d + 1])
+                {
+                    throw new InvalidDataException($"Input {spec.Name} has shape {tensor.ShapeText}; model input {spec} fixes dimension {d + 1} at {spec.Shape[d + 1]}.");
+                }
+            }
+        }
+
+        if (MaxBatchSize == 1 && item.Rows != 1)
+        {
+            throw new InvalidDataException($"The item has {item.Rows} rows; the model takes one per call.");
+        }
+    }
+
     /// <summary>Finds an output by name.</summary>
     /// <exception cref="ArgumentException">No output has that name; the message lists the outputs.</exception>
     public TensorSpec Output(string name) =>

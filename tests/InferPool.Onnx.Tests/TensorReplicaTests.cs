@@ -133,7 +133,7 @@ public sealed class TensorReplicaTests : IDisposable
         Assert.True(results[2].IsSuccess);
         Assert.False(results[1].IsSuccess);
         Assert.Contains("Input x has shape [4]", results[1].Error!.Message, StringComparison.Ordinal);
-        Assert.Contains("fixes that dimension at 3", results[1].Error!.Message, StringComparison.Ordinal);
+        Assert.Contains("model input x Float [N,3] fixes dimension 1 at 3", results[1].Error!.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -60,25 +60,21 @@ public static class TensorRecords
             }
 
             whole = isWhole;
-            var offset = isWhole ? 0 : 1;
-            for (var d = 0; d < rank; d++)
-            {
-                var fixedSize = spec.Shape[d + offset];
-                if (fixedSize >= 0 && tensors[i].Shape[d] != fixedSize && !(isWhole && d == 0 && model.MaxBatchSize is null))
-                {
-                    throw new InvalidDataException($"Input {spec.Name} has shape {tensors[i].ShapeText}; model input {spec} fixes dimension {d + offset} at {fixedSize}.");
-                }
-            }
         }
 
+        TensorItem item;
         try
         {
-            return new TensorItem(tensors, whole ?? false);
+            item = new TensorItem(tensors, whole ?? false);
         }
         catch (ArgumentException ex)
         {
             throw new InvalidDataException(ex.Message, ex);
         }
+
+        // Fixed dimensions and rows are checked here, so a misfit fails in preparation, alone, not in a model call.
+        model.CheckItem(item);
+        return item;
     }
 
     private static JsonElement[] Values(JsonElement record, OnnxModel model)

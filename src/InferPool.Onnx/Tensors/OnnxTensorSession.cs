@@ -44,7 +44,7 @@ internal sealed class OnnxTensorSession : IDisposable
     {
         foreach (var item in items)
         {
-            Check(item);
+            _model.CheckItem(item);
         }
 
         var results = new TensorOutputs[items.Count];
@@ -122,43 +122,6 @@ internal sealed class OnnxTensorSession : IDisposable
         }
 
         return model.Outputs.All(o => Enumerable.Range(1, Math.Max(0, o.Shape.Count - 1)).All(d => o.Shape[d] >= 0 || (o.DimensionName(d) is { } n && named.Contains(n))));
-    }
-
-    private void Check(TensorItem item)
-    {
-        if (item.Inputs.Count != _model.Inputs.Count)
-        {
-            throw new InvalidDataException($"The item has {item.Inputs.Count} input tensor(s); the model takes {_model.Inputs.Count} ({string.Join(", ", _inputNames)}).");
-        }
-
-        for (var i = 0; i < item.Inputs.Count; i++)
-        {
-            var spec = _model.Inputs[i];
-            var tensor = item.Inputs[i];
-            var rowShape = item.RowShape(i);
-            if (tensor.ElementType != spec.ElementType)
-            {
-                throw new InvalidDataException($"Input {spec.Name} is {tensor.ElementType}; the model takes {spec.ElementType}.");
-            }
-
-            if (rowShape.Length != spec.Shape.Count - 1)
-            {
-                throw new InvalidDataException($"Input {spec.Name} has shape {tensor.ShapeText}; model input {spec} takes rank {spec.Shape.Count} with the batch dimension or {spec.Shape.Count - 1} without.");
-            }
-
-            for (var d = 0; d < rowShape.Length; d++)
-            {
-                if (spec.Shape[d + 1] >= 0 && rowShape[d] != spec.Shape[d + 1])
-                {
-                    throw new InvalidDataException($"Input {spec.Name} has shape {tensor.ShapeText}; model input {spec} fixes that dimension at {spec.Shape[d + 1]}.");
-                }
-            }
-        }
-
-        if (_model.MaxBatchSize == 1 && item.Rows != 1)
-        {
-            throw new InvalidDataException($"The item has {item.Rows} rows; the model takes one per call.");
-        }
     }
 
     /// <summary>An item's length: the largest product, over its inputs, of its symbolic dimensions.</summary>
