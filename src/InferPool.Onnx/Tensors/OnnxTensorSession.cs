@@ -1,4 +1,5 @@
 using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace InferPool.Onnx.Tensors;
 
@@ -250,8 +251,7 @@ internal sealed class OnnxTensorSession : IDisposable
                 return true;
             }
 
-            // Float outputs are cut straight out of ONNX Runtime's buffer (or reduced there); others are copied out once.
-            var copies = shapes.Select((info, o) => info.ElementDataType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float ? null : TensorData.FromOrtValue(outputs[o])).ToArray();
+            // Every item's part is cut straight out of ONNX Runtime's buffers (or reduced there).
             var perItem = call.Select(_ => new TensorData[outputs.Count]).ToArray();
             for (var o = 0; o < outputs.Count; o++)
             {
@@ -259,9 +259,7 @@ internal sealed class OnnxTensorSession : IDisposable
                 for (var k = 0; k < call.Count; k++)
                 {
                     var item = items[call[k]];
-                    perItem[k][o] = copies[o] is { } copy
-                        ? Slice(copy, o, item, row)
-                        : SliceFloats(outputs[o].GetTensorDataAsSpan<float>(), shapes[o].Shape, o, item, row);
+                    perItem[k][o] = Slice(outputs[o], shapes[o], o, item, row);
                     row += item.Rows;
                 }
             }
@@ -303,28 +301,42 @@ internal sealed class OnnxTensorSession : IDisposable
     }
 
     /// <summary>Input <paramref name="input"/> of the call's items, stacked along the batch dimension and padded to <paramref name="padded"/>.</summary>
-    private Array Stack(IReadOnlyList<TensorItem> items, List<int> call, int input, long[] padded, long rows)
+    private Array Stack(IReadOnlyList<TensorItem> items, List<int> call, int input, long[] padded, long rows) => _model.Inputs[input].ElementType switch
+    {
+        TensorElementType.Float => Stack<float>(items, call, input, padded, rows),
+        TensorElementType.Double => Stack<double>(items, call, input, padded, rows),
+        TensorElementType.Float16 => Stack<Float16>(items, call, input, padded, rows),
+        TensorElementType.Int64 => Stack<long>(items, call, input, padded, rows),
+        TensorElementType.Int32 => Stack<int>(items, call, input, padded, rows),
+        TensorElementType.Int8 => Stack<sbyte>(items, call, input, padded, rows),
+        TensorElementType.UInt8 => Stack<byte>(items, call, input, padded, rows),
+        TensorElementType.Bool => Stack<bool>(items, call, input, padded, rows),
+        var other => throw new NotSupportedException($"Input {_inputNames[input]} has element type {other}, which the built-in replica does not feed."),
+    };
+
+    private T[] Stack<T>(IReadOnlyList<TensorItem> items, List<int> call, int input, long[] padded, long rows)
+        where T : unmanaged
     {
         var rowLength = Product(padded);
         var needsPad = call.Any(i => !items[i].RowShape(input).SequenceEqual(padded));
         var pad = needsPad ? _batching.PadValues.GetValueOrDefault(_inputNames[input]) : 0;
-        var data = TensorData.NewArray(_model.Inputs[input].ElementType, checked((int)(rows * rowLength)), pad);
+        var data = (T[])TensorData.NewArray(_model.Inputs[input].ElementType, checked((int)(rows * rowLength)), pad);
         long row = 0;
         foreach (var index in call)
         {
             var item = items[index];
-            var tensor = item.Inputs[input];
+            var values = (T[])item.Inputs[input].Values;
             var rowShape = item.RowShape(input);
             if (rowShape.SequenceEqual(padded))
             {
-                Array.Copy(tensor.Values, 0, data, row * rowLength, tensor.Length);
+                values.CopyTo(data, row * rowLength);
             }
             else
             {
-                var itemRow = Product(rowShape);
+                var itemRow = (int)Product(rowShape);
                 for (var r = 0; r < item.Rows; r++)
                 {
-                    CopyRegion(tensor.Values, (int)(r * itemRow), rowShape, data, (int)((row + r) * rowLength), padded, rowShape);
+                    CopyRegion<T>(values.AsSpan(r * itemRow), rowShape, data.AsSpan((int)((row + r) * rowLength)), padded, rowShape);
                 }
             }
 
@@ -350,25 +362,41 @@ internal sealed class OnnxTensorSession : IDisposable
         return own;
     }
 
-    /// <summary>
-    /// An item's part of a float output, read from ONNX Runtime's buffer: reduced there when
-    /// <see cref="TensorBatching.Reducers"/> has a reducer for the output and the item is one row whose part is contiguous,
-    /// else copied (cut back to its own size where padded).
-    /// </summary>
-    private TensorData SliceFloats(ReadOnlySpan<float> values, long[] shape, int output, TensorItem item, long firstRow)
+    /// <summary>An item's part of an output, read from ONNX Runtime's buffer.</summary>
+    private TensorData Slice(OrtValue value, OrtTensorTypeAndShapeInfo info, int output, TensorItem item, long firstRow) => info.ElementDataType switch
     {
-        var outRow = shape.AsSpan(1);
+        TensorElementType.Float => Slice(value.GetTensorDataAsSpan<float>(), info, output, item, firstRow),
+        TensorElementType.Double => Slice(value.GetTensorDataAsSpan<double>(), info, output, item, firstRow),
+        TensorElementType.Float16 => Slice(value.GetTensorDataAsSpan<Float16>(), info, output, item, firstRow),
+        TensorElementType.Int64 => Slice(value.GetTensorDataAsSpan<long>(), info, output, item, firstRow),
+        TensorElementType.Int32 => Slice(value.GetTensorDataAsSpan<int>(), info, output, item, firstRow),
+        TensorElementType.Int8 => Slice(value.GetTensorDataAsSpan<sbyte>(), info, output, item, firstRow),
+        TensorElementType.UInt8 => Slice(value.GetTensorDataAsSpan<byte>(), info, output, item, firstRow),
+        TensorElementType.Bool => Slice(value.GetTensorDataAsSpan<bool>(), info, output, item, firstRow),
+        var other => throw new NotSupportedException($"The model returned a {other} tensor for {_outputNames[output]}, which the built-in replica does not read."),
+    };
+
+    /// <summary>
+    /// An item's rows of output <paramref name="output"/>, cut back to its own size on dimensions that were padded; a float
+    /// output with a reducer in <see cref="TensorBatching.Reducers"/> is reduced where it lies, for an item of one row
+    /// whose part is contiguous.
+    /// </summary>
+    private TensorData Slice<T>(ReadOnlySpan<T> values, OrtTensorTypeAndShapeInfo info, int output, TensorItem item, long firstRow)
+        where T : unmanaged
+    {
+        var outRow = info.Shape.AsSpan(1);
         var own = OwnShape(outRow, output, item);
         var rowLength = (int)Product(outRow);
         var ownLength = (int)Product(own);
-        if (item.Rows == 1 && own.Length > 0 && own.AsSpan(1).SequenceEqual(outRow[1..]) && _batching.Reducers.TryGetValue(_outputNames[output], out var reduce))
+        if (typeof(T) == typeof(float) && item.Rows == 1 && own.Length > 0 && own.AsSpan(1).SequenceEqual(outRow[1..]) && _batching.Reducers.TryGetValue(_outputNames[output], out var reduce))
         {
             // The item's part is its first own[0] entries along the cut dimension, end to end: reduced where it lies.
-            var reduced = reduce(values.Slice((int)(firstRow * rowLength), ownLength), (int)own[0], ownLength / Math.Max(1, (int)own[0]));
+            var rows = System.Runtime.InteropServices.MemoryMarshal.Cast<T, float>(values.Slice((int)(firstRow * rowLength), ownLength));
+            var reduced = reduce(rows, (int)own[0], ownLength / Math.Max(1, (int)own[0]));
             return TensorData.Create(reduced, reduced.Length);
         }
 
-        var data = new float[item.Rows * ownLength];
+        var data = new T[item.Rows * ownLength];
         if (own.AsSpan().SequenceEqual(outRow))
         {
             values.Slice((int)(firstRow * rowLength), (int)(item.Rows * rowLength)).CopyTo(data);
@@ -381,11 +409,11 @@ internal sealed class OnnxTensorSession : IDisposable
             }
         }
 
-        return new TensorData(Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float, item.HasBatchDimension ? [item.Rows, .. own] : own, data);
+        return new TensorData(info.ElementDataType, item.HasBatchDimension ? [item.Rows, .. own] : own, data);
     }
 
     /// <summary>Copies the block <paramref name="region"/> between two row-major spans of the given shapes, both from their start.</summary>
-    private static void CopyRegion(ReadOnlySpan<float> from, ReadOnlySpan<long> fromShape, Span<float> to, ReadOnlySpan<long> toShape, ReadOnlySpan<long> region)
+    private static void CopyRegion<T>(ReadOnlySpan<T> from, ReadOnlySpan<long> fromShape, Span<T> to, ReadOnlySpan<long> toShape, ReadOnlySpan<long> region)
     {
         if (region.Length <= 1)
         {
@@ -401,30 +429,6 @@ internal sealed class OnnxTensorSession : IDisposable
         }
     }
 
-    /// <summary>An item's rows of output <paramref name="output"/>, cut back to its own size on dimensions that were padded.</summary>
-    private TensorData Slice(TensorData value, int output, TensorItem item, long firstRow)
-    {
-        var outRow = value.Shape.AsSpan(1);
-        var own = OwnShape(outRow, output, item);
-
-        var rowLength = Product(outRow);
-        var ownLength = Product(own);
-        var data = TensorData.NewArray(value.ElementType, checked((int)(item.Rows * ownLength)));
-        if (own.AsSpan().SequenceEqual(outRow))
-        {
-            Array.Copy(value.Values, firstRow * rowLength, data, 0, item.Rows * rowLength);
-        }
-        else
-        {
-            for (var r = 0; r < item.Rows; r++)
-            {
-                CopyRegion(value.Values, (int)((firstRow + r) * rowLength), outRow, data, (int)(r * ownLength), own, own);
-            }
-        }
-
-        return new TensorData(value.ElementType, item.HasBatchDimension ? [item.Rows, .. own] : own, data);
-    }
-
     private static long Product(ReadOnlySpan<long> shape)
     {
         long product = 1;
@@ -434,28 +438,5 @@ internal sealed class OnnxTensorSession : IDisposable
         }
 
         return product;
-    }
-
-    /// <summary>Copies the block <paramref name="region"/> from a row-major array of <paramref name="fromShape"/> into one of <paramref name="toShape"/>, both from their start.</summary>
-    private static void CopyRegion(Array from, int fromStart, ReadOnlySpan<long> fromShape, Array to, int toStart, ReadOnlySpan<long> toShape, ReadOnlySpan<long> region)
-    {
-        if (region.Length == 0)
-        {
-            Array.Copy(from, fromStart, to, toStart, 1);
-            return;
-        }
-
-        if (region.Length == 1)
-        {
-            Array.Copy(from, fromStart, to, toStart, (int)region[0]);
-            return;
-        }
-
-        var fromStride = (int)Product(fromShape[1..]);
-        var toStride = (int)Product(toShape[1..]);
-        for (var i = 0; i < region[0]; i++)
-        {
-            CopyRegion(from, fromStart + (i * fromStride), fromShape[1..], to, toStart + (i * toStride), toShape[1..], region[1..]);
-        }
     }
 }
