@@ -146,8 +146,7 @@ public static class TensorRecords
                 writer.WriteEndArray();
             }
 
-            using var document = JsonDocument.Parse(buffer.WrittenMemory);
-            values[i] = document.RootElement.Clone();
+            values[i] = JsonElements.Read(buffer.WrittenMemory);
         }
 
         return values;

@@ -156,7 +156,7 @@ internal sealed class TableReader
                 writer.WriteEndObject();
             }
 
-            yield return Item(JsonDocument.Parse(buffer.WrittenMemory).RootElement, number);
+            yield return Item(JsonElements.Read(buffer.WrittenMemory), number);
         }
     }
 
@@ -199,7 +199,7 @@ internal sealed class TableReader
                     writer.WriteEndObject();
                 }
 
-                yield return Item(JsonDocument.Parse(buffer.WrittenMemory).RootElement, number);
+                yield return Item(JsonElements.Read(buffer.WrittenMemory), number);
             }
         }
     }
