@@ -2,10 +2,15 @@ using System.Globalization;
 
 namespace InferPool.Processes;
 
-/// <summary>Resident memory of a process and its descendants, read from <c>/proc</c> (Linux); null elsewhere.</summary>
+/// <summary>
+/// Memory of a process and its descendants, read from <c>/proc</c> (Linux); null elsewhere. It is the proportional
+/// set size (<c>Pss</c> in <c>smaps_rollup</c>: a page shared by n processes counts 1/n in each), so that processes
+/// forked from one another, sharing their pages copy-on-write, add up to what they really hold; the resident set
+/// where the kernel has no <c>smaps_rollup</c>.
+/// </summary>
 internal static class ProcessTree
 {
-    /// <summary>The summed resident set of <paramref name="processId"/> and every process below it, or null when it cannot be read.</summary>
+    /// <summary>The summed memory of <paramref name="processId"/> and every process below it, or null when it cannot be read.</summary>
     public static long? ResidentBytes(int processId)
     {
         if (!OperatingSystem.IsLinux())
@@ -43,14 +48,17 @@ internal static class ProcessTree
         return seen.Count > 0 ? total : null;
     }
 
-    private static long ResidentOf(int pid)
+    private static long ResidentOf(int pid) =>
+        File.Exists($"/proc/{pid}/smaps_rollup") ? Kilobytes($"/proc/{pid}/smaps_rollup", "Pss:") : Kilobytes($"/proc/{pid}/status", "VmRSS:");
+
+    private static long Kilobytes(string path, string field)
     {
-        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+        foreach (var line in File.ReadLines(path))
         {
-            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+            if (line.StartsWith(field, StringComparison.Ordinal))
             {
-                // "VmRSS:     12345 kB"
-                var kilobytes = line["VmRSS:".Length..].Trim().Split(' ')[0];
+                // "Pss:     12345 kB"
+                var kilobytes = line[field.Length..].Trim().Split(' ')[0];
                 return long.Parse(kilobytes, CultureInfo.InvariantCulture) * 1024;
             }
         }

@@ -10,6 +10,7 @@ namespace InferPool.Processes;
 /// <item><term><see cref="WorkingDirectory"/></term><description>the current directory</description></item>
 /// <item><term><see cref="StartTimeout"/></term><description>120 s (loading a large model onto a GPU, or a cold import of torch, can be slow)</description></item>
 /// <item><term><see cref="ShutdownTimeout"/></term><description>5 s, then the process is killed</description></item>
+/// <item><term><see cref="Prefork"/></term><description>false</description></item>
 /// </list>
 /// </remarks>
 public sealed class WorkerOptions
@@ -35,6 +36,14 @@ public sealed class WorkerOptions
     /// <c>CUDA_VISIBLE_DEVICES</c> is. Empty: the parent's entry for N, or N (<see cref="GpuNumbering.WorkerVisibleDevices"/>).
     /// </summary>
     public IReadOnlyList<GpuInfo> Gpus { get; init; } = [];
+
+    /// <summary>
+    /// Asks CPU workers to share one loaded model (<c>INFERPOOL_PREFORK=1</c> in their environment): the Python helper
+    /// then loads once in a loader process and forks each replica from it, so the weights are shared copy-on-write
+    /// and only the first replica waits for the load. Workers that do not use the helper ignore it; GPU replicas
+    /// always load their own (CUDA cannot be forked).
+    /// </summary>
+    public bool Prefork { get; init; }
 
     /// <summary>Extra environment variables for every worker.</summary>
     public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();

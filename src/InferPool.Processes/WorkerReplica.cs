@@ -16,9 +16,9 @@ namespace InferPool.Processes;
 /// <see cref="ReplicaFaultException"/> that names the replica and shows the offending line.
 /// </summary>
 /// <remarks>
-/// On Linux the worker never outlives this process: it runs in a session of its own under
-/// <c>setpriv --pdeathsig TERM</c>, and the shell that runs the command kills the whole session when that signal
-/// comes, which is when this process dies, however it dies (SIGKILL, out of memory).
+/// On Linux the worker never outlives this process: a shell started under <c>setpriv --pdeathsig TERM</c> runs it
+/// in a session of its own and kills that whole session when the signal comes, which is when this process dies,
+/// however it dies (SIGKILL, out of memory), and also when the worker ends, so that nothing it started lingers.
 /// </remarks>
 internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
 {
@@ -44,11 +44,17 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
     }
 
     /// <summary>
-    /// Runs the command so that its whole process tree dies with this process: the shell keeps a copy of stdin
-    /// for the command (a background job's stdin would otherwise be /dev/null), runs it in the background, and on
-    /// SIGTERM (the parent-death signal setpriv arranges) kills its session, the command's children included.
+    /// Runs the command so that its whole process tree dies with this process, and never outlives the command
+    /// itself: the shell keeps a copy of stdin for the command (a background job's stdin would otherwise be
+    /// /dev/null) and runs it in a session (and so a process group) of its own. On SIGTERM, the parent-death signal
+    /// setpriv arranges, it kills that group, the command's children included. When the command ends by itself it
+    /// kills what the command left in its group too, then exits with the command's status: when InferPool dies, a
+    /// worker that exits on its own as its stdin hangs up (the Python helper does) can end before the parent-death
+    /// signal arrives, and its children must not be left behind then either.
     /// </summary>
-    private const string Supervisor = "exec 3<&0; trap 'kill -KILL 0' TERM; eval \"$1\" 0<&3 3<&- & wait $!";
+    private const string Supervisor =
+        "exec 3<&0; w=; trap '[ -n \"$w\" ] && kill -KILL -\"$w\" 2>/dev/null; exit 143' TERM; "
+        + "setsid /bin/sh -c \"$1\" 0<&3 3<&- & w=$!; wait \"$w\"; s=$?; kill -KILL -\"$w\" 2>/dev/null; exit \"$s\"";
 
     private static readonly bool CanSupervise = OperatingSystem.IsLinux() && File.Exists("/usr/bin/setpriv") && File.Exists("/usr/bin/setsid");
 
@@ -61,7 +67,13 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
     /// <summary>The worker's process id (the shell's, whose children are the worker).</summary>
     public int ProcessId => _process.Id;
 
-    public static async Task<WorkerReplica> StartAsync(ReplicaSlot slot, WorkerOptions options, ILogger logger, CancellationToken cancellationToken)
+    /// <summary>
+    /// The process that serves this replica when it is not one of <see cref="ProcessId"/>'s descendants (its hello's
+    /// <c>pid</c>: a replica forked from a pre-fork loader), or null.
+    /// </summary>
+    public int? ServingProcessId { get; private set; }
+
+    public static async Task<WorkerReplica> StartAsync(ReplicaSlot slot, WorkerOptions options, string pool, ILogger logger, CancellationToken cancellationToken)
     {
         var start = new ProcessStartInfo(CanSupervise ? "/usr/bin/setpriv" : "/bin/sh")
         {
@@ -94,6 +106,12 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
 
         start.Environment["INFERPOOL_DEVICE"] = slot.Device.ToString();
         start.Environment["INFERPOOL_REPLICA"] = slot.Name;
+        start.Environment["INFERPOOL_POOL"] = pool;
+        if (options.Prefork)
+        {
+            start.Environment["INFERPOOL_PREFORK"] = "1";
+        }
+
         // cuda:N is NVML's (PCI bus) numbering; make CUDA agree before it picks device N.
         start.Environment["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID";
         start.Environment["CUDA_VISIBLE_DEVICES"] = slot.Device.IsGpu
@@ -253,6 +271,7 @@ internal sealed partial class WorkerReplica : IReplica<WorkerInput, JsonElement>
 
             Name = root.TryGetProperty("name", out var name) ? name.GetString() ?? "" : "";
             MaxBatch = root.TryGetProperty("max_batch", out var most) && most.TryGetInt32(out var m) && m > 0 ? m : 0;
+            ServingProcessId = root.TryGetProperty("pid", out var pid) && pid.TryGetInt32(out var id) && id > 0 ? id : null;
         }
         catch (JsonException)
         {

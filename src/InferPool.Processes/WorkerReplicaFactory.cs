@@ -17,6 +17,10 @@ public sealed class WorkerReplicaFactory : IReplicaFactory<WorkerInput, JsonElem
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<string, WorkerInfo> _workers = new(StringComparer.Ordinal);
 
+    // Names this factory's workers as one pool (INFERPOOL_POOL), so that pre-forked replicas share one loader with
+    // each other and never with another pool's.
+    private readonly string _pool = $"{Environment.ProcessId}-{Guid.NewGuid():N}";
+
     /// <summary>Creates a factory.</summary>
     /// <exception cref="ArgumentException">The command is empty or a timeout is not positive.</exception>
     public WorkerReplicaFactory(WorkerOptions options, ILogger? logger = null)
@@ -39,8 +43,14 @@ public sealed class WorkerReplicaFactory : IReplicaFactory<WorkerInput, JsonElem
     public async ValueTask<IReplica<WorkerInput, JsonElement>> CreateAsync(ReplicaSlot slot, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(slot);
-        var replica = await WorkerReplica.StartAsync(slot, _options, _logger, cancellationToken).ConfigureAwait(false);
-        _workers[slot.Name] = new WorkerInfo(slot.Name, replica.Name, replica.ProcessId, ProcessTree.ResidentBytes(replica.ProcessId));
+        var replica = await WorkerReplica.StartAsync(slot, _options, _pool, _logger, cancellationToken).ConfigureAwait(false);
+        var memory = ProcessTree.ResidentBytes(replica.ProcessId);
+        if (replica.ServingProcessId is { } serving && ProcessTree.ResidentBytes(serving) is { } served)
+        {
+            memory = (memory ?? 0) + served;
+        }
+
+        _workers[slot.Name] = new WorkerInfo(slot.Name, replica.Name, replica.ProcessId, memory);
         return replica;
     }
 }

@@ -25,21 +25,29 @@ public sealed class WorkerRunTests : TempFolderTest
         Assert.Contains("item(s)", stderr, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public async Task Killing_inferpool_with_SIGKILL_mid_batch_leaves_no_worker_process_behind()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Killing_inferpool_with_SIGKILL_mid_batch_leaves_no_worker_process_behind(bool prefork)
     {
         Write("in/a.bin", [1]);
         Write("in/b.bin", [2]);
         var busyDir = Directory.CreateDirectory(Path.Combine(Dir, "busy")).FullName;
         var busy = $"BUSY_DIR={busyDir} python3 {Path.Combine(Cli.ToolDirectory, "workers", "busy_worker.py")}";
-        using var process = Cli.Start(Dir, "run", "in", "--worker", busy, "--devices", "cpu=2", "-o", "out", "-q");
+        string[] run = ["run", "in", "--worker", busy, "--devices", "cpu=2", "-o", "out", "-q"];
+        using var process = Cli.Start(Dir, prefork ? [.. run, "--prefork"] : run);
         var output = process.StandardOutput.ReadToEndAsync();
         var errors = process.StandardError.ReadToEndAsync();
 
-        // Both workers loaded, and one inside a batch.
-        await WaitUntilAsync(() => Directory.GetFiles(busyDir, "pid-*").Length == 2 && File.Exists(Path.Combine(busyDir, "busy")), process, "two workers up and one busy");
-        var pids = Directory.GetFiles(busyDir, "*-*").Select(f => int.Parse(Path.GetFileName(f).Split('-')[1], System.Globalization.CultureInfo.InvariantCulture)).ToList();
-        Assert.Equal(4, pids.Count);
+        // Every model loaded (one loader with pre-fork, else one per worker), and one replica inside a batch.
+        var loads = prefork ? 1 : 2;
+        await WaitUntilAsync(
+            () => Directory.GetFiles(busyDir, "started-*").Length == 2 && Directory.GetFiles(busyDir, "pid-*").Length == loads && File.Exists(Path.Combine(busyDir, "busy")),
+            process,
+            "the workers up and one busy");
+        var pids = Directory.GetFiles(busyDir, "*-*").Select(f => int.Parse(Path.GetFileName(f).Split('-')[1], System.Globalization.CultureInfo.InvariantCulture)).Distinct().ToList();
+        Assert.Equal(loads * 2, Directory.GetFiles(busyDir, "pid-*").Length + Directory.GetFiles(busyDir, "child-*").Length);
+        Assert.NotEmpty(Directory.GetFiles(busyDir, "served-*"));
         Assert.All(pids, pid => Assert.True(Directory.Exists($"/proc/{pid}"), $"{pid} should be running"));
 
         process.Kill(); // SIGKILL: inferpool gets no chance to stop its workers
@@ -246,6 +254,18 @@ public sealed class WorkerRunTests : TempFolderTest
         var other = ReadRows(Path.Combine(Dir, "out2"))["copy0"].GetProperty("output").EnumerateArray().Select(v => v.GetSingle()).ToArray();
         Assert.All(other.Zip(vectors[0]), p => Assert.Equal(p.Second, p.First, 1e-4f));
 
+        // Pre-forked replicas (one load, forked with two threads each: OpenMP's pool must not be inherited from the
+        // loader, or the first parallel region of a forked replica hangs) compute the same function too.
+        var forked = await Cli.RunAsync(Dir, "run", "records.jsonl", "--worker", worker, "--prefork", "--devices", "cpu=2", "--threads", "2", "--batch", "2", "-o", "out3", "--format", "jsonl");
+        Assert.True(forked.ExitCode == 1, forked.Out + forked.Err);
+        var forkedRows = ReadRows(Path.Combine(Dir, "out3"));
+        foreach (var i in Enumerable.Range(0, 6))
+        {
+            var v = forkedRows[$"copy{i}"].GetProperty("output").EnumerateArray().Select(v => v.GetSingle()).ToArray();
+            Assert.All(v.Zip(vectors[0]), p => Assert.Equal(p.Second, p.First, 1e-4f));
+        }
+
+        Assert.Contains("UnidentifiedImageError", forkedRows["bad"].GetProperty("error").GetString(), StringComparison.Ordinal);
         Assert.Contains("UnidentifiedImageError", rows["bad"].GetProperty("error").GetString(), StringComparison.Ordinal);
         Assert.Contains("Resident memory per replica: cpu#0", stdout, StringComparison.Ordinal);
     }

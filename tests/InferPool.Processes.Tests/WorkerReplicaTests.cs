@@ -52,6 +52,62 @@ public sealed class WorkerReplicaTests
     }
 
     [Fact]
+    public async Task Run_Preforked_ThreeReplicasShareOneLoadEachServedByAForkOfTheLoader()
+    {
+        var results = await RunAsync(Enumerable.Range(0, 60).Select(i => (object)i), ReplicaPlan.Cpu(3), batch: 2, prefork: true);
+
+        Assert.All(results, r => Assert.True(r.IsSuccess, r.Error?.ToString()));
+        var loaders = results.Select(r => r.Value.GetProperty("loaded_by").GetInt32()).Distinct().ToList();
+        var loader = Assert.Single(loaders); // one load() for the three replicas
+        var servers = results.GroupBy(r => r.Value.GetProperty("pid").GetInt32()).ToList();
+        Assert.DoesNotContain(servers, s => s.Key == loader);
+        Assert.All(servers, s =>
+        {
+            // Each serving process is one replica's, with that replica's own environment (set after the fork).
+            var replica = Assert.Single(s.Select(r => r.Replica!.Name).Distinct());
+            Assert.All(s, r => Assert.Equal(replica, r.Value.GetProperty("replica").GetString()));
+        });
+        Assert.Equal(servers.Count, servers.Select(s => s.First().Replica!.Name).Distinct().Count());
+    }
+
+    [Fact]
+    public async Task Create_PreforkWithAGpuSlot_TheGpuReplicaLoadsItsOwnModelTheCpuReplicasShareOne()
+    {
+        var plan = ReplicaPlan.Create(new DeviceAllocation(Device.Cuda(1), 1), new DeviceAllocation(Device.Cpu, 2));
+        var factory = new WorkerReplicaFactory(new WorkerOptions { Command = Worker, Prefork = true, ShutdownTimeout = TimeSpan.FromSeconds(2) });
+        var replicas = new List<Replicas.IReplica<WorkerInput, JsonElement>>();
+        var seen = new List<JsonElement>();
+        try
+        {
+            foreach (var slot in plan.Slots)
+            {
+                replicas.Add(await factory.CreateAsync(slot).AsTask().WaitAsync(Bound));
+            }
+
+            foreach (var replica in replicas)
+            {
+                var outcome = Assert.Single(await replica.InferAsync([new WorkerInput("k", JsonSerializer.SerializeToElement(1))]));
+                Assert.True(outcome.IsSuccess, outcome.Error?.ToString());
+                seen.Add(outcome.Value);
+            }
+        }
+        finally
+        {
+            foreach (var replica in replicas)
+            {
+                await replica.DisposeAsync();
+            }
+        }
+
+        // CUDA cannot be forked: the GPU replica loaded in its own process; the CPU replicas share one loader.
+        Assert.Equal(["cuda:1#0", "cpu#0", "cpu#1"], seen.Select(v => v.GetProperty("replica").GetString()));
+        Assert.Equal(seen[0].GetProperty("pid").GetInt32(), seen[0].GetProperty("loaded_by").GetInt32());
+        Assert.Equal(seen[1].GetProperty("loaded_by").GetInt32(), seen[2].GetProperty("loaded_by").GetInt32());
+        Assert.All(seen.Skip(1), v => Assert.NotEqual(v.GetProperty("pid").GetInt32(), v.GetProperty("loaded_by").GetInt32()));
+        Assert.All(factory.Workers, w => Assert.True(w.ResidentBytes > 0, $"{w.Replica}: {w.ResidentBytes}"));
+    }
+
+    [Fact]
     public async Task Create_GpuSlotWithAKnownCard_PinsTheWorkerByTheCardsUuid()
     {
         GpuInfo[] gpus = [new(Device.Cuda(0), "A", 1, 1) { Uuid = "GPU-aaaa", NvmlIndex = 2 }, new(Device.Cuda(1), "B", 1, 1) { Uuid = "GPU-bbbb", NvmlIndex = 0 }];
@@ -87,21 +143,25 @@ public sealed class WorkerReplicaTests
         Assert.All(results.Where(r => r.IsSuccess), r => Assert.Equal(r.Replica!.Name, r.Value.GetProperty("replica").GetString()));
     }
 
-    [Fact]
-    public async Task Run_WorkerReportsAnItemError_OnlyThatItemFails()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Run_WorkerReportsAnItemError_OnlyThatItemFails(bool prefork)
     {
-        var results = await RunAsync([1, 2, "bad", 4], ReplicaPlan.Cpu(1), batch: 4);
+        var results = await RunAsync([1, 2, "bad", 4], ReplicaPlan.Cpu(1), batch: 4, prefork: prefork);
 
         Assert.Equal([true, true, false, true], results.Select(r => r.IsSuccess));
         Assert.Equal("ValueError", results[2].Error!.Type);
         Assert.Equal("bad input", results[2].Error!.Message);
     }
 
-    [Fact]
-    public async Task Run_WorkerProcessDies_ItIsRestartedAndOnlyThePoisonItemFails()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Run_WorkerProcessDies_ItIsRestartedAndOnlyThePoisonItemFails(bool prefork)
     {
         var inputs = new object[] { 1, 2, 3, "crash", 5, 6, 7, 8 };
-        var results = await RunAsync(inputs, ReplicaPlan.Cpu(2), batch: 4, maxAttempts: 2);
+        var results = await RunAsync(inputs, ReplicaPlan.Cpu(2), batch: 4, maxAttempts: 2, prefork: prefork);
 
         var poison = Assert.Single(results, r => !r.IsSuccess);
         Assert.Equal(3, poison.Index);
@@ -111,12 +171,14 @@ public sealed class WorkerReplicaTests
         Assert.Equal(7, results.Count(r => r.IsSuccess));
     }
 
-    [Fact]
-    public async Task Run_WorkerHangs_ItIsKilledAfterTheBatchTimeoutReplacedAndTheJobCompletes()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Run_WorkerHangs_ItIsKilledAfterTheBatchTimeoutReplacedAndTheJobCompletes(bool prefork)
     {
         // One replica, so the items after the hang show whether its process was replaced. The timeout is wide (an
         // ordinary item takes milliseconds) so that a slow shared machine never times out a healthy call.
-        var results = await RunAsync([1, "hang", 3, 4], ReplicaPlan.Cpu(1), batch: 1, maxAttempts: 1, batchTimeout: TimeSpan.FromSeconds(10));
+        var results = await RunAsync([1, "hang", 3, 4], ReplicaPlan.Cpu(1), batch: 1, maxAttempts: 1, batchTimeout: TimeSpan.FromSeconds(10), prefork: prefork);
 
         var hung = Assert.Single(results, r => !r.IsSuccess);
         Assert.Equal(1, hung.Index);
@@ -139,10 +201,12 @@ public sealed class WorkerReplicaTests
         }
     }
 
-    [Fact]
-    public async Task Run_WorkerWritesStrayLinesToStdout_TheyAreLoggedAndEveryItemSucceeds()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Run_WorkerWritesStrayLinesToStdout_TheyAreLoggedAndEveryItemSucceeds(bool prefork)
     {
-        var results = await RunAsync([1, "garbage", 3], ReplicaPlan.Cpu(1), batch: 1, maxAttempts: 1);
+        var results = await RunAsync([1, "garbage", 3], ReplicaPlan.Cpu(1), batch: 1, maxAttempts: 1, prefork: prefork);
 
         Assert.Equal(3, results.Count(r => r.IsSuccess));
     }
@@ -174,10 +238,12 @@ public sealed class WorkerReplicaTests
         Assert.All(results, r => Assert.Equal(1, r.Attempts));
     }
 
-    [Fact]
-    public async Task Run_WorkerWritesABrokenProtocolMessage_TheReplicaIsReplacedAndTheLineIsShown()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Run_WorkerWritesABrokenProtocolMessage_TheReplicaIsReplacedAndTheLineIsShown(bool prefork)
     {
-        var results = await RunAsync([1, "broken", 3], ReplicaPlan.Cpu(1), batch: 1, maxAttempts: 1);
+        var results = await RunAsync([1, "broken", 3], ReplicaPlan.Cpu(1), batch: 1, maxAttempts: 1, prefork: prefork);
 
         var bad = Assert.Single(results, r => !r.IsSuccess);
         Assert.Contains("wrote a protocol message that is not valid JSON: '{\"type\": \"result\", oops'", bad.Error!.Message, StringComparison.Ordinal);
@@ -204,7 +270,7 @@ public sealed class WorkerReplicaTests
     }
 
     private static async Task<List<InferenceResult<WorkerInput, JsonElement>>> RunAsync(
-        IEnumerable<object> inputs, ReplicaPlan plan, int batch, int maxAttempts = 3, TimeSpan? batchTimeout = null)
+        IEnumerable<object> inputs, ReplicaPlan plan, int batch, int maxAttempts = 3, TimeSpan? batchTimeout = null, bool prefork = false)
     {
         var options = new InferencePoolOptions
         {
@@ -215,7 +281,7 @@ public sealed class WorkerReplicaTests
             RestartBackoff = TimeSpan.Zero,
             DrainTimeout = TimeSpan.FromSeconds(10),
         };
-        var factory = new WorkerReplicaFactory(new WorkerOptions { Command = Worker, ShutdownTimeout = TimeSpan.FromSeconds(2) });
+        var factory = new WorkerReplicaFactory(new WorkerOptions { Command = Worker, ShutdownTimeout = TimeSpan.FromSeconds(2), Prefork = prefork });
         var results = new List<InferenceResult<WorkerInput, JsonElement>>();
         await foreach (var r in InferencePool.RunAsync(Inputs(inputs), factory, options).WithCancellation(CancellationToken.None))
         {

@@ -119,6 +119,7 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
             settings.Threads ?? WorkerOptions.ThreadsPerWorker(inventory.CpuCores, plan.TotalReplicas))
         {
             StartTimeout = TimeSpan.FromSeconds(settings.StartTimeoutSeconds),
+            Prefork = settings.Prefork,
             Gpus = inventory.GpuDetails,
         };
         var options = new JobOptions

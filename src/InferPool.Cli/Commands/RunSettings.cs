@@ -64,6 +64,10 @@ internal sealed class RunSettings : CommandSettings
     [DefaultValue(120.0)]
     public double StartTimeoutSeconds { get; init; } = 120;
 
+    [CommandOption("--prefork")]
+    [Description("With --worker, on the CPU: load the model once and fork the replicas from that process, sharing its memory (Python helper workers; docs/worker-protocol.md).")]
+    public bool Prefork { get; init; }
+
     [CommandOption("--devices <DEVICES>")]
     [Description("auto, cpu, cuda, cuda:0,1, or per-device counts like cuda:0=2,cpu.")]
     [DefaultValue("auto")]
@@ -240,6 +244,11 @@ internal sealed class RunSettings : CommandSettings
         if (Worker is not null && (Model is not null || Tokenizer is not null))
         {
             return ValidationResult.Error("--worker contradicts --model and --tokenizer: a worker loads its own model.");
+        }
+
+        if (Prefork && Worker is null)
+        {
+            return ValidationResult.Error("--prefork is for --worker runs: it shares one worker process's loaded model among the CPU replicas.");
         }
 
         if (Worker is not null && string.IsNullOrWhiteSpace(Worker))

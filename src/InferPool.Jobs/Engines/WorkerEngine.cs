@@ -39,6 +39,9 @@ public sealed class WorkerEngine(string command, bool jsonOutput, int threads) :
     /// <summary>How long a worker may take to load its model and say hello.</summary>
     public TimeSpan StartTimeout { get; init; } = WorkerOptions.DefaultStartTimeout;
 
+    /// <summary>CPU workers share one loaded model, forked from a loader (<see cref="WorkerOptions.Prefork"/>).</summary>
+    public bool Prefork { get; init; }
+
     /// <summary>
     /// The SHA-256 of the command line and of every file it names that exists (the script, and weights given as
     /// <c>--weights FILE</c> or <c>--weights=FILE</c>), so that editing the script or replacing the weights makes
@@ -65,6 +68,7 @@ public sealed class WorkerEngine(string command, bool jsonOutput, int threads) :
                 Command = Command,
                 Environment = WorkerOptions.ThreadEnvironment(Threads),
                 StartTimeout = StartTimeout,
+                Prefork = Prefork,
                 Gpus = Gpus ?? NvmlDeviceInventory.Discover().GpuDetails,
             },
             logger);

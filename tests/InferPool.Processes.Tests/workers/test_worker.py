@@ -17,8 +17,12 @@ class OutOfMemoryError(RuntimeError):
 
 
 def load(device):
+    return {"loaded_by": os.getpid(), "device": device}
+
+
+def _where():
+    """Read when a batch is answered, not at load: a pre-forked replica loaded in another process."""
     return {
-        "device": device,
         "replica": os.environ["INFERPOOL_REPLICA"],
         "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "pid": os.getpid(),
@@ -41,7 +45,7 @@ def infer(model, batch):
             os.write(_protocol_fd(), b'{"type": "result", oops\n')
         if x == "bad":
             raise ValueError("bad input")
-        outputs.append({"double": x * 2 if isinstance(x, (int, float)) else None, **model})
+        outputs.append({"double": x * 2 if isinstance(x, (int, float)) else None, **model, **_where()})
     return outputs
 
 
