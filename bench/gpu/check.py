@@ -25,6 +25,7 @@ sys.path.insert(0, SAMPLE)
 sys.path.insert(0, os.path.join(ROOT, "bench", "python"))
 from inputs import copy_images  # noqa: E402
 import resnet18_torch as sample  # noqa: E402
+import torch  # noqa: E402
 
 
 class GpuMemory:
@@ -59,8 +60,8 @@ class GpuMemory:
 
 def free_device_memory():
     """Returns the plain loop's cached blocks to the driver, so the next configuration starts from the same baseline."""
-    if sample.torch.cuda.is_available():
-        sample.torch.cuda.empty_cache()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def plain_loop(paths, device, batch):
@@ -68,14 +69,14 @@ def plain_loop(paths, device, batch):
     started = time.perf_counter()
     model = sample.load_model(device)
     sample.embed(model, [sample.decode(p) for p in paths[:batch]])
-    if sample.torch.cuda.is_available():
-        sample.torch.cuda.synchronize()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     startup = time.perf_counter() - started
     started = time.perf_counter()
     for start in range(0, len(paths), batch):
         sample.embed(model, [sample.decode(p) for p in paths[start:start + batch]])
-    if sample.torch.cuda.is_available():
-        sample.torch.cuda.synchronize()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     del model
     free_device_memory()
@@ -151,8 +152,8 @@ def main():
             steady = max(t_2n - t_n, 1e-6)
             return t_n - steady, steady, detail
 
-        print(f"{len(paths)} and {len(double_paths)} images on {args.device}; torch {sample.torch.__version__}, "
-              f"cuda available: {sample.torch.cuda.is_available()}", flush=True)
+        print(f"{len(paths)} and {len(double_paths)} images on {args.device}; torch {torch.__version__}, "
+              f"cuda available: {torch.cuda.is_available()}", flush=True)
         measure("plain loop, batch 1", lambda: plain_loop(paths, args.device, 1))
         measure(f"plain loop, batch {args.batch}", lambda: plain_loop(paths, args.device, args.batch))
         for replicas in [int(r) for r in args.replicas.split(",")]:

@@ -2,7 +2,7 @@
 
     bash bench/python/compare.sh            # builds the CLI, finds a python3 with torch, runs this
 
-Three ways, same images, same model code (samples/workers/python/resnet18_torch.py), each run as its own
+Four ways, same images, same model code (samples/workers/python/resnet18_torch.py), each run as its own
 fresh process and timed end to end as a user waits for it (interpreter start, torch import, model load,
 decode, inference, results in hand), in alternating rounds:
 
@@ -11,6 +11,8 @@ decode, inference, results in hand), in alternating rounds:
             initializer), apply_async per image, then .get() on each future in order
   inferpool inferpool run LIST --worker "python3 resnet18_torch.py" with its defaults (replicas and threads
             per replica chosen for the cores, results in Parquet parts)
+  inferpool --prefork  the same with --prefork: one process imports torch and loads the model, the replicas are
+            forked from it (as the process pool forks its workers)
 
 Prints img/s per way (median of the rounds) and the ratio to the loop; --json for machine-readable output.
 """
@@ -109,6 +111,8 @@ def main():
             "loop": lambda: run_way("loop", list_file, args.processes),
             "mp-pool": lambda: run_way("mp-pool", list_file, args.processes),
             "inferpool": lambda: run_inferpool(args.inferpool, list_file, os.path.join(work, "out"), args.inferpool_args.split()),
+            # As the process pool does: import and load once, fork the workers.
+            "inferpool --prefork": lambda: run_inferpool(args.inferpool, list_file, os.path.join(work, "out"), [*args.inferpool_args.split(), "--prefork"]),
         }
         seconds = {name: [] for name in ways}
         for _ in range(args.rounds):
@@ -131,9 +135,9 @@ def main():
             return
         print(f"{len(paths)} images, {args.rounds} rounds (median), {os.cpu_count()} cores, mp-pool processes {args.processes}; "
               f"each way a fresh process, timed from its start to all results in hand")
-        print(f"{'way':<10} {'img/s':>8} {'x loop':>7}")
+        print(f"{'way':<20} {'img/s':>8} {'x loop':>7}")
         for name, rate in rates.items():
-            print(f"{name:<10} {rate:8.1f} {rate / rates['loop']:7.2f}")
+            print(f"{name:<20} {rate:8.1f} {rate / rates['loop']:7.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -10,8 +10,11 @@ namespace InferPool.Processes;
 /// </summary>
 internal static class ProcessTree
 {
-    /// <summary>The summed memory of <paramref name="processId"/> and every process below it, or null when it cannot be read.</summary>
-    public static long? ResidentBytes(int processId)
+    /// <summary>
+    /// The summed memory of <paramref name="processId"/> and every process below it, leaving out
+    /// <paramref name="leaveOut"/> and the processes below that one, or null when it cannot be read.
+    /// </summary>
+    public static long? ResidentBytes(int processId, int? leaveOut = null)
     {
         if (!OperatingSystem.IsLinux())
         {
@@ -23,7 +26,7 @@ internal static class ProcessTree
         var seen = new HashSet<int>();
         while (pending.TryPop(out var pid))
         {
-            if (!seen.Add(pid))
+            if (pid == leaveOut || !seen.Add(pid))
             {
                 continue;
             }
@@ -46,6 +49,22 @@ internal static class ProcessTree
         }
 
         return seen.Count > 0 ? total : null;
+    }
+
+    /// <summary>The parent of <paramref name="processId"/>, or null when it cannot be read.</summary>
+    public static int? ParentOf(int processId)
+    {
+        try
+        {
+            // "pid (comm) state ppid …": the command name may hold spaces and parentheses, so read after the last ')'.
+            var stat = File.ReadAllText($"/proc/{processId}/stat");
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return int.Parse(fields[1], CultureInfo.InvariantCulture);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException or ArgumentOutOfRangeException)
+        {
+            return null;
+        }
     }
 
     private static long ResidentOf(int pid) =>

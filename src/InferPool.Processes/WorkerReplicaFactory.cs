@@ -44,10 +44,21 @@ public sealed class WorkerReplicaFactory : IReplicaFactory<WorkerInput, JsonElem
     {
         ArgumentNullException.ThrowIfNull(slot);
         var replica = await WorkerReplica.StartAsync(slot, _options, _pool, _logger, cancellationToken).ConfigureAwait(false);
-        var memory = ProcessTree.ResidentBytes(replica.ProcessId);
-        if (replica.ServingProcessId is { } serving && ProcessTree.ResidentBytes(serving) is { } served)
+        long? memory;
+        if (replica.ServingProcessId is { } serving)
         {
-            memory = (memory ?? 0) + served;
+            // A pre-forked replica: its own processes, and the one forked to serve it. The loader it was forked from
+            // can sit below the first replica's process, with every forked replica below it: left out, or the first
+            // replica would count them all.
+            memory = ProcessTree.ResidentBytes(replica.ProcessId, leaveOut: ProcessTree.ParentOf(serving));
+            if (ProcessTree.ResidentBytes(serving) is { } served)
+            {
+                memory = (memory ?? 0) + served;
+            }
+        }
+        else
+        {
+            memory = ProcessTree.ResidentBytes(replica.ProcessId);
         }
 
         _workers[slot.Name] = new WorkerInfo(slot.Name, replica.Name, replica.ProcessId, memory);

@@ -254,9 +254,14 @@ public sealed class WorkerRunTests : TempFolderTest
         var other = ReadRows(Path.Combine(Dir, "out2"))["copy0"].GetProperty("output").EnumerateArray().Select(v => v.GetSingle()).ToArray();
         Assert.All(other.Zip(vectors[0]), p => Assert.Equal(p.Second, p.First, 1e-4f));
 
-        // Pre-forked replicas (one load, forked with two threads each: OpenMP's pool must not be inherited from the
-        // loader, or the first parallel region of a forked replica hangs) compute the same function too.
-        var forked = await Cli.RunAsync(Dir, "run", "records.jsonl", "--worker", worker, "--prefork", "--devices", "cpu=2", "--threads", "2", "--batch", "2", "-o", "out3", "--format", "jsonl");
+        // Pre-forked replicas compute the same function too: one load, replicas forked with two threads each. The
+        // weights come from a file (the same seeded ones), so that load() copies large tensors, which runs OpenMP
+        // parallel regions; had the loader run them with two threads, the forked replicas would hang in their first.
+        var weights = Path.Combine(Dir, "weights.pth");
+        var save = Process.Start(new ProcessStartInfo(python!, ["-c", $"import sys, torch; sys.path.insert(0, sys.argv[1]); import resnet18_torch as s; torch.manual_seed(0); torch.save(s.resnet18_features().state_dict(), sys.argv[2])", Path.Combine(Cli.ToolDirectory, "workers"), weights]))!;
+        await save.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(2));
+        Assert.Equal(0, save.ExitCode);
+        var forked = await Cli.RunAsync(Dir, "run", "records.jsonl", "--worker", $"{worker} --weights {weights}", "--prefork", "--devices", "cpu=2", "--threads", "2", "--batch", "2", "-o", "out3", "--format", "jsonl");
         Assert.True(forked.ExitCode == 1, forked.Out + forked.Err);
         var forkedRows = ReadRows(Path.Combine(Dir, "out3"));
         foreach (var i in Enumerable.Range(0, 6))

@@ -147,7 +147,7 @@ def _answer(model, infer, requests):
 
 _forked = False  # this process is a replica forked from the loader
 _LOADER_IDLE_SECONDS = 2.0  # a loader with no replicas left waits this long for a restarted one, then exits
-_ENDED_WITHOUT_WORD = 70
+_ENDED_WITHOUT_WORD = 70  # as the waiter exits when its forked replica vanished without a word
 
 
 def _prefork_wanted(prefork, device):
@@ -175,20 +175,40 @@ def _loader_address():
 
 
 def _serve_through_loader(load, infer, hello):
-    """Hands this replica's stdin and stdout to a process forked from the loader, then waits for it to end."""
+    """Hands this replica's stdin and stdout to a process forked from the loader, then waits for it to end: as a
+    small interpreter of its own, so that this process's copy of the worker's imports (torch is over 100 MB of a
+    process's own memory) does not stay resident for every replica."""
     connection = _connect_to_loader(_loader_address(), load, infer, hello)
     socket.send_fds(connection, [json.dumps(dict(os.environ)).encode()], [0, _protocol.fileno(), 2])
-    while True:
-        data = connection.recv(65536)
-        if not data:
-            print("inferpool_worker: the forked replica process ended without a word (killed or crashed)", file=sys.stderr, flush=True)
-            os._exit(_ENDED_WITHOUT_WORD)
-        message = json.loads(data)
-        if "error" in message:
-            print(f"inferpool_worker: {message['error']}", file=sys.stderr, flush=True)
-            os._exit(1)
-        if "exit" in message:
-            os._exit(message["exit"])
+    if sys.executable:
+        os.set_inheritable(connection.fileno(), True)  # _protocol is not: only the forked replica holds stdout now
+        try:
+            os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", _WAITER, str(connection.fileno())])
+        except OSError:
+            pass  # wait here instead
+    exec(_WAITER, {"__name__": "inferpool_waiter", "connection_fd": connection.detach()})
+
+
+# What a replica process InferPool started runs once a forked replica serves it: it relays how that one ended
+# (its exit code, or the loader's error) as its own, and by living holds the loader's connection open.
+_WAITER = """
+import json, os, socket, sys
+fd = globals().get("connection_fd") or int(sys.argv[1])
+connection = socket.socket(fileno=fd)
+while True:
+    data = connection.recv(65536)
+    if not data:
+        sys.stderr.write("inferpool_worker: the forked replica process ended without a word (killed or crashed)\\n")
+        sys.stderr.flush()
+        os._exit(70)
+    message = json.loads(data)
+    if "error" in message:
+        sys.stderr.write("inferpool_worker: " + message["error"] + "\\n")
+        sys.stderr.flush()
+        os._exit(1)
+    if "exit" in message:
+        os._exit(message["exit"])
+"""
 
 
 def _connect_to_loader(address, load, infer, hello):
@@ -315,18 +335,46 @@ def _kill_group(pid):
 
 
 def _load_single_threaded(load):
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return load("cpu")
-    # OpenMP's thread pool does not survive fork(): a forked replica whose parent ran a parallel region with more
-    # than one thread hangs in its first one. So load() runs with torch held at one thread, whatever it asks for.
-    original = torch.set_num_threads
-    original(1)
-    torch.set_num_threads = lambda _threads: original(1)
+    """Runs load() with torch held at one thread, whether torch was imported before or is imported inside load():
+    OpenMP's thread pool does not survive fork(), and a forked replica whose parent ran a parallel region with more
+    than one thread hangs in its first one. Each forked replica sets its own thread count after the fork."""
+    import builtins
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # for OpenMP runtimes that start during load()
+    original_import = builtins.__import__
+    held = {}
+
+    def hold(torch):
+        set_num_threads = getattr(torch, "set_num_threads", None)
+        if set_num_threads is None or held:
+            return
+        held["set_num_threads"] = set_num_threads
+        held["torch"] = torch
+        set_num_threads(1)
+        torch.set_num_threads = lambda _threads: set_num_threads(1)
+
+    depth = [0]
+
+    def importing(*args, **kwargs):
+        depth[0] += 1
+        try:
+            return original_import(*args, **kwargs)
+        finally:
+            depth[0] -= 1
+            # Only once the outermost import is done: torch must finish initialising (it documents its own
+            # functions, set_num_threads among them, as the last step) before its function is replaced.
+            if depth[0] == 0 and "torch" in sys.modules:
+                hold(sys.modules["torch"])
+
+    if "torch" in sys.modules:
+        hold(sys.modules["torch"])
+    builtins.__import__ = importing
     try:
         return load("cpu")
     finally:
-        torch.set_num_threads = original
+        builtins.__import__ = original_import
+        if held:
+            held["torch"].set_num_threads = held["set_num_threads"]
 
 
 def _fork_replica(connection, loader_sockets, model, infer, hello, failure):
