@@ -16,7 +16,7 @@ namespace InferPool.Onnx;
 /// resident memory can be measured (<see cref="Replicas"/>); CPU sessions share one pre-packed weights container. Dispose the factory
 /// after the job: it owns that container.
 /// </remarks>
-public sealed class OnnxReplicaFactory : IReplicaFactory<float[], float[][]>, IDisposable
+public sealed class OnnxReplicaFactory : IReplicaFactory<float[], float[][]>, IWarmUpInputs<float[]>, IDisposable
 {
     private readonly SessionBuilder _builder;
     private readonly IReplicaFactory<float[], float[][]> _inner;
@@ -51,6 +51,14 @@ public sealed class OnnxReplicaFactory : IReplicaFactory<float[], float[][]>, ID
     /// <inheritdoc />
     public ValueTask<IReplica<float[], float[][]>> CreateAsync(ReplicaSlot slot, CancellationToken cancellationToken = default) =>
         _inner.CreateAsync(slot, cancellationToken);
+
+    /// <inheritdoc />
+    public IReadOnlyList<float[]>? WarmUpBatch(int batchSize)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
+        var zeros = new float[Model.Input.ItemLength]; // read only: every item may be the same array
+        return Enumerable.Repeat(zeros, batchSize).ToArray();
+    }
 
     /// <inheritdoc />
     public void Dispose() => _builder.Dispose();

@@ -11,7 +11,7 @@ namespace InferPool.Onnx;
 /// or grouped as <see cref="TensorBatching"/> says. One session per replica, on its own thread, CPU or CUDA.
 /// </summary>
 /// <remarks>Dispose the factory after the job: it owns the pre-packed weights its CPU sessions share.</remarks>
-public sealed class OnnxTensorReplicaFactory : IReplicaFactory<TensorItem, TensorOutputs>, IDisposable
+public sealed class OnnxTensorReplicaFactory : IReplicaFactory<TensorItem, TensorOutputs>, IWarmUpInputs<TensorItem>, IDisposable
 {
     private readonly SessionBuilder _builder;
     private readonly IReplicaFactory<TensorItem, TensorOutputs> _inner;
@@ -51,6 +51,20 @@ public sealed class OnnxTensorReplicaFactory : IReplicaFactory<TensorItem, Tenso
     /// <inheritdoc />
     public ValueTask<IReplica<TensorItem, TensorOutputs>> CreateAsync(ReplicaSlot slot, CancellationToken cancellationToken = default) =>
         _inner.CreateAsync(slot, cancellationToken);
+
+    /// <inheritdoc />
+    /// <remarks>Null when an input's item shape is not fixed (a text model's sequence length): no size would stand for the job's.</remarks>
+    public IReadOnlyList<TensorItem>? WarmUpBatch(int batchSize)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
+        if (!Model.Inputs.All(i => i.ItemShapeIsFixed))
+        {
+            return null;
+        }
+
+        var item = new TensorItem([.. Model.Inputs.Select(i => new TensorData(i.ElementType, [.. i.ItemShape], TensorData.NewArray(i.ElementType, i.ItemLength)))]);
+        return Enumerable.Repeat(item, batchSize).ToArray();
+    }
 
     /// <inheritdoc />
     public void Dispose() => _builder.Dispose();

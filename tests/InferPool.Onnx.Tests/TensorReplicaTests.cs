@@ -137,6 +137,32 @@ public sealed class TensorReplicaTests : IDisposable
     }
 
     [Fact]
+    public async Task WarmUpBatch_FixedShapes_RunsAsAFullBatchThroughAReplica_SymbolicLengths_HaveNone()
+    {
+        // What the pool runs through a new GPU replica before measuring its memory: zeros in every input's item shape.
+        var slot = ReplicaPlan.Cpu(1).Slots[0];
+        using (var tensors = new OnnxTensorReplicaFactory(OnnxModel.Load(TinyModels.Mixed(_dir))))
+        {
+            var batch = tensors.WarmUpBatch(8)!;
+            Assert.Equal(8, batch.Count);
+            await using var replica = await tensors.CreateAsync(slot);
+            var outcomes = await replica.InferAsync(batch);
+            Assert.Equal(8, outcomes.Count);
+            Assert.All(outcomes, o => Assert.True(o.IsSuccess, o.Error?.ToString()));
+        }
+
+        using (var floats = new OnnxReplicaFactory(OnnxModel.Load(TinyModels.Affine(_dir, symbolicBatch: true))))
+        {
+            await using var replica = await floats.CreateAsync(slot);
+            var outcomes = await replica.InferAsync(floats.WarmUpBatch(5)!);
+            Assert.Equal(5, outcomes.Count(o => o.IsSuccess));
+        }
+
+        using var text = new OnnxTensorReplicaFactory(OnnxModel.Load(TinyModels.Sequence(_dir)));
+        Assert.Null(text.WarmUpBatch(8)); // a sequence length no placeholder could stand for
+    }
+
+    [Fact]
     public void Load_StringInput_IsRefusedNamingTheInput()
     {
         var error = Assert.Throws<NotSupportedException>(() => OnnxModel.Load(TinyModels.StringInput(_dir)));

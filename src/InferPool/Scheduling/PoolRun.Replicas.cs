@@ -18,12 +18,24 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
         var faultsInRow = 0;
         var reader = _batches.Reader;
         var gate = _gpuGates.GetValueOrDefault(slot.Device);
-        var measuring = gate is not null && slot.IndexOnDevice == 0;
+        // The first two replicas on a GPU are measured, one after the other and alone: the first one's cost includes
+        // what every session of the process shares, the second one's is what each more costs. The others start once
+        // it is known how many fit.
+        var measuring = gate is not null && slot.IndexOnDevice <= 1;
         try
         {
-            if (gate is not null && !measuring)
+            if (gate is not null && slot.IndexOnDevice == 1)
             {
-                // The first replica on this GPU is measured alone; the others start once it is known how many fit.
+                await gate.FirstMeasured.Task.WaitAsync(Token).ConfigureAwait(false);
+                measuring = gate.Cap.Task.IsCompleted is false;
+                if (!measuring && slot.IndexOnDevice >= await gate.Cap.Task.ConfigureAwait(false))
+                {
+                    CapSlot(slot, gate.Reason!);
+                    return;
+                }
+            }
+            else if (gate is not null && !measuring)
+            {
                 var cap = await gate.Cap.Task.WaitAsync(Token).ConfigureAwait(false);
                 if (slot.IndexOnDevice >= cap)
                 {
@@ -34,7 +46,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
 
             if (measuring)
             {
-                gate!.Before = _options.GpuTelemetry!.Read(slot.Device);
+                gate!.Before[slot.IndexOnDevice] = _options.GpuTelemetry!.Read(slot.Device);
             }
 
             while (true)
@@ -62,6 +74,14 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
                     startFailures = 0;
                     limit = new BatchLimit(_options.MaxBatchSize);
                     Raise(new ReplicaEvent(slot, ReplicaEventKind.Started, $"Replica {slot} started."));
+                    if (measuring && await WarmUpAsync(slot, replica, limit).ConfigureAwait(false))
+                    {
+                        measuring = false;
+                        if (!ResolveGpuMeasurement(slot, gate!))
+                        {
+                            return; // the second replica left less than the headroom free: it goes (disposed below)
+                        }
+                    }
                 }
 
                 if (!reader.TryRead(out var batch))
@@ -87,8 +107,12 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
                     faultsInRow = 0;
                     if (measuring)
                     {
+                        // No placeholder batch to warm it up with: measured after its first real batch instead.
                         measuring = false;
-                        ResolveGpuCap(slot, gate!);
+                        if (!ResolveGpuMeasurement(slot, gate!))
+                        {
+                            return;
+                        }
                     }
                 }
                 else
@@ -111,10 +135,20 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
         }
         finally
         {
-            // Never measured (no batch, no replica): the others on this GPU start uncapped.
-            if (slot.IndexOnDevice == 0)
+            // Never measured (no batch, no replica): the second one is measured without the first, and the others
+            // start capped by the first one's figure alone, or uncapped when neither was measured.
+            if (gate is not null && (measuring || slot.IndexOnDevice == 1))
             {
-                gate?.Cap.TrySetResult(int.MaxValue);
+                gate.FirstMeasured.TrySetResult();
+                if (slot.IndexOnDevice == 1 && !gate.Cap.Task.IsCompleted)
+                {
+                    gate.Before[1] = null;
+                    ResolveGpuMeasurement(slot, gate, capThisSlot: false);
+                }
+                else if (slot.IndexOnDevice == 1 || measuring)
+                {
+                    gate.Cap.TrySetResult(int.MaxValue);
+                }
             }
 
             if (replica is not null)
@@ -312,20 +346,64 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
         Emit(results);
     }
 
-    private void ResolveGpuCap(ReplicaSlot slot, GpuCapGate gate)
+    /// <summary>
+    /// Brings a replica that is about to be measured to its working memory with one full batch of placeholder inputs,
+    /// when the factory can make them. False when it cannot, or the batch failed (then its first real batch is measured).
+    /// </summary>
+    private async Task<bool> WarmUpAsync(ReplicaSlot slot, IReplica<TPrepared, TOut> replica, BatchLimit limit)
     {
-        var after = _options.GpuTelemetry!.Read(slot.Device);
-        if (gate.Before is not { } before || after is not { } now)
+        if (_factory is not IWarmUpInputs<TPrepared> source || source.WarmUpBatch(limit.Value) is not { Count: > 0 } batch)
+        {
+            return false;
+        }
+
+        try
+        {
+            await replica.InferAsync(batch, Token).ConfigureAwait(false);
+            return true;
+        }
+        catch (Exception ex) when (!Token.IsCancellationRequested)
+        {
+            LogReplicaEvent(_log, LogLevel.Information, $"Replica {slot}: the placeholder batch of {batch.Count} failed ({ex.Message}); its memory is measured after its first real batch instead", ex);
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Records a measured replica's memory. The first replica's lets the second start; the second's (or the first's,
+    /// when it is the only one measured) sets the cap. False when this replica must go: the second one, when it left
+    /// less than the headroom free.
+    /// </summary>
+    private bool ResolveGpuMeasurement(ReplicaSlot slot, GpuCapGate gate, bool capThisSlot = true)
+    {
+        var index = slot.IndexOnDevice;
+        gate.After[index] = gate.Before[index] is null ? null : _options.GpuTelemetry!.Read(slot.Device);
+        if (index == 0)
+        {
+            gate.FirstMeasured.TrySetResult();
+            return true;
+        }
+
+        if (gate.Before[0] is not { } before || gate.After[0] is not { } after)
         {
             gate.Reason = $"{slot.Device}: its memory could not be read; all {slot.ReplicasOnDevice} planned replicas are kept";
             gate.Cap.TrySetResult(int.MaxValue);
-            return;
+            return true;
         }
 
-        var cap = GpuReplicaCap.Compute(slot.Device, before, now, slot.ReplicasOnDevice, _options.GpuMemoryHeadroom);
+        var cap = gate.Before[1] is { } beforeSecond && gate.After[1] is { } afterSecond
+            ? GpuReplicaCap.Compute(slot.Device, before, after, beforeSecond, afterSecond, slot.ReplicasOnDevice, _options.GpuMemoryHeadroom)
+            : GpuReplicaCap.Compute(slot.Device, before, after, slot.ReplicasOnDevice, _options.GpuMemoryHeadroom);
         gate.Reason = cap.Reason;
         LogReplicaEvent(_log, LogLevel.Information, cap.Reason, null);
         gate.Cap.TrySetResult(cap.Replicas);
+        if (index < cap.Replicas || !capThisSlot)
+        {
+            return true;
+        }
+
+        CapSlot(slot, cap.Reason);
+        return false;
     }
 
     /// <summary>A slot left out because its GPU has no room for it: not a failure, and never the device's last slot.</summary>
@@ -432,12 +510,20 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
         public int Value { get; set; } = value;
     }
 
-    /// <summary>The first replica's measurement on one GPU, which the others on it wait for.</summary>
+    /// <summary>The first two replicas' measurements on one GPU, which the others on it wait for.</summary>
     private sealed class GpuCapGate
     {
+        /// <summary>Set once the first replica is measured (or gave up): the second one starts then.</summary>
+        public TaskCompletionSource FirstMeasured { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>How many replicas the GPU takes; set once the second replica is measured (or gave up).</summary>
         public TaskCompletionSource<int> Cap { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        public GpuReading? Before { get; set; }
+        /// <summary>Free memory before the first and the second replica were built.</summary>
+        public GpuReading?[] Before { get; } = new GpuReading?[2];
+
+        /// <summary>Free memory once the first and the second replica had run a full batch.</summary>
+        public GpuReading?[] After { get; } = new GpuReading?[2];
 
         public string? Reason { get; set; }
     }

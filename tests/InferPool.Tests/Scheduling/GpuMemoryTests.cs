@@ -92,11 +92,24 @@ public sealed class GpuMemoryTests
             GpuMemoryHeadroom = 0.10,
             Monitor = monitor,
         };
+        // No placeholder batches here: each of the first two replicas is measured after its first real batch. After
+        // its first, the first one waits for the second's first, so that the second is sure to get a batch.
+        using var secondCalled = new ManualResetEventSlim();
+        var firstCalls = 0;
         var factory = new LambdaFactory<int, int>(slot =>
         {
             gpu.Allocate(3 * GiB);
             built.Enqueue(slot.Name);
-            return new LambdaReplica<int, int>(batch => [.. batch.Select(Outcome.Success)]);
+            return new LambdaReplica<int, int>(batch =>
+            {
+                if (slot.IndexOnDevice == 1)
+                {
+                    secondCalled.Set();
+                }
+
+                Assert.True(slot.IndexOnDevice != 0 || Interlocked.Increment(ref firstCalls) == 1 || secondCalled.Wait(TimeSpan.FromMinutes(1)));
+                return [.. batch.Select(Outcome.Success)];
+            });
         });
 
         var results = await CollectBoundedAsync(InferencePool.RunAsync(FailureTests.AsyncRange(200), factory, options));
@@ -105,8 +118,83 @@ public sealed class GpuMemoryTests
         Assert.Equal(["cuda:0#0", "cuda:0#1", "cuda:0#2"], built.Order(StringComparer.Ordinal));
         var capped = Assert.Single(events, e => e.Kind == ReplicaEventKind.Capped);
         Assert.Equal("cuda:0#3", capped.Slot.Name);
-        Assert.Contains("capped at 3 of 4 planned replicas: one replica took 3072 MiB; 7168 MiB of 10240 MiB were then free, and 10 % (1024 MiB) is kept free", capped.Message, StringComparison.Ordinal);
+        const string Expected = "capped at 3 of 4 planned replicas: the first replica took 3072 MiB (with what the replicas share) and the second 3072 MiB, the cost of each more; 4096 MiB of 10240 MiB were then free, and 10 % (1024 MiB) is kept free";
+        Assert.True(capped.Message.Contains(Expected, StringComparison.Ordinal), capped.Message);
         Assert.True(gpu.FreeBytes >= 1 * GiB);
+    }
+
+    [Fact]
+    public async Task Run_WithGpuTelemetry_MeasuresAFullPlaceholderBatchAndCountsTheSecondReplicasCostForEachMore()
+    {
+        // 40 GiB card. The process's first session pays a 2 GiB context every other one shares; each replica holds
+        // 1 GiB of weights and 0.5 GiB of activations per item of its largest batch so far (batch 8: 4 GiB). So the
+        // first replica costs 7 GiB, each more 5. After two: 28 GiB free, 4 GiB kept → room for 4 more: 6 in all
+        // (2 + 6 × 5 = 32 GiB used, 8 free; a seventh would leave 3). Measured after a first real batch of one
+        // item, or from the first replica's 7 GiB, the cap would be 8 (out of memory) or 5.
+        var gpu = new FakeGpu(40 * GiB);
+        var firstCalls = new ConcurrentDictionary<string, IReadOnlyList<int>>(StringComparer.Ordinal);
+        var events = new ConcurrentQueue<ReplicaEvent>();
+        var monitor = new PoolMonitor();
+        monitor.ReplicaChanged += (_, e) => events.Enqueue(e);
+        var context = 0;
+        var options = new InferencePoolOptions
+        {
+            Replicas = Plan(("cuda:0", 8)),
+            MaxBatchSize = 8,
+            MaxBatchDelay = TimeSpan.Zero, // real batches start small: only the placeholder batch is full
+            GpuTelemetry = gpu,
+            GpuMemoryHeadroom = 0.10,
+            Monitor = monitor,
+        };
+        var built = new ConcurrentQueue<string>();
+        var factory = new WarmUpFactory(slot =>
+        {
+            built.Enqueue(slot.Name);
+            if (Interlocked.Exchange(ref context, 1) == 0)
+            {
+                gpu.Allocate(2 * GiB);
+            }
+
+            gpu.Allocate(1 * GiB);
+            var arena = 0;
+            return new LambdaReplica<int, int>(batch =>
+            {
+                firstCalls.TryAdd(slot.Name, [.. batch]);
+                if (batch.Count > arena)
+                {
+                    gpu.Allocate((batch.Count - arena) * GiB / 2);
+                    arena = batch.Count;
+                }
+
+                return [.. batch.Select(Outcome.Success)];
+            });
+        });
+
+        var results = await CollectBoundedAsync(InferencePool.RunAsync(FailureTests.AsyncRange(300), factory, options));
+
+        Assert.Equal(300, results.Count);
+        Assert.All(results, r => Assert.True(r.IsSuccess && r.Item >= 0)); // the placeholder batches are no results
+        Assert.Equal(Enumerable.Range(0, 6).Select(i => $"cuda:0#{i}"), built.Order(StringComparer.Ordinal));
+        Assert.Equal(Enumerable.Repeat(-1, 8), firstCalls["cuda:0#0"]); // the placeholder batch, full size
+        Assert.Equal(Enumerable.Repeat(-1, 8), firstCalls["cuda:0#1"]);
+        Assert.Equal(["cuda:0#6", "cuda:0#7"], events.Where(e => e.Kind == ReplicaEventKind.Capped).Select(e => e.Slot.Name).Order(StringComparer.Ordinal));
+        Assert.Contains(
+            "capped at 6 of 8 planned replicas: the first replica took 7168 MiB (with what the replicas share) and the second 5120 MiB, the cost of each more; 28672 MiB of 40960 MiB were then free, and 10 % (4096 MiB) is kept free",
+            events.First(e => e.Kind == ReplicaEventKind.Capped).Message,
+            StringComparison.Ordinal);
+        Assert.True(gpu.FreeBytes >= 4 * GiB, $"{gpu.FreeBytes / GiB} GiB free");
+    }
+
+    [Theory]
+    [InlineData(40, 33, 28, 8, 6)] // the second's 5 GiB counts for each more, not the first's 7
+    [InlineData(10, 5, 0, 4, 1)] // the second left less than the headroom: it goes too
+    [InlineData(10, 7, 7, 4, 4)] // the second's cost could not be seen: the first's 3 GiB counts (2 built + 2 more)
+    public void Compute_WithASecondReplica_CountsItsCostForEachMore(long total, long freeBetween, long freeAfterSecond, int planned, int expected)
+    {
+        GpuReading Free(long gib) => new(total * GiB, gib * GiB, null);
+        var cap = GpuReplicaCap.Compute(Device.Cuda(0), Free(total), Free(freeBetween), Free(freeBetween), Free(freeAfterSecond), planned, 0.10);
+
+        Assert.Equal(expected, cap.Replicas);
     }
 
     [Theory]
@@ -138,6 +226,14 @@ public sealed class GpuMemoryTests
 #pragma warning disable CA2201 // the runtime throws it; the classifier must recognise it
         Assert.Equal(FaultKind.OutOfMemory, InferencePoolOptions.DefaultClassifyFault(new OutOfMemoryException()));
 #pragma warning restore CA2201
+    }
+
+    /// <summary>A factory that offers placeholder batches (of -1s) for the pool to warm replicas up with before measuring them.</summary>
+    private sealed class WarmUpFactory(Func<ReplicaSlot, IReplica<int, int>> create) : IReplicaFactory<int, int>, IWarmUpInputs<int>
+    {
+        public ValueTask<IReplica<int, int>> CreateAsync(ReplicaSlot slot, CancellationToken cancellationToken = default) => ValueTask.FromResult(create(slot));
+
+        public IReadOnlyList<int>? WarmUpBatch(int batchSize) => [.. Enumerable.Repeat(-1, batchSize)];
     }
 
     /// <summary>A GPU whose free memory drops as replicas allocate.</summary>
