@@ -7,7 +7,8 @@
 -- Nodes: Orleans membership, leasing and committing shards, results and refusals.
 CREATE ROLE inferpool_node LOGIN;
 GRANT SELECT, INSERT, UPDATE, DELETE ON orleansmembershiptable, orleansmembershipversiontable TO inferpool_node;
-GRANT SELECT ON orleansquery, inferpool_schema, inferpool_jobs TO inferpool_node;
+GRANT SELECT ON orleansquery, inferpool_schema, inferpool_jobs, inferpool_manifest TO inferpool_node;
+GRANT UPDATE (state, error) ON inferpool_jobs TO inferpool_node;
 GRANT SELECT, UPDATE ON inferpool_shards TO inferpool_node;
 GRANT SELECT, INSERT ON inferpool_results, inferpool_refusals TO inferpool_node;
 
@@ -15,8 +16,8 @@ GRANT SELECT, INSERT ON inferpool_results, inferpool_refusals TO inferpool_node;
 CREATE ROLE inferpool_submitter LOGIN;
 GRANT SELECT ON inferpool_schema, inferpool_results, inferpool_refusals TO inferpool_submitter;
 GRANT SELECT, INSERT, UPDATE ON inferpool_jobs TO inferpool_submitter;
-GRANT SELECT, INSERT ON inferpool_shards TO inferpool_submitter;
+GRANT SELECT, INSERT ON inferpool_shards, inferpool_manifest TO inferpool_submitter;
 
 -- Readers: results and progress only.
 CREATE ROLE inferpool_reader LOGIN;
-GRANT SELECT ON inferpool_schema, inferpool_jobs, inferpool_shards, inferpool_results, inferpool_refusals TO inferpool_reader;
+GRANT SELECT ON inferpool_schema, inferpool_jobs, inferpool_shards, inferpool_manifest, inferpool_results, inferpool_refusals TO inferpool_reader;

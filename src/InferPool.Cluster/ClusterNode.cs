@@ -30,8 +30,14 @@ public sealed record ClusterNodeOptions(string Name, ReplicaPlan Plan, int? Thre
 /// the shard through the local pool (replicas built once per job and kept between shards), renew the lease while
 /// working, and commit the shard's results in one epoch-checked transaction. Long work never runs in a grain.
 /// </summary>
-internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grains, ClusterNodeOptions options, ILogger<ClusterNode> logger) : BackgroundService
+internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grains, ClusterNodeOptions options, ILocalSiloDetails silo, ILogger<ClusterNode> logger) : BackgroundService
 {
+    /// <summary>Hand-backs of one shard by nodes that cannot read its input, after which it fails the job.</summary>
+    private const int MaxUnreadable = 3;
+
+    /// <summary>This node's incarnation as Orleans' membership table records it: a restart under the same name is another one.</summary>
+    private readonly string _incarnation = $"{silo.SiloAddress.Endpoint.Address}:{silo.SiloAddress.Endpoint.Port}:{silo.SiloAddress.Generation}";
+
     private readonly Dictionary<string, LoadedJob> _loaded = new(StringComparer.Ordinal);
     private readonly HashSet<string> _refused = new(StringComparer.Ordinal);
 
@@ -83,6 +89,11 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
 
         foreach (var job in jobs)
         {
+            if (_refused.Contains(job.Id))
+            {
+                continue;
+            }
+
             if (job.Worker is { } command && !WorkerPattern.Allows(options.AllowedWorkers, command))
             {
                 // The node's operator decides what it runs: a job's command from the database is not enough.
@@ -95,7 +106,7 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
             try
             {
                 // Not abandoned when the node starts stopping: a lease granted meanwhile is run and drained like any other.
-                lease = await coordinator.AcquireAsync(options.Name).WaitAsync(drain).ConfigureAwait(false);
+                lease = await coordinator.AcquireAsync(options.Name, _incarnation).WaitAsync(drain).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is not OperationCanceledException || !drain.IsCancellationRequested)
             {
@@ -128,6 +139,16 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         {
             results = await ProcessAsync(job, lease, lost.Token).ConfigureAwait(false);
         }
+        catch (InputUnreadableException ex)
+        {
+            await HandBackUnreadableAsync(job, lease, ex.Message).ConfigureAwait(false);
+            return;
+        }
+        catch (ShardFailedException ex)
+        {
+            await FailShardAsync(lease, ex.Message).ConfigureAwait(false);
+            return;
+        }
         catch (OperationCanceledException) when (drain.IsCancellationRequested)
         {
             await HandBackAsync(lease).ConfigureAwait(false);
@@ -155,6 +176,19 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
             await HandBackAsync(lease).ConfigureAwait(false);
             return;
         }
+        catch (ShardFailedException ex)
+        {
+            await FailShardAsync(lease, ex.Message).ConfigureAwait(false);
+            return;
+        }
+        catch (Npgsql.PostgresException ex) when (!ex.IsTransient && ex.SqlState[..2] is "22" or "23" or "42" or "54")
+        {
+            // The database refused the results themselves (a constraint, a bad value, a limit): committing them again
+            // would fail the same way forever. Nothing was committed (one transaction); the shard and the job fail
+            // with the database's own reason.
+            await FailShardAsync(lease, $"the database refused its results: {ex.SqlState} {ex.MessageText}{(ex.Detail is { } d ? $" ({d})" : "")}").ConfigureAwait(false);
+            return;
+        }
         catch (Exception ex) when (ex is Npgsql.NpgsqlException or TimeoutException)
         {
             // Nothing was committed (one transaction): the lease runs out and the shard is redone.
@@ -170,6 +204,40 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         else
         {
             LogStaleCommit(logger, options.Name, job.Id, lease.Shard, lease.Epoch);
+        }
+    }
+
+    /// <summary>Fails the shard and its job with the reason (best effort: if it cannot be recorded, the lease runs out and another node meets the same problem).</summary>
+    private async Task FailShardAsync(ShardLease lease, string reason)
+    {
+        LogShardFailed(logger, options.Name, lease.JobId, lease.Shard, lease.Epoch, reason);
+        try
+        {
+            using var bounded = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await store.FailShardAsync(lease, options.Name, reason, bounded.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is Npgsql.NpgsqlException or TimeoutException or OperationCanceledException)
+        {
+            LogDatabaseUnavailable(logger, options.Name, ex.Message);
+        }
+    }
+
+    /// <summary>This node cannot read the shard's input: it hands the shard back for another node and takes no more of the job.</summary>
+    private async Task HandBackUnreadableAsync(ClusterJob job, ShardLease lease, string reason)
+    {
+        _refused.Add(job.Id);
+        LogInputUnreadable(logger, options.Name, job.Id, lease.Shard, reason);
+        try
+        {
+            using var bounded = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            if (await store.HandBackUnreadableAsync(lease, options.Name, reason, NodeHost.ClusterId, MaxUnreadable, bounded.Token).ConfigureAwait(false))
+            {
+                LogShardFailed(logger, options.Name, lease.JobId, lease.Shard, lease.Epoch, $"no node could read its input ({reason})");
+            }
+        }
+        catch (Exception ex) when (ex is Npgsql.NpgsqlException or TimeoutException or OperationCanceledException)
+        {
+            LogDatabaseUnavailable(logger, options.Name, ex.Message);
         }
     }
 
@@ -244,22 +312,33 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         }
     }
 
-    /// <summary>Runs items [First, First + Count) of the job's input through this node's replicas.</summary>
+    /// <summary>
+    /// Runs the shard's items through this node's replicas: the manifest's items, each checked against what the
+    /// submitter found (a job without a manifest reads items [First, First + Count) of its input as it is now).
+    /// </summary>
+    /// <exception cref="InputUnreadableException">This node cannot read the input at all (another node may).</exception>
+    /// <exception cref="ShardFailedException">The input changed since the job was submitted.</exception>
     private async Task<List<ClusterResult>> ProcessAsync(ClusterJob job, ShardLease lease, CancellationToken cancellationToken)
     {
-        LoadedJob loaded;
+        var manifest = await store.ManifestAsync(job.Id, lease.First, lease.Count, cancellationToken).ConfigureAwait(false);
+        var failures = new List<ClusterResult>();
         IAsyncEnumerable<InputItem> items;
+        LoadedJob loaded;
         try
         {
+            // A shard's items (paths, records: small) are read and checked before any work starts, so that a changed
+            // or unreadable input stops the shard before its replicas are busy with it.
+            items = manifest.Count == 0
+                ? InputSource.Open(job.Input, forWorker: job.Worker is not null).ReadAsync(lease.First, lease.Count, cancellationToken)
+                : (await ManifestItemsAsync(job, lease, manifest, failures, cancellationToken).ConfigureAwait(false)).ToAsyncEnumerable();
             loaded = await LoadAsync(job, cancellationToken).ConfigureAwait(false);
-            items = InputSource.Open(job.Input, forWorker: job.Worker is not null).ReadAsync(lease.First, lease.Count, cancellationToken);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or InvalidDataException or NotSupportedException or InvalidOperationException)
         {
-            // This node cannot read the input or load the model: every item of the shard fails with the reason and the node's name.
-            return [.. Enumerable.Range(0, lease.Count).Select(i => new ClusterResult(
-                $"#{lease.First + i}",
-                lease.First + i,
+            // This node cannot load the model or start its replicas: every item of the shard fails with the reason and the node's name.
+            return [.. (manifest.Count > 0 ? manifest.Select(m => (m.Index, m.Key)) : Enumerable.Range(0, lease.Count).Select(i => (lease.First + i, $"#{lease.First + i}"))).Select(m => new ClusterResult(
+                m.Item2,
+                m.Item1,
                 false,
                 $"{ex.GetType().Name}: node {options.Name} cannot run the job: {ex.Message}",
                 null,
@@ -267,14 +346,125 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         }
 
         var results = new List<ClusterResult>(lease.Count);
+        var keys = manifest.Count == 0 ? null : manifest.ToDictionary(m => m.Key, m => m.Index, StringComparer.Ordinal);
         await foreach (var row in loaded.Session.RunAsync(items, loaded.Pool, cancellationToken).ConfigureAwait(false))
         {
             // The results table holds one vector per item: the model's first output.
             var vector = row.Ok ? row.Outputs?[0].ToFloats() : null;
-            results.Add(new ClusterResult(row.Key, lease.First + row.Index, row.Ok, row.Ok ? null : $"{row.Error} (on node {options.Name})", vector, row.Device));
+            var index = keys is null ? lease.First + row.Index : keys[row.Key];
+            results.Add(new ClusterResult(row.Key, index, row.Ok, row.Ok ? null : $"{row.Error} (on node {options.Name})", vector, row.Device));
         }
 
+        results.AddRange(failures);
         return results;
+    }
+
+    /// <summary>
+    /// The shard's items from the manifest. Files (a folder's, a list's) are taken from the manifest, not found by
+    /// listing the input again: one that is missing here fails alone, naming this node; one whose size or time
+    /// differs from the submitter's changed since, which fails the shard. Records, texts and table rows are read
+    /// from the input file, which must be the one submitted, and must give the manifest's keys.
+    /// </summary>
+    private async Task<List<InputItem>> ManifestItemsAsync(
+        ClusterJob job, ShardLease lease, IReadOnlyList<ManifestItem> manifest, List<ClusterResult> failures, CancellationToken cancellationToken)
+    {
+        if (manifest.Count != lease.Count)
+        {
+            throw new ShardFailedException($"the manifest holds {manifest.Count} of its {lease.Count} items");
+        }
+
+        var items = new List<InputItem>(manifest.Count);
+        if (manifest.All(m => m.Path is not null))
+        {
+            CheckFolderReadable(job, manifest);
+            foreach (var m in manifest)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var file = new FileInfo(m.Path!);
+                if (!file.Exists)
+                {
+                    failures.Add(new ClusterResult(m.Key, m.Index, false, $"FileNotFoundException: {m.Path} is not on node {options.Name} (it was there when the job was submitted)", null, null));
+                    continue;
+                }
+
+                if ((m.Size is { } size && file.Length != size) || (m.Modified is { } modified && !SameTime(file.LastWriteTimeUtc, modified)))
+                {
+                    throw new ShardFailedException($"{m.Path} changed since the job was submitted (size {m.Size} → {file.Length}, modified {m.Modified:O} → {file.LastWriteTimeUtc:O}); submit the job again to run the new input");
+                }
+
+                items.Add(new InputItem { Key = m.Key, Path = m.Path });
+            }
+
+            return items;
+        }
+
+        InputSource source;
+        try
+        {
+            var info = new FileInfo(job.Input);
+            if (!info.Exists)
+            {
+                throw new InputUnreadableException($"the input {job.Input} is not on node {options.Name}");
+            }
+
+            if ((job.InputSize is { } size && info.Length != size) || (job.InputModified is { } at && !SameTime(info.LastWriteTimeUtc, at)))
+            {
+                throw new ShardFailedException($"the input {job.Input} changed since the job was submitted (size {job.InputSize} → {info.Length}, modified {job.InputModified:O} → {info.LastWriteTimeUtc:O}); submit the job again to run the new input");
+            }
+
+            source = InputSource.Open(job.Input, forWorker: job.Worker is not null);
+        }
+        catch (UnauthorizedAccessException ex)
+        {
+            throw new InputUnreadableException($"node {options.Name} may not read the input {job.Input}: {ex.Message}");
+        }
+
+        var position = 0;
+        await foreach (var item in source.ReadAsync(lease.First, lease.Count, cancellationToken).ConfigureAwait(false))
+        {
+            if (position >= manifest.Count || manifest[position].Key != item.Key)
+            {
+                throw new ShardFailedException($"item {lease.First + position} of {job.Input} has the key '{item.Key}' where the job was submitted with '{(position < manifest.Count ? manifest[position].Key : "(none)")}': the input changed");
+            }
+
+            position++;
+            items.Add(item);
+        }
+
+        if (position != manifest.Count)
+        {
+            throw new ShardFailedException($"{job.Input} gave {position} of the shard's {manifest.Count} items: the input changed");
+        }
+
+        return items;
+    }
+
+    /// <summary>Equal to the microsecond, as PostgreSQL keeps times (a file system may keep them to the nanosecond).</summary>
+    private static bool SameTime(DateTime onDisk, DateTime stored) => onDisk.Ticks / 10 == stored.Ticks / 10;
+
+    /// <summary>
+    /// A folder that is missing, unreadable or empty on this node while the manifest lists its files (an unmounted
+    /// share, a missing permission) is this node's problem, not the items': another node may read it.
+    /// </summary>
+    private void CheckFolderReadable(ClusterJob job, IReadOnlyList<ManifestItem> manifest)
+    {
+        var root = Directory.Exists(job.Input) ? job.Input : Path.GetDirectoryName(job.Input);
+        try
+        {
+            if (root is null || !Directory.Exists(root))
+            {
+                throw new InputUnreadableException($"the input folder {root ?? job.Input} is not on node {options.Name}");
+            }
+
+            if (!Directory.EnumerateFileSystemEntries(root).Any() || manifest.All(m => !File.Exists(m.Path)))
+            {
+                throw new InputUnreadableException($"none of the shard's {manifest.Count} files is on node {options.Name} (the input folder {root} is {(Directory.EnumerateFileSystemEntries(root).Any() ? "there" : "empty")}; an unmounted share?)");
+            }
+        }
+        catch (UnauthorizedAccessException ex)
+        {
+            throw new InputUnreadableException($"node {options.Name} may not read the input folder {root}: {ex.Message}");
+        }
     }
 
     private async Task<LoadedJob> LoadAsync(ClusterJob job, CancellationToken cancellationToken)
@@ -350,6 +540,15 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Node}: refused job {Job}: {Reason}; allow it with the node's worker patterns if it should run here")]
     private static partial void LogRefused(ILogger logger, string node, string job, string reason);
 
+    [LoggerMessage(Level = LogLevel.Error, Message = "{Node}: shard {Shard} of {Job} (epoch {Epoch}) failed, and the job with it: {Reason}")]
+    private static partial void LogShardFailed(ILogger logger, string node, string job, int shard, long epoch, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "{Node}: cannot read the input of {Job} (shard {Shard}): {Reason}; handed the shard back for another node and takes no more of this job")]
+    private static partial void LogInputUnreadable(ILogger logger, string node, string job, int shard, string reason);
+
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Node}: the database is not reachable ({Reason}); trying again")]
     private static partial void LogDatabaseUnavailable(ILogger logger, string node, string reason);
 }
+
+/// <summary>This node cannot read a job's input at all (missing, unreadable, empty here): another node may.</summary>
+internal sealed class InputUnreadableException(string message) : Exception(message);

@@ -17,7 +17,7 @@ namespace InferPool.Cluster;
 internal static class ClusterSchema
 {
     /// <summary>Bumped when the schema changes; recorded in <c>inferpool_schema</c>.</summary>
-    public const int Version = 2;
+    public const int Version = 3;
 
     private const long MigrationLock = 0x1F_E2_E0_01;
 
@@ -85,6 +85,27 @@ internal static class ClusterSchema
             PRIMARY KEY (job_id, key));
 
         ALTER TABLE inferpool_jobs ADD COLUMN IF NOT EXISTS worker text NULL;
+
+        -- Version 3: the manifest (a job's items fixed at submit), counters kept at commit, loud failures, and lease
+        -- owners told apart by silo incarnation (a node restarted under its name is not its dead predecessor).
+        CREATE TABLE IF NOT EXISTS inferpool_manifest (
+            job_id text NOT NULL REFERENCES inferpool_jobs (id) ON DELETE CASCADE,
+            item_index bigint NOT NULL,
+            key text NOT NULL,
+            path text NULL,
+            size bigint NULL,
+            modified timestamptz NULL,
+            PRIMARY KEY (job_id, item_index));
+
+        ALTER TABLE inferpool_jobs ADD COLUMN IF NOT EXISTS input_size bigint NULL;
+        ALTER TABLE inferpool_jobs ADD COLUMN IF NOT EXISTS input_modified timestamptz NULL;
+        ALTER TABLE inferpool_jobs ADD COLUMN IF NOT EXISTS error text NULL;
+        ALTER TABLE inferpool_shards ADD COLUMN IF NOT EXISTS owner_silo text NULL;
+        ALTER TABLE inferpool_shards ADD COLUMN IF NOT EXISTS ok_count integer NULL;
+        ALTER TABLE inferpool_shards ADD COLUMN IF NOT EXISTS failed_count integer NULL;
+        ALTER TABLE inferpool_shards ADD COLUMN IF NOT EXISTS error text NULL;
+        ALTER TABLE inferpool_shards ADD COLUMN IF NOT EXISTS problems integer NOT NULL DEFAULT 0;
+        CREATE INDEX IF NOT EXISTS inferpool_shards_open ON inferpool_shards (job_id, shard) WHERE state <> 'done';
 
         CREATE TABLE IF NOT EXISTS inferpool_refusals (
             job_id text NOT NULL REFERENCES inferpool_jobs (id) ON DELETE CASCADE,

@@ -13,7 +13,25 @@ namespace InferPool.Cluster;
 /// <param name="LeaseSeconds">How long a lease lasts without renewal.</param>
 /// <param name="State"><c>running</c>, <c>cancelled</c>.</param>
 /// <param name="Worker">The worker command every node starts, or null for an ONNX model.</param>
-public sealed record ClusterJob(string Id, string Input, string Model, int Batch, int ShardSize, long TotalItems, int LeaseSeconds, string State, string? Worker = null);
+public sealed record ClusterJob(string Id, string Input, string Model, int Batch, int ShardSize, long TotalItems, int LeaseSeconds, string State, string? Worker = null)
+{
+    /// <summary>The input file's size when the job was submitted (a list, JSONL, text or table file), or null (a folder).</summary>
+    public long? InputSize { get; init; }
+
+    /// <summary>The input file's last write time (UTC) when the job was submitted, or null (a folder).</summary>
+    public DateTime? InputModified { get; init; }
+
+    /// <summary>Why the job failed (state <c>failed</c>), or null.</summary>
+    public string? Error { get; init; }
+}
+
+/// <summary>One item of a job's manifest: what the submitter found, which every node checks before running it.</summary>
+/// <param name="Index">Its index in the job's input.</param>
+/// <param name="Key">Its key.</param>
+/// <param name="Path">The file it is (a folder's or a list's item), or null (a record, a text, a table row).</param>
+/// <param name="Size">That file's size at submit, or null.</param>
+/// <param name="Modified">That file's last write time (UTC) at submit, or null.</param>
+public sealed record ManifestItem(long Index, string Key, string? Path, long? Size, DateTime? Modified);
 
 /// <summary>A shard granted to a node: items [First, First + Count) of the job's input, valid while <see cref="Epoch"/> is the shard's.</summary>
 /// <param name="JobId">The job.</param>
@@ -41,6 +59,7 @@ public sealed record ShardLease(
 /// <param name="TotalItems">Items in the job.</param>
 /// <param name="Committed">Items committed.</param>
 /// <param name="Failed">Committed items that failed.</param>
+/// <param name="Error">Why the job failed (state <c>failed</c>: a shard failed loudly), or null.</param>
 [GenerateSerializer]
 [Immutable]
 public sealed record JobProgress(
@@ -51,11 +70,18 @@ public sealed record JobProgress(
     [property: Id(4)] int Leased,
     [property: Id(5)] long TotalItems,
     [property: Id(6)] long Committed,
-    [property: Id(7)] long Failed)
+    [property: Id(7)] long Failed,
+    [property: Id(8)] string? Error = null)
 {
-    /// <summary>Every shard is committed.</summary>
-    public bool Finished => Shards > 0 && Done == Shards;
+    /// <summary>Every shard is committed and every item of the job is accounted for (committed ok or failed).</summary>
+    public bool Finished => Shards > 0 && Done == Shards && Committed == TotalItems;
+
+    /// <summary>Every shard is committed, yet not every item is accounted for: the job's results are incomplete.</summary>
+    public bool Unaccounted => Shards > 0 && Done == Shards && Committed != TotalItems;
 }
+
+/// <summary>A shard that cannot succeed on any node (its input changed since submit, its results cannot be stored): it fails the job, with the reason.</summary>
+public sealed class ShardFailedException(string message, Exception? inner = null) : Exception(message, inner);
 
 /// <summary>One item's result, as a node commits it.</summary>
 /// <param name="Key">The item's key.</param>
@@ -100,16 +126,33 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     /// <summary>Creates a job and its shards.</summary>
     /// <param name="job">The job.</param>
     /// <param name="cancellationToken">Stops before the transaction commits.</param>
-    public async Task CreateJobAsync(ClusterJob job, CancellationToken cancellationToken = default)
+    public Task CreateJobAsync(ClusterJob job, CancellationToken cancellationToken = default) => CreateJobAsync(job, null, cancellationToken);
+
+    /// <summary>
+    /// Creates a job, its manifest and its shards in one transaction. With a manifest, the job's items are the
+    /// manifest's (<see cref="ClusterJob.TotalItems"/> is its count): nodes run exactly those, checking each file
+    /// against what the submitter found, and the job is finished only when every one of them is accounted for.
+    /// </summary>
+    /// <param name="job">The job.</param>
+    /// <param name="manifest">The job's items in order (indexes 0, 1, …), or null to run the input as the nodes find it.</param>
+    /// <param name="cancellationToken">Stops before the transaction commits.</param>
+    /// <returns>The number of items in the job.</returns>
+    /// <exception cref="ArgumentException">The manifest's indexes are not 0, 1, 2, … in order, or it is empty.</exception>
+    public async Task<long> CreateJobAsync(ClusterJob job, IAsyncEnumerable<ManifestItem>? manifest, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(job);
         using var connection = await Database.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
         using (var insert = new NpgsqlCommand(
-            "INSERT INTO inferpool_jobs (id, input, model, batch, shard_size, total_items, lease_seconds, worker) VALUES (@id, @input, @model, @batch, @shard, @total, @lease, @worker)",
+            """
+            INSERT INTO inferpool_jobs (id, input, model, batch, shard_size, total_items, lease_seconds, worker, input_size, input_modified)
+            VALUES (@id, @input, @model, @batch, @shard, @total, @lease, @worker, @size, @modified)
+            """,
             connection,
             transaction))
         {
+            insert.Parameters.AddWithValue("size", (object?)job.InputSize ?? DBNull.Value);
+            insert.Parameters.AddWithValue("modified", job.InputModified is { } m ? DateTime.SpecifyKind(m, DateTimeKind.Utc) : DBNull.Value);
             insert.Parameters.AddWithValue("id", job.Id);
             insert.Parameters.AddWithValue("input", job.Input);
             insert.Parameters.AddWithValue("model", job.Model);
@@ -119,6 +162,16 @@ public sealed class ClusterStore(NpgsqlDataSource database)
             insert.Parameters.AddWithValue("lease", job.LeaseSeconds);
             insert.Parameters.AddWithValue("worker", (object?)job.Worker ?? DBNull.Value);
             await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        var total = job.TotalItems;
+        if (manifest is not null)
+        {
+            total = await CopyManifestAsync(connection, job.Id, manifest, cancellationToken).ConfigureAwait(false);
+            using var count = new NpgsqlCommand("UPDATE inferpool_jobs SET total_items = @total WHERE id = @id", connection, transaction);
+            count.Parameters.AddWithValue("id", job.Id);
+            count.Parameters.AddWithValue("total", total);
+            await count.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }
 
         using (var shards = new NpgsqlCommand(
@@ -132,16 +185,193 @@ public sealed class ClusterStore(NpgsqlDataSource database)
         {
             shards.Parameters.AddWithValue("id", job.Id);
             shards.Parameters.AddWithValue("size", (long)job.ShardSize);
-            shards.Parameters.AddWithValue("total", job.TotalItems);
+            shards.Parameters.AddWithValue("total", total);
             await shards.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }
 
         await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+        return total;
+    }
+
+    private static async Task<long> CopyManifestAsync(NpgsqlConnection connection, string jobId, IAsyncEnumerable<ManifestItem> manifest, CancellationToken cancellationToken)
+    {
+        long count = 0;
+        var import = await connection.BeginBinaryImportAsync(
+            "COPY inferpool_manifest (job_id, item_index, key, path, size, modified) FROM STDIN (FORMAT BINARY)",
+            cancellationToken).ConfigureAwait(false);
+        await using (import.ConfigureAwait(false))
+        {
+            await foreach (var item in manifest.WithCancellation(cancellationToken).ConfigureAwait(false))
+            {
+                if (item.Index != count)
+                {
+                    throw new ArgumentException($"The manifest's item {count} has index {item.Index}; indexes must be 0, 1, 2, … in order.", nameof(manifest));
+                }
+
+                await import.StartRowAsync(cancellationToken).ConfigureAwait(false);
+                await import.WriteAsync(jobId, NpgsqlDbType.Text, cancellationToken).ConfigureAwait(false);
+                await import.WriteAsync(item.Index, NpgsqlDbType.Bigint, cancellationToken).ConfigureAwait(false);
+                await import.WriteAsync(item.Key, NpgsqlDbType.Text, cancellationToken).ConfigureAwait(false);
+                await WriteNullableAsync(import, item.Path, NpgsqlDbType.Text, cancellationToken).ConfigureAwait(false);
+                await WriteNullableValueAsync(import, item.Size, NpgsqlDbType.Bigint, cancellationToken).ConfigureAwait(false);
+                await WriteNullableValueAsync<DateTime>(import, item.Modified is { } m ? DateTime.SpecifyKind(m, DateTimeKind.Utc) : null, NpgsqlDbType.TimestampTz, cancellationToken).ConfigureAwait(false);
+                count++;
+            }
+
+            if (count == 0)
+            {
+                throw new ArgumentException("The manifest is empty: a job needs at least one item.", nameof(manifest));
+            }
+
+            await import.CompleteAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        return count;
+    }
+
+    /// <summary>Items [<paramref name="first"/>, <paramref name="first"/> + <paramref name="count"/>) of a job's manifest, in order; empty for a job without one.</summary>
+    internal async Task<IReadOnlyList<ManifestItem>> ManifestAsync(string jobId, long first, int count, CancellationToken cancellationToken)
+    {
+        using var command = Database.CreateCommand(
+            "SELECT item_index, key, path, size, modified FROM inferpool_manifest WHERE job_id = @job AND item_index >= @first AND item_index < @end ORDER BY item_index");
+        command.Parameters.AddWithValue("job", jobId);
+        command.Parameters.AddWithValue("first", first);
+        command.Parameters.AddWithValue("end", first + count);
+        var items = new List<ManifestItem>(count);
+        using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            items.Add(new ManifestItem(
+                reader.GetInt64(0),
+                reader.GetString(1),
+                reader.IsDBNull(2) ? null : reader.GetString(2),
+                reader.IsDBNull(3) ? null : reader.GetInt64(3),
+                reader.IsDBNull(4) ? null : reader.GetDateTime(4)));
+        }
+
+        return items;
+    }
+
+    /// <summary>
+    /// Hands a shard back because this node cannot read its input (a folder that is missing, unreadable or empty here
+    /// while the manifest lists files: an unmounted share, say), and records that the node will not run the job. The
+    /// shard goes to another node; after <paramref name="maxProblems"/> such hand-backs, or once every active node has
+    /// refused the job, the shard fails and the job with it, naming each node's reason.
+    /// </summary>
+    /// <returns>True when the shard (and the job) failed.</returns>
+    internal async Task<bool> HandBackUnreadableAsync(ShardLease lease, string node, string reason, string clusterId, int maxProblems, CancellationToken cancellationToken)
+    {
+        using var connection = await Database.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+        using (var refuse = new NpgsqlCommand("INSERT INTO inferpool_refusals (job_id, node, reason) VALUES (@job, @node, @reason) ON CONFLICT DO NOTHING", connection, transaction))
+        {
+            refuse.Parameters.AddWithValue("job", lease.JobId);
+            refuse.Parameters.AddWithValue("node", node);
+            refuse.Parameters.AddWithValue("reason", reason);
+            await refuse.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        int problems;
+        long refused;
+        long active;
+        using (var back = new NpgsqlCommand(
+            """
+            WITH back AS (
+                UPDATE inferpool_shards SET state = 'pending', owner = NULL, owner_silo = NULL, lease_expires = NULL, problems = problems + 1
+                WHERE job_id = @job AND shard = @shard AND epoch = @epoch AND owner = @node AND state = 'leased'
+                RETURNING problems)
+            SELECT (SELECT problems FROM back),
+                   (SELECT count(*) FROM inferpool_refusals WHERE job_id = @job),
+                   (SELECT count(*) FROM OrleansMembershipTable WHERE DeploymentId = @cluster AND Status = 3)
+            """,
+            connection,
+            transaction))
+        {
+            back.Parameters.AddWithValue("job", lease.JobId);
+            back.Parameters.AddWithValue("shard", lease.Shard);
+            back.Parameters.AddWithValue("epoch", lease.Epoch);
+            back.Parameters.AddWithValue("node", node);
+            back.Parameters.AddWithValue("cluster", clusterId);
+            using var reader = await back.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+            if (reader.IsDBNull(0))
+            {
+                // The shard moved on meanwhile: nothing to hand back; the refusal stands.
+                await reader.DisposeAsync().ConfigureAwait(false);
+                await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+                return false;
+            }
+
+            (problems, refused, active) = (reader.GetInt32(0), reader.GetInt64(1), reader.GetInt64(2));
+        }
+
+        var failed = problems >= maxProblems || refused >= Math.Max(1, active);
+        if (failed)
+        {
+            string reasons;
+            using (var all = new NpgsqlCommand("SELECT string_agg(node || ': ' || reason, '; ' ORDER BY at) FROM inferpool_refusals WHERE job_id = @job", connection, transaction))
+            {
+                all.Parameters.AddWithValue("job", lease.JobId);
+                reasons = (string?)await all.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) ?? reason;
+            }
+
+            var why = $"no node could read its input ({reasons})";
+            using var fail = new NpgsqlCommand(
+                """
+                UPDATE inferpool_shards SET state = 'failed', error = @why WHERE job_id = @job AND shard = @shard;
+                UPDATE inferpool_jobs SET state = 'failed', error = @job_error WHERE id = @job AND state = 'running';
+                """,
+                connection,
+                transaction);
+            fail.Parameters.AddWithValue("job", lease.JobId);
+            fail.Parameters.AddWithValue("shard", lease.Shard);
+            fail.Parameters.AddWithValue("why", why);
+            fail.Parameters.AddWithValue("job_error", $"shard {lease.Shard} (items {lease.First}+{lease.Count}): {why}");
+            await fail.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+        return failed;
+    }
+
+    /// <summary>
+    /// Fails a shard that no node can run, and with it the job (no more leases): only while
+    /// <paramref name="lease"/> still holds it. False when the shard has moved on.
+    /// </summary>
+    internal async Task<bool> FailShardAsync(ShardLease lease, string node, string reason, CancellationToken cancellationToken)
+    {
+        using var connection = await Database.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+        using (var shard = new NpgsqlCommand(
+            "UPDATE inferpool_shards SET state = 'failed', error = @reason, lease_expires = NULL WHERE job_id = @job AND shard = @shard AND epoch = @epoch AND state = 'leased'",
+            connection,
+            transaction))
+        {
+            shard.Parameters.AddWithValue("job", lease.JobId);
+            shard.Parameters.AddWithValue("shard", lease.Shard);
+            shard.Parameters.AddWithValue("epoch", lease.Epoch);
+            shard.Parameters.AddWithValue("reason", reason);
+            if (await shard.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) != 1)
+            {
+                await transaction.RollbackAsync(cancellationToken).ConfigureAwait(false);
+                return false;
+            }
+        }
+
+        using (var job = new NpgsqlCommand("UPDATE inferpool_jobs SET state = 'failed', error = @reason WHERE id = @job AND state = 'running'", connection, transaction))
+        {
+            job.Parameters.AddWithValue("job", lease.JobId);
+            job.Parameters.AddWithValue("reason", $"shard {lease.Shard} (items {lease.First}+{lease.Count}) failed on node {node}: {reason}");
+            await job.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+        return true;
     }
 
     internal async Task<ClusterJob?> GetJobAsync(string id, CancellationToken cancellationToken)
     {
-        using var command = Database.CreateCommand("SELECT id, input, model, batch, shard_size, total_items, lease_seconds, state, worker FROM inferpool_jobs WHERE id = @id");
+        using var command = Database.CreateCommand("SELECT id, input, model, batch, shard_size, total_items, lease_seconds, state, worker, input_size, input_modified, error FROM inferpool_jobs WHERE id = @id");
         command.Parameters.AddWithValue("id", id);
         using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? ReadJob(reader) : null;
@@ -152,7 +382,8 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     {
         using var command = Database.CreateCommand(
             """
-            SELECT j.id, j.input, j.model, j.batch, j.shard_size, j.total_items, j.lease_seconds, j.state, j.worker FROM inferpool_jobs j
+            SELECT j.id, j.input, j.model, j.batch, j.shard_size, j.total_items, j.lease_seconds, j.state, j.worker, j.input_size, j.input_modified, j.error
+            FROM inferpool_jobs j
             WHERE j.state = 'running' AND EXISTS (SELECT 1 FROM inferpool_shards s WHERE s.job_id = j.id AND s.state <> 'done')
             ORDER BY j.created
             """);
@@ -170,23 +401,33 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     /// Grants the first shard that is pending, whose lease ran out, or whose owner Orleans has declared dead
     /// (membership status 6), to <paramref name="node"/> with the next epoch. Null when none is free.
     /// </summary>
-    internal async Task<ShardLease?> AcquireAsync(string jobId, string node, string clusterId, CancellationToken cancellationToken)
+    /// <remarks>
+    /// A lease's owner is told apart by its silo incarnation (<paramref name="silo"/>: address, port and generation, as
+    /// Orleans' membership table has them), not by its name: a node restarted under its old name is a new
+    /// incarnation, and the dead row its predecessor left in the membership table does not make its leases look
+    /// abandoned. Leases taken without an incarnation fall back to the name.
+    /// </remarks>
+    internal async Task<ShardLease?> AcquireAsync(string jobId, string node, string clusterId, CancellationToken cancellationToken, string? silo = null)
     {
         using var command = Database.CreateCommand(
             """
             UPDATE inferpool_shards s
-            SET state = 'leased', epoch = s.epoch + 1, owner = @node, lease_expires = now() + make_interval(secs => j.lease_seconds)
+            SET state = 'leased', epoch = s.epoch + 1, owner = @node, owner_silo = @silo, lease_expires = now() + make_interval(secs => j.lease_seconds)
             FROM inferpool_jobs j
             WHERE j.id = s.job_id AND j.state = 'running' AND (s.job_id, s.shard) = (
                 SELECT c.job_id, c.shard FROM inferpool_shards c
                 WHERE c.job_id = @job AND (c.state = 'pending'
                     OR (c.state = 'leased' AND (c.lease_expires < now()
-                        OR c.owner IN (SELECT SiloName FROM OrleansMembershipTable WHERE DeploymentId = @cluster AND Status = 6))))
+                        OR (c.owner_silo IS NOT NULL AND c.owner_silo IN (
+                            SELECT Address || ':' || Port || ':' || Generation FROM OrleansMembershipTable WHERE DeploymentId = @cluster AND Status = 6))
+                        OR (c.owner_silo IS NULL AND c.owner IN (
+                            SELECT SiloName FROM OrleansMembershipTable WHERE DeploymentId = @cluster AND Status = 6)))))
                 ORDER BY c.shard LIMIT 1 FOR UPDATE SKIP LOCKED)
             RETURNING s.job_id, s.shard, s.first_index, s.count, s.epoch, j.lease_seconds
             """);
         command.Parameters.AddWithValue("job", jobId);
         command.Parameters.AddWithValue("node", node);
+        command.Parameters.AddWithValue("silo", (object?)silo ?? DBNull.Value);
         command.Parameters.AddWithValue("cluster", clusterId);
         using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         return await reader.ReadAsync(cancellationToken).ConfigureAwait(false)
@@ -224,7 +465,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     /// <summary>Gives a leased shard back (pending again, no owner) so any node may take it now; false when it has moved on.</summary>
     internal async Task<bool> ReleaseAsync(ShardLease lease, string node, CancellationToken cancellationToken)
     {
-        using var command = HeldShardUpdate("state = 'pending', owner = NULL, lease_expires = NULL", lease, node);
+        using var command = HeldShardUpdate("state = 'pending', owner = NULL, owner_silo = NULL, lease_expires = NULL", lease, node);
         return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
     }
 
@@ -252,18 +493,26 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     /// Commits a shard's results in one transaction that first flips the shard to done, only if the lease's epoch
     /// is still the shard's. Returns false (and writes nothing) for a stale lease.
     /// </summary>
+    /// <exception cref="ShardFailedException">The results do not account for every item of the shard exactly once.</exception>
     internal async Task<bool> CommitAsync(ShardLease lease, string node, IReadOnlyList<ClusterResult> results, CancellationToken cancellationToken)
     {
+        CheckAccountsForEveryItem(lease, results);
+        var failed = results.Count(r => !r.Ok);
         using var connection = await Database.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
         using (var flip = new NpgsqlCommand(
-            "UPDATE inferpool_shards SET state = 'done', done_at = now() WHERE job_id = @job AND shard = @shard AND epoch = @epoch AND state = 'leased'",
+            """
+            UPDATE inferpool_shards SET state = 'done', done_at = now(), ok_count = @ok, failed_count = @failed
+            WHERE job_id = @job AND shard = @shard AND epoch = @epoch AND state = 'leased'
+            """,
             connection,
             transaction))
         {
             flip.Parameters.AddWithValue("job", lease.JobId);
             flip.Parameters.AddWithValue("shard", lease.Shard);
             flip.Parameters.AddWithValue("epoch", lease.Epoch);
+            flip.Parameters.AddWithValue("ok", results.Count - failed);
+            flip.Parameters.AddWithValue("failed", failed);
             if (await flip.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) != 1)
             {
                 await transaction.RollbackAsync(cancellationToken).ConfigureAwait(false);
@@ -294,8 +543,44 @@ public sealed class ClusterStore(NpgsqlDataSource database)
             await import.CompleteAsync(cancellationToken).ConfigureAwait(false);
         }
 
+        // The last shard in marks the job done. The job's row lock orders two last commits: the second one's check
+        // runs after the first one committed, and sees its shard done.
+        using (var done = new NpgsqlCommand(
+            """
+            WITH locked AS (SELECT id FROM inferpool_jobs WHERE id = @job FOR UPDATE)
+            UPDATE inferpool_jobs j SET state = 'done' FROM locked
+            WHERE j.id = locked.id AND j.state = 'running'
+              AND NOT EXISTS (SELECT 1 FROM inferpool_shards s WHERE s.job_id = j.id AND s.state <> 'done')
+            """,
+            connection,
+            transaction))
+        {
+            done.Parameters.AddWithValue("job", lease.JobId);
+            await done.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
         await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
         return true;
+    }
+
+    private static void CheckAccountsForEveryItem(ShardLease lease, IReadOnlyList<ClusterResult> results)
+    {
+        var seen = new bool[lease.Count];
+        foreach (var r in results)
+        {
+            var offset = r.Index - lease.First;
+            if (offset < 0 || offset >= lease.Count || seen[offset])
+            {
+                throw new ShardFailedException($"its results do not account for each of its {lease.Count} items exactly once (item {r.Index}, key '{r.Key}', is {(offset < 0 || offset >= lease.Count ? "outside the shard" : "there twice")})");
+            }
+
+            seen[offset] = true;
+        }
+
+        if (results.Count != lease.Count)
+        {
+            throw new ShardFailedException($"it has results for {results.Count} of its {lease.Count} items (item {lease.First + Array.IndexOf(seen, false)} has none): the input changed or could not be read whole");
+        }
     }
 
     /// <summary>A job's progress, or null for an unknown job.</summary>
@@ -305,18 +590,30 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     {
         using var command = Database.CreateCommand(
             """
-            SELECT j.id, j.state, j.total_items,
-                   (SELECT count(*) FROM inferpool_shards s WHERE s.job_id = j.id)::integer,
-                   (SELECT count(*) FROM inferpool_shards s WHERE s.job_id = j.id AND s.state = 'done')::integer,
-                   (SELECT count(*) FROM inferpool_shards s WHERE s.job_id = j.id AND s.state = 'leased')::integer,
-                   (SELECT count(*) FROM inferpool_results r WHERE r.job_id = j.id),
-                   (SELECT count(*) FROM inferpool_results r WHERE r.job_id = j.id AND r.status = 'failed')
-            FROM inferpool_jobs j WHERE j.id = @id
+            SELECT j.id, j.state, j.total_items, c.shards, c.done, c.leased,
+                   -- Counters written at commit: O(shards), not a scan of the results. Shards committed before
+                   -- the counters existed (schema 2) are counted from the results.
+                   CASE WHEN c.uncounted = 0 THEN c.ok + c.failed
+                        ELSE (SELECT count(*) FROM inferpool_results r WHERE r.job_id = j.id) END,
+                   CASE WHEN c.uncounted = 0 THEN c.failed
+                        ELSE (SELECT count(*) FROM inferpool_results r WHERE r.job_id = j.id AND r.status = 'failed') END,
+                   j.error
+            FROM inferpool_jobs j, LATERAL (
+                SELECT count(*)::integer AS shards,
+                       count(*) FILTER (WHERE s.state = 'done')::integer AS done,
+                       count(*) FILTER (WHERE s.state = 'leased')::integer AS leased,
+                       count(*) FILTER (WHERE s.state = 'done' AND s.ok_count IS NULL) AS uncounted,
+                       coalesce(sum(s.ok_count), 0)::bigint AS ok,
+                       coalesce(sum(s.failed_count), 0)::bigint AS failed
+                FROM inferpool_shards s WHERE s.job_id = j.id) c
+            WHERE j.id = @id
             """);
         command.Parameters.AddWithValue("id", jobId);
         using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         return await reader.ReadAsync(cancellationToken).ConfigureAwait(false)
-            ? new JobProgress(reader.GetString(0), reader.GetString(1), reader.GetInt32(3), reader.GetInt32(4), reader.GetInt32(5), reader.GetInt64(2), reader.GetInt64(6), reader.GetInt64(7))
+            ? new JobProgress(
+                reader.GetString(0), reader.GetString(1), reader.GetInt32(3), reader.GetInt32(4), reader.GetInt32(5), reader.GetInt64(2), reader.GetInt64(6), reader.GetInt64(7),
+                reader.IsDBNull(8) ? null : reader.GetString(8))
             : null;
     }
 
@@ -347,9 +644,18 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     }
 
     private static ClusterJob ReadJob(NpgsqlDataReader reader) =>
-        new(reader.GetString(0), reader.GetString(1), reader.GetString(2), reader.GetInt32(3), reader.GetInt32(4), reader.GetInt64(5), reader.GetInt32(6), reader.GetString(7), reader.IsDBNull(8) ? null : reader.GetString(8));
+        new(reader.GetString(0), reader.GetString(1), reader.GetString(2), reader.GetInt32(3), reader.GetInt32(4), reader.GetInt64(5), reader.GetInt32(6), reader.GetString(7), reader.IsDBNull(8) ? null : reader.GetString(8))
+        {
+            InputSize = reader.IsDBNull(9) ? null : reader.GetInt64(9),
+            InputModified = reader.IsDBNull(10) ? null : reader.GetDateTime(10),
+            Error = reader.IsDBNull(11) ? null : reader.GetString(11),
+        };
 
     private static Task WriteNullableAsync<T>(NpgsqlBinaryImporter import, T? value, NpgsqlDbType type, CancellationToken cancellationToken)
         where T : class =>
         value is null ? import.WriteNullAsync(cancellationToken) : import.WriteAsync(value, type, cancellationToken);
+
+    private static Task WriteNullableValueAsync<T>(NpgsqlBinaryImporter import, T? value, NpgsqlDbType type, CancellationToken cancellationToken)
+        where T : struct =>
+        value is { } v ? import.WriteAsync(v, type, cancellationToken) : import.WriteNullAsync(cancellationToken);
 }

@@ -7,7 +7,9 @@ namespace InferPool.Cluster;
 public interface IJobCoordinatorGrain : IGrainWithStringKey
 {
     /// <summary>The next free shard for <paramref name="node"/>, with a new epoch; null when none is free.</summary>
-    Task<ShardLease?> AcquireAsync(string node);
+    /// <param name="node">The node's name.</param>
+    /// <param name="silo">The node's silo incarnation (address:port:generation), which tells a restarted node from its dead predecessor of the same name.</param>
+    Task<ShardLease?> AcquireAsync(string node, string? silo);
 
     /// <summary>Extends <paramref name="lease"/>; false when the shard has been granted to someone else or is done.</summary>
     Task<bool> RenewAsync(ShardLease lease, string node);
@@ -22,8 +24,8 @@ public interface IJobCoordinatorGrain : IGrainWithStringKey
 /// </summary>
 internal sealed class JobCoordinatorGrain(ClusterStore store, IOptions<ClusterOptions> cluster) : Grain, IJobCoordinatorGrain
 {
-    public Task<ShardLease?> AcquireAsync(string node) =>
-        store.AcquireAsync(this.GetPrimaryKeyString(), node, cluster.Value.ClusterId, CancellationToken.None);
+    public Task<ShardLease?> AcquireAsync(string node, string? silo) =>
+        store.AcquireAsync(this.GetPrimaryKeyString(), node, cluster.Value.ClusterId, CancellationToken.None, silo);
 
     public Task<bool> RenewAsync(ShardLease lease, string node)
     {

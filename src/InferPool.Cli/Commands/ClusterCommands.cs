@@ -57,7 +57,7 @@ internal sealed class StatusCommand(IAnsiConsole console, ErrorOutput errors) : 
 
     internal static string Describe(JobProgress p) => string.Create(
         CultureInfo.InvariantCulture,
-        $"{p.JobId}: {(p.Finished ? "done" : p.State)}, {p.Done}/{p.Shards} shards committed ({p.Leased} leased), {p.Committed}/{p.TotalItems} items, {p.Failed} failed");
+        $"{p.JobId}: {(p.Finished ? "done" : p.Unaccounted ? "incomplete" : p.State)}, {p.Done}/{p.Shards} shards committed ({p.Leased} leased), {p.Committed}/{p.TotalItems} items, {p.Failed} failed{(p.Error is { } error ? $": {error}" : "")}");
 }
 
 /// <summary><c>inferpool cancel JOB</c>: no more shards are handed out; a shard being committed still lands.</summary>

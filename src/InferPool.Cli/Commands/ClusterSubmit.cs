@@ -31,26 +31,37 @@ internal static class ClusterSubmit
             }
 
             input.CheckKeysUnique();
-            var total = input.Count();
+            var file = File.Exists(inputPath) ? new FileInfo(inputPath) : null;
             var job = new ClusterJob(
                 settings.Job ?? string.Create(CultureInfo.InvariantCulture, $"job-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Random.Shared.Next(0x10000):x4}"),
                 inputPath,
                 modelForNodes,
                 settings.Batch ?? 1,
                 settings.ShardSize,
-                total,
+                0,
                 settings.LeaseSeconds,
                 "running",
-                settings.Worker);
-            if (total == 0)
+                settings.Worker)
             {
-                return errors.Fail($"{input.Description} holds no inputs; nothing was submitted.");
-            }
+                InputSize = file?.Length,
+                InputModified = file?.LastWriteTimeUtc,
+            };
 
             var store = await ClusterStore.OpenAsync(settings.Cluster!, cancellationToken).ConfigureAwait(false);
             await using var database = store.Database.ConfigureAwait(false);
 
-            await store.CreateJobAsync(job, cancellationToken).ConfigureAwait(false);
+            // The job's items are fixed here, in the manifest: the nodes run exactly these, and the job is done only
+            // when every one of them is accounted for.
+            long total;
+            try
+            {
+                total = await store.CreateJobAsync(job, Manifest(input, cancellationToken), cancellationToken).ConfigureAwait(false);
+            }
+            catch (ArgumentException) when (!input.ReadAsync(cancellationToken).ToBlockingEnumerable(cancellationToken).Any())
+            {
+                return errors.Fail($"{input.Description} holds no inputs; nothing was submitted.");
+            }
+
             output.WriteLine($"Submitted {job.Id}: {total} items of {input.Description} in {(total + job.ShardSize - 1) / job.ShardSize} shards of up to {job.ShardSize}, {(settings.Worker is null ? $"model {modelForNodes}" : $"worker '{settings.Worker}'")}. Results go to the table inferpool_results (job_id = '{job.Id}').");
             if (settings.Detach)
             {
@@ -71,6 +82,14 @@ internal static class ClusterSubmit
                 if (progress.Finished)
                 {
                     return progress.Failed > 0 ? ExitCodes.ItemsFailed : ExitCodes.Ok;
+                }
+
+                if (progress.State == "failed" || progress.Unaccounted)
+                {
+                    errors.Writer.WriteLine(progress.State == "failed"
+                        ? $"inferpool: {job.Id} failed: {progress.Error}; {progress.Committed} of {progress.TotalItems} items are committed."
+                        : $"inferpool: {job.Id} ended with {progress.TotalItems - progress.Committed} of its {progress.TotalItems} items unaccounted for.");
+                    return ExitCodes.JobFailed;
                 }
 
                 if (progress.State == "cancelled")
@@ -94,6 +113,26 @@ internal static class ClusterSubmit
         catch (Exception ex) when (ex is FileNotFoundException or NpgsqlException or InvalidOperationException or IOException)
         {
             return errors.Fail(ex.Message);
+        }
+    }
+
+    /// <summary>The input's items as the submitter finds them now, with each file's size and time (a folder's or a list's items).</summary>
+    private static async IAsyncEnumerable<ManifestItem> Manifest(InputSource input, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var seen = input.KeysAreUnique ? null : new Dictionary<string, long>(StringComparer.Ordinal);
+        long index = 0;
+        await foreach (var item in input.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            if (seen is not null && !seen.TryAdd(item.Key, index))
+            {
+                throw new DuplicateKeyException(item.Key, $"item {seen[item.Key]} of {input.Description}", $"item {index}");
+            }
+
+            var file = input.ItemsAreFiles && item.Path is { } path ? new FileInfo(path) : null;
+            yield return file is { Exists: true }
+                ? new ManifestItem(index, item.Key, file.FullName, file.Length, file.LastWriteTimeUtc)
+                : new ManifestItem(index, item.Key, file?.FullName, null, null);
+            index++;
         }
     }
 }

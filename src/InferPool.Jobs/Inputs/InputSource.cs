@@ -71,6 +71,9 @@ public sealed class InputSource
     /// </summary>
     public bool KeysAreUnique => _kind is Kind.Folder or Kind.TextLines || (_kind == Kind.Table && _table!.KeyColumn is null);
 
+    /// <summary>Each item is a file (<see cref="InputItem.Path"/>): a folder's or a list file's, rather than a record, a text or a table row.</summary>
+    public bool ItemsAreFiles => _kind is Kind.Folder or Kind.List;
+
     /// <summary>The column names of a table input (CSV or Parquet), in order; empty for other inputs.</summary>
     public IReadOnlyList<string> Columns => _table?.Columns ?? [];
 
