@@ -239,6 +239,89 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
         }
     }
 
+    [SkippableFact]
+    public async Task A_changed_or_emptied_input_fails_the_job_loudly_instead_of_reporting_success()
+    {
+        Requirement.Needs(postgres.Unavailable);
+        var connection = postgres.NewDatabase();
+        var images = Directory.GetFiles(Cli.SampleImages, "*.png").Order(StringComparer.Ordinal).Take(4).ToList();
+        foreach (var folder in new[] { "changed", "emptied" })
+        {
+            images.ForEach(i => File.Copy(i, Path.Combine(Directory.CreateDirectory(Path.Combine(Dir, folder)).FullName, Path.GetFileName(i))));
+        }
+
+        // Both jobs are submitted while no node runs; then their inputs change under them.
+        var changed = await Cli.RunAsync(Dir, "run", "changed", "--cluster", connection, "--shard-size", "2", "--job", "changed", "--detach");
+        Assert.True(changed.ExitCode == 0, changed.Out + changed.Err);
+        using var submitter = Cli.Start(Dir, "run", "emptied", "--cluster", connection, "--shard-size", "2", "--job", "emptied");
+        var output = submitter.StandardOutput.ReadToEndAsync();
+        var errors = submitter.StandardError.ReadToEndAsync();
+        await using var database = NpgsqlDataSource.Create(connection);
+        await WaitForAsync(async () => await ScalarAsync(database, "SELECT count(*) FROM inferpool_jobs WHERE id = 'emptied'") == 1, "the second job submitted", []);
+        var victim = Path.Combine(Dir, "changed", Path.GetFileName(images[3]));
+        await File.AppendAllTextAsync(victim, "appended after the job was submitted");
+        foreach (var file in Directory.GetFiles(Path.Combine(Dir, "emptied")))
+        {
+            File.Delete(file); // the folder stays, empty: as an unmounted share looks
+        }
+
+        using var node = Node.Start(Dir, connection, "node-1");
+        // The emptied job's submitter does not report success: it exits 2 with the reason.
+        await submitter.WaitForExitAsync().WaitAsync(Bound);
+        var (stdout, stderr) = (await output, await errors);
+        Assert.True(submitter.ExitCode == 2, $"exit {submitter.ExitCode}\n{stdout}\n{stderr}\n{string.Join("\n", node.Log)}");
+        Assert.Contains("emptied failed: shard 0 (items 0+2): no node could read its input (node-1: none of the shard's 2 files is on node node-1 (the input folder", stderr, StringComparison.Ordinal);
+        Assert.Contains("is empty; an unmounted share?)", stderr, StringComparison.Ordinal);
+
+        // The changed job failed too, naming the file; the shard before it was committed, nothing after it ran.
+        var status = await Cli.RunAsync(Dir, "status", "changed", "--cluster", connection);
+        Assert.Contains("changed: failed", status.Out, StringComparison.Ordinal);
+        Assert.Contains($"{victim} changed since the job was submitted (size {new FileInfo(images[3]).Length} → {new FileInfo(victim).Length}", status.Out, StringComparison.Ordinal);
+        Assert.Equal(2L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_results WHERE job_id = 'changed'"));
+        Assert.Equal(0L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_results WHERE job_id = 'emptied'"));
+    }
+
+    [SkippableFact]
+    public async Task A_node_restarted_under_its_name_and_port_mid_job_commits_its_shards()
+    {
+        Requirement.Needs(postgres.Unavailable);
+        var connection = postgres.NewDatabase();
+        CopySamples(copies: 6);
+        var (siloPort, gatewayPort) = (PostgresServer.FreePort(), PostgresServer.FreePort());
+        var nodes = new List<Node> { Node.Start(Dir, connection, "node-1", siloPort, gatewayPort), Node.Start(Dir, connection, "node-2") };
+        try
+        {
+            await using var database = NpgsqlDataSource.Create(connection);
+            await InferPool.Cluster.NodeHost.PrepareDatabaseAsync(connection);
+            await WaitForAsync(async () => await ScalarAsync(database, "SELECT count(*) FROM OrleansMembershipTable WHERE Status = 3") == 2, "two active nodes", nodes);
+            var submit = await Cli.RunAsync(Dir, "run", "in", "--cluster", connection, "--shard-size", "4", "--lease", "30", "--job", "restart", "--detach");
+            Assert.True(submit.ExitCode == 0, submit.Out + submit.Err);
+
+            // node-1 is killed while it holds a lease, and started again under the same name, address and port.
+            await WaitForAsync(async () => await ScalarAsync(database, "SELECT count(*) FROM inferpool_shards WHERE state = 'done' AND owner = 'node-1'") >= 1
+                && await ScalarAsync(database, "SELECT count(*) FROM inferpool_shards WHERE state = 'leased' AND owner = 'node-1'") == 1, "node-1 at work", nodes);
+            nodes[0].Signal("-KILL");
+            await nodes[0].ExitCodeAsync(Bound);
+            var restarted = Node.Start(Dir, connection, "node-1", siloPort, gatewayPort);
+            nodes.Add(restarted);
+            await WaitForAsync(
+                async () => await ScalarAsync(database, "SELECT count(*) FROM inferpool_shards WHERE job_id = 'restart' AND state <> 'done'") == 0,
+                "every shard committed",
+                nodes);
+
+            // Its commits count: none refused as stale, though its dead predecessor of the same name is in the membership table.
+            Assert.Contains(restarted.Log, l => l.Contains("node-1: committed shard", StringComparison.Ordinal));
+            Assert.DoesNotContain(restarted.Log, l => l.Contains("is stale", StringComparison.Ordinal));
+            Assert.Equal(120L, await ScalarAsync(database, "SELECT count(DISTINCT key) FROM inferpool_results WHERE job_id = 'restart'"));
+            Assert.Equal(120L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_results WHERE job_id = 'restart'"));
+            Assert.Equal("done", await TextAsync(database, "SELECT state FROM inferpool_jobs WHERE id = 'restart'"));
+        }
+        finally
+        {
+            nodes.ForEach(n => n.Dispose());
+        }
+    }
+
     private void CopySamples(int copies)
     {
         var images = Directory.GetFiles(Cli.SampleImages).Where(f => !f.EndsWith(".md", StringComparison.Ordinal)).Order(StringComparer.Ordinal).ToList();
@@ -329,12 +412,15 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
 
         public bool HasExited => _process.HasExited;
 
-        public static Node Start(string dir, string connection, string name, params string[] extra) => new(name, Cli.Start(
+        public static Node Start(string dir, string connection, string name, params string[] extra) =>
+            Start(dir, connection, name, PostgresServer.FreePort(), PostgresServer.FreePort(), extra);
+
+        public static Node Start(string dir, string connection, string name, int siloPort, int gatewayPort, params string[] extra) => new(name, Cli.Start(
             dir,
             [
                 "node", "--cluster", connection, "--devices", "cpu=1", "--threads", "1", "--name", name, "--advertise", "127.0.0.1",
-                "--silo-port", PostgresServer.FreePort().ToString(CultureInfo.InvariantCulture),
-                "--gateway-port", PostgresServer.FreePort().ToString(CultureInfo.InvariantCulture),
+                "--silo-port", siloPort.ToString(CultureInfo.InvariantCulture),
+                "--gateway-port", gatewayPort.ToString(CultureInfo.InvariantCulture),
                 "--fast-failure-detection", .. extra,
             ]));
 

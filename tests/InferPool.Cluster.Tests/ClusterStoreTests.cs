@@ -73,6 +73,105 @@ public sealed class ClusterStoreTests(PostgresServer postgres)
     }
 
     [SkippableFact]
+    public async Task A_node_restarted_under_its_name_keeps_its_leases_while_its_dead_predecessors_are_granted_again()
+    {
+        var (store, database) = await NewStoreAsync();
+        await using var _ = database;
+        await store.CreateJobAsync(new ClusterJob("j", "/in", "resnet18", 1, 1, 3, 600, "running"), CancellationToken.None);
+        // node-a's first incarnation (generation 1) took shard 0, then died; Orleans marked it dead. node-a came back
+        // on the same address and port (generation 2).
+        var old = await store.AcquireAsync("j", "node-a", "inferpool", CancellationToken.None, silo: "10.0.0.1:11111:1");
+        await ExecuteAsync(database, """
+            INSERT INTO OrleansMembershipVersionTable (DeploymentId) VALUES ('inferpool');
+            INSERT INTO OrleansMembershipTable (DeploymentId, Address, Port, Generation, SiloName, HostName, Status, StartTime, IAmAliveTime)
+            VALUES ('inferpool', '10.0.0.1', 11111, 1, 'node-a', 'h', 6, now(), now()),
+                   ('inferpool', '10.0.0.1', 11111, 2, 'node-a', 'h', 3, now(), now());
+            """);
+
+        // The restarted node takes its dead predecessor's shard over at once (the lease had ten minutes to run) ...
+        var restarted = await store.AcquireAsync("j", "node-a", "inferpool", CancellationToken.None, silo: "10.0.0.1:11111:2");
+        Assert.Equal((0, 0, old!.Epoch + 1), (old.Shard, restarted!.Shard, restarted.Epoch));
+
+        // ... and keeps it: node-b gets the next shards, not the living node-a's, though a dead silo of that name exists.
+        var next = await store.AcquireAsync("j", "node-b", "inferpool", CancellationToken.None, silo: "10.0.0.2:11111:1");
+        var last = await store.AcquireAsync("j", "node-b", "inferpool", CancellationToken.None, silo: "10.0.0.2:11111:1");
+        Assert.Equal((1, 2), (next!.Shard, last!.Shard));
+        Assert.Null(await store.AcquireAsync("j", "node-b", "inferpool", CancellationToken.None, silo: "10.0.0.2:11111:1"));
+        Assert.True(await store.CommitAsync(restarted, "node-a", Results(0, 1, "a"), CancellationToken.None));
+    }
+
+    [SkippableFact]
+    public async Task A_job_is_finished_only_when_every_item_of_its_manifest_is_accounted_for()
+    {
+        var (store, database) = await NewStoreAsync();
+        await using var _ = database;
+        var manifest = Enumerable.Range(0, 5).Select(i => new ManifestItem(i, $"k{i}", null, null, null)).ToAsyncEnumerable();
+        Assert.Equal(5, await store.CreateJobAsync(new ClusterJob("j", "/in.jsonl", "resnet18", 1, 3, 0, 600, "running"), manifest, CancellationToken.None));
+        Assert.Equal(["k3", "k4"], (await store.ManifestAsync("j", 3, 2, CancellationToken.None)).Select(m => m.Key));
+
+        var a = await store.AcquireAsync("j", "node-a", "inferpool", CancellationToken.None);
+        // Two results for three items, or one item twice: refused whole, nothing written.
+        var missing = await Assert.ThrowsAsync<ShardFailedException>(() => store.CommitAsync(a!, "node-a", Results(0, 2, "a"), CancellationToken.None));
+        Assert.Contains("results for 2 of its 3 items (item 2 has none)", missing.Message, StringComparison.Ordinal);
+        await Assert.ThrowsAsync<ShardFailedException>(() => store.CommitAsync(a!, "node-a", [.. Results(0, 2, "a"), .. Results(1, 1, "a")], CancellationToken.None));
+        Assert.Equal(0L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_results"));
+
+        Assert.True(await store.CommitAsync(a!, "node-a", Results(0, 3, "a"), CancellationToken.None));
+        var progress = await store.ProgressAsync("j", CancellationToken.None);
+        Assert.False(progress!.Finished);
+        Assert.Equal((3L, "running"), (progress.Committed, progress.State));
+
+        var b = await store.AcquireAsync("j", "node-b", "inferpool", CancellationToken.None);
+        Assert.True(await store.CommitAsync(b!, "node-b", [.. Results(3, 1, "b"), new ClusterResult("k4", 4, false, "bad", null, null)], CancellationToken.None));
+        progress = await store.ProgressAsync("j", CancellationToken.None);
+        Assert.True(progress!.Finished);
+        Assert.Equal((5L, 1L, "done"), (progress.Committed, progress.Failed, progress.State));
+    }
+
+    [SkippableFact]
+    public async Task A_failed_shard_fails_its_job_with_the_reason_and_no_more_shards_are_handed_out()
+    {
+        var (store, database) = await NewStoreAsync();
+        await using var _ = database;
+        await store.CreateJobAsync(new ClusterJob("j", "/in", "resnet18", 1, 2, 6, 600, "running"), CancellationToken.None);
+        var a = await store.AcquireAsync("j", "node-a", "inferpool", CancellationToken.None);
+
+        Assert.True(await store.FailShardAsync(a!, "node-a", "/in/x.png changed since the job was submitted", CancellationToken.None));
+
+        var progress = await store.ProgressAsync("j", CancellationToken.None);
+        Assert.Equal("failed", progress!.State);
+        Assert.False(progress.Finished);
+        Assert.Equal("shard 0 (items 0+2) failed on node node-a: /in/x.png changed since the job was submitted", progress.Error);
+        Assert.Null(await store.AcquireAsync("j", "node-b", "inferpool", CancellationToken.None));
+        Assert.Empty(await store.RunningJobsAsync(CancellationToken.None));
+    }
+
+    [SkippableFact]
+    public async Task A_shard_no_active_node_can_read_fails_its_job_naming_each_nodes_reason()
+    {
+        var (store, database) = await NewStoreAsync();
+        await using var _ = database;
+        await store.CreateJobAsync(new ClusterJob("j", "/in", "resnet18", 1, 2, 4, 600, "running"), CancellationToken.None);
+        await ExecuteAsync(database, """
+            INSERT INTO OrleansMembershipVersionTable (DeploymentId) VALUES ('inferpool');
+            INSERT INTO OrleansMembershipTable (DeploymentId, Address, Port, Generation, SiloName, HostName, Status, StartTime, IAmAliveTime)
+            VALUES ('inferpool', '10.0.0.1', 1, 1, 'node-a', 'h', 3, now(), now()), ('inferpool', '10.0.0.2', 1, 1, 'node-b', 'h', 3, now(), now());
+            """);
+
+        // node-a cannot read the input: the shard goes back for node-b, and the job runs on.
+        var a = await store.AcquireAsync("j", "node-a", "inferpool", CancellationToken.None);
+        Assert.False(await store.HandBackUnreadableAsync(a!, "node-a", "the input folder /in is empty here", "inferpool", 3, CancellationToken.None));
+        var b = await store.AcquireAsync("j", "node-b", "inferpool", CancellationToken.None);
+        Assert.Equal((0, "running"), (b!.Shard, (await store.ProgressAsync("j", CancellationToken.None))!.State));
+
+        // node-b cannot either: both active nodes refused, so the job fails rather than wait for ever.
+        Assert.True(await store.HandBackUnreadableAsync(b, "node-b", "the input folder /in is not here", "inferpool", 3, CancellationToken.None));
+        var progress = await store.ProgressAsync("j", CancellationToken.None);
+        Assert.Equal("failed", progress!.State);
+        Assert.Equal("shard 0 (items 0+2): no node could read its input (node-a: the input folder /in is empty here; node-b: the input folder /in is not here)", progress.Error);
+    }
+
+    [SkippableFact]
     public async Task A_cancelled_job_hands_out_no_more_shards()
     {
         var (store, database) = await NewStoreAsync();
