@@ -43,6 +43,9 @@ app.Configure(config =>
         .WithExample("node", "--cluster", "Host=db;Username=inferpool;Database=inferpool", "--devices", "auto");
     config.AddCommand<StatusCommand>("status").WithDescription("Show a cluster job's progress, or the latest jobs.");
     config.AddCommand<CancelCommand>("cancel").WithDescription("Stop handing out a cluster job's shards.");
+    config.AddCommand<ExportCommand>("export")
+        .WithDescription("Write a finished cluster job's results to a folder of parts, as a local run writes them (resumable).")
+        .WithExample("export", "job-20261130-1200-ab12", "--cluster", "Host=db;Username=inferpool;Database=inferpool", "-o", "results");
     config.AddCommand<DevicesCommand>("devices").WithDescription("List the CPU cores and GPUs this machine offers.");
     config.SetExceptionHandler((ex, _) =>
     {

@@ -92,6 +92,16 @@ public sealed class ShardFailedException(string message, Exception? inner = null
 /// <param name="Device">Where it ran.</param>
 public sealed record ClusterResult(string Key, long Index, bool Ok, string? Error, float[]? Vector, string? Device);
 
+/// <summary>One item's committed result, as exported.</summary>
+/// <param name="Key">The item's key.</param>
+/// <param name="Index">Its index in the job's input.</param>
+/// <param name="Ok">Whether it succeeded.</param>
+/// <param name="Error">Why it failed.</param>
+/// <param name="Vector">The model's first output.</param>
+/// <param name="Node">The node that committed it.</param>
+/// <param name="Device">Where it ran.</param>
+public sealed record CommittedResult(string Key, long Index, bool Ok, string? Error, float[]? Vector, string Node, string? Device);
+
 /// <summary>
 /// Jobs, shard leases and results in PostgreSQL. A lease is granted by bumping the shard's epoch; results are
 /// committed in one transaction that flips the shard to done only if that epoch is still the shard's, so a
@@ -615,6 +625,43 @@ public sealed class ClusterStore(NpgsqlDataSource database)
                 reader.GetString(0), reader.GetString(1), reader.GetInt32(3), reader.GetInt32(4), reader.GetInt32(5), reader.GetInt64(2), reader.GetInt64(6), reader.GetInt64(7),
                 reader.IsDBNull(8) ? null : reader.GetString(8))
             : null;
+    }
+
+    /// <summary>A job as stored, or null for an unknown one.</summary>
+    /// <param name="jobId">The job.</param>
+    /// <param name="cancellationToken">Stops the query.</param>
+    public Task<ClusterJob?> JobAsync(string jobId, CancellationToken cancellationToken = default) => GetJobAsync(jobId, cancellationToken);
+
+    /// <summary>
+    /// A job's committed results in item order, those with an index of <paramref name="fromIndex"/> or more, at most
+    /// <paramref name="limit"/>: page through them by passing the last index + 1.
+    /// </summary>
+    /// <param name="jobId">The job.</param>
+    /// <param name="fromIndex">The first item index wanted.</param>
+    /// <param name="limit">Most rows returned.</param>
+    /// <param name="cancellationToken">Stops the query.</param>
+    public async Task<IReadOnlyList<CommittedResult>> ResultsAsync(string jobId, long fromIndex, int limit, CancellationToken cancellationToken = default)
+    {
+        using var command = Database.CreateCommand(
+            "SELECT key, item_index, status, error, vector, node, device FROM inferpool_results WHERE job_id = @job AND item_index >= @from ORDER BY item_index LIMIT @limit");
+        command.Parameters.AddWithValue("job", jobId);
+        command.Parameters.AddWithValue("from", fromIndex);
+        command.Parameters.AddWithValue("limit", limit);
+        var rows = new List<CommittedResult>(Math.Min(limit, 100_000));
+        using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            rows.Add(new CommittedResult(
+                reader.GetString(0),
+                reader.GetInt64(1),
+                reader.GetString(2) == "ok",
+                reader.IsDBNull(3) ? null : reader.GetString(3),
+                reader.IsDBNull(4) ? null : reader.GetFieldValue<float[]>(4),
+                reader.GetString(5),
+                reader.IsDBNull(6) ? null : reader.GetString(6)));
+        }
+
+        return rows;
     }
 
     /// <summary>The latest 50 jobs' ids, newest first.</summary>

@@ -279,6 +279,11 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
         Assert.Contains($"{victim} changed since the job was submitted (size {new FileInfo(images[3]).Length} → {new FileInfo(victim).Length}", status.Out, StringComparison.Ordinal);
         Assert.Equal(2L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_results WHERE job_id = 'changed'"));
         Assert.Equal(0L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_results WHERE job_id = 'emptied'"));
+
+        // Nothing to export from a job that did not finish.
+        var export = await Cli.RunAsync(Dir, "export", "changed", "--cluster", connection);
+        Assert.Equal(2, export.ExitCode);
+        Assert.Contains("Only a finished job is exported", export.Err, StringComparison.Ordinal);
     }
 
     [SkippableFact]
@@ -315,6 +320,36 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
             Assert.Equal(120L, await ScalarAsync(database, "SELECT count(DISTINCT key) FROM inferpool_results WHERE job_id = 'restart'"));
             Assert.Equal(120L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_results WHERE job_id = 'restart'"));
             Assert.Equal("done", await TextAsync(database, "SELECT state FROM inferpool_jobs WHERE id = 'restart'"));
+
+            // Export: every key exactly once, with its vector, as Parquet parts a local run would write.
+            var export = await Cli.RunAsync(Dir, "export", "restart", "--cluster", connection, "-o", "exported", "--part-rows", "50");
+            Assert.True(export.ExitCode == 0, export.Out + export.Err);
+            var keys = await PartFiles.ReadParquetKeysAsync(Path.Combine(Dir, "exported"));
+            Assert.Equal(120, keys.Count);
+            Assert.Equal(120, keys.Distinct(StringComparer.Ordinal).Count());
+            var exported = await PartFiles.ReadParquetAsync(Path.Combine(Dir, "exported"));
+            var stored = await ReadResultsAsync(database, "restart");
+            Assert.All(stored, kv => Assert.Equal(kv.Value, Assert.IsType<List<float>>(exported[kv.Key]["output"])));
+            await using (var part = File.OpenRead(Path.Combine(Dir, "exported", "part-00000.parquet")))
+            {
+                await using var reader = await Parquet.ParquetReader.CreateAsync(part);
+                Assert.Equal(["key", "status", "error", "output", "device", "replica", "attempts"], reader.Schema.Fields.Select(f => f.Name));
+            }
+
+            // An export stopped after two of its three parts (as a crash leaves the folder: the journal lists two)
+            // goes on from there, and writes the rest once.
+            var folder = Path.Combine(Dir, "exported");
+            File.Delete(Path.Combine(folder, "part-00002.parquet"));
+            var journal = System.Text.Json.Nodes.JsonNode.Parse(await File.ReadAllTextAsync(Path.Combine(folder, "_inferpool_job.json")))!;
+            journal["parts"]!.AsArray().RemoveAt(2);
+            journal["finished"] = false;
+            await File.WriteAllTextAsync(Path.Combine(folder, "_inferpool_job.json"), journal.ToJsonString());
+            var resumed = await Cli.RunAsync(Dir, "export", "restart", "--cluster", connection, "-o", "exported", "--part-rows", "50");
+            Assert.True(resumed.ExitCode == 0, resumed.Out + resumed.Err);
+            Assert.Contains("going on after the 100 already exported", resumed.Out, StringComparison.Ordinal);
+            keys = await PartFiles.ReadParquetKeysAsync(folder);
+            Assert.Equal(120, keys.Count);
+            Assert.Equal(120, keys.Distinct(StringComparer.Ordinal).Count());
         }
         finally
         {

@@ -15,7 +15,7 @@ namespace InferPool.Cli.Commands;
 internal sealed class NodeSettings : CommandSettings
 {
     [CommandOption("--cluster <CONNECTION>")]
-    [Description("PostgreSQL connection string shared by the cluster, e.g. \"Host=db;Username=inferpool;Password=…;Database=inferpool\".")]
+    [Description("PostgreSQL connection string shared by the cluster, e.g. \"Host=db;Username=inferpool;Database=inferpool\" (the password from PGPASSWORD or ~/.pgpass, not the command line).")]
     public string Cluster { get; init; } = "";
 
     [CommandOption("--devices <DEVICES>")]
