@@ -102,6 +102,15 @@ public sealed record ClusterResult(string Key, long Index, bool Ok, string? Erro
 /// <param name="Device">Where it ran.</param>
 public sealed record CommittedResult(string Key, long Index, bool Ok, string? Error, float[]? Vector, string Node, string? Device);
 
+/// <summary>What a job's nodes are doing now, and how fast it goes.</summary>
+/// <param name="ItemsLastMinute">Items committed in the last 60 seconds.</param>
+/// <param name="Leases">Each shard leased now: its owner, number, first item and size, oldest first.</param>
+public sealed record JobActivity(long ItemsLastMinute, IReadOnlyList<(string Node, int Shard, long First, int Count)> Leases)
+{
+    /// <summary>Items per second over the last minute.</summary>
+    public double ItemsPerSecond => ItemsLastMinute / 60.0;
+}
+
 /// <summary>
 /// Jobs, shard leases and results in PostgreSQL. A lease is granted by bumping the shard's epoch; results are
 /// committed in one transaction that flips the shard to done only if that epoch is still the shard's, so a
@@ -662,6 +671,31 @@ public sealed class ClusterStore(NpgsqlDataSource database)
         }
 
         return rows;
+    }
+
+    /// <summary>What a job's nodes are doing now, and its rate over the last minute (from the counters kept at commit).</summary>
+    /// <param name="jobId">The job.</param>
+    /// <param name="cancellationToken">Stops the query.</param>
+    public async Task<JobActivity> ActivityAsync(string jobId, CancellationToken cancellationToken = default)
+    {
+        long recent;
+        using (var rate = Database.CreateCommand(
+            "SELECT coalesce(sum(ok_count + failed_count), 0)::bigint FROM inferpool_shards WHERE job_id = @job AND state = 'done' AND done_at > now() - interval '60 seconds'"))
+        {
+            rate.Parameters.AddWithValue("job", jobId);
+            recent = (long)(await rate.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+        }
+
+        var leases = new List<(string, int, long, int)>();
+        using var command = Database.CreateCommand("SELECT owner, shard, first_index, count FROM inferpool_shards WHERE job_id = @job AND state = 'leased' ORDER BY lease_expires, shard");
+        command.Parameters.AddWithValue("job", jobId);
+        using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            leases.Add((reader.IsDBNull(0) ? "?" : reader.GetString(0), reader.GetInt32(1), reader.GetInt64(2), reader.GetInt32(3)));
+        }
+
+        return new JobActivity(recent, leases);
     }
 
     /// <summary>The latest 50 jobs' ids, newest first.</summary>

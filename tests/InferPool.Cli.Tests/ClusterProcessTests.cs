@@ -309,10 +309,28 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
             await nodes[0].ExitCodeAsync(Bound);
             var restarted = Node.Start(Dir, connection, "node-1", siloPort, gatewayPort);
             nodes.Add(restarted);
+
+            // Meanwhile a submitter reattaches to the running job (the same spec under the same id), and status follows it.
+            using var reattached = Cli.Start(Dir, "run", "in", "--cluster", connection, "--shard-size", "4", "--lease", "30", "--job", "restart");
+            using var follower = Cli.Start(Dir, "status", "restart", "--follow", "--cluster", connection);
+            var reattachedOut = reattached.StandardOutput.ReadToEndAsync();
+            var followerOut = follower.StandardOutput.ReadToEndAsync();
             await WaitForAsync(
                 async () => await ScalarAsync(database, "SELECT count(*) FROM inferpool_shards WHERE job_id = 'restart' AND state <> 'done'") == 0,
                 "every shard committed",
                 nodes);
+            await reattached.WaitForExitAsync().WaitAsync(Bound);
+            await follower.WaitForExitAsync().WaitAsync(Bound);
+            Assert.True(reattached.ExitCode == 0, await reattachedOut + await reattached.StandardError.ReadToEndAsync());
+            Assert.Contains("Reattached to restart: 120 items", await reattachedOut, StringComparison.Ordinal);
+            Assert.Contains("restart: done, 30/30 shards committed (0 leased), 120/120 items, 0 failed", await reattachedOut, StringComparison.Ordinal);
+            Assert.Equal(0, follower.ExitCode);
+            Assert.Contains("restart: done, 30/30 shards committed", await followerOut, StringComparison.Ordinal);
+
+            // Another job under the same id is refused, naming the difference.
+            var other = await Cli.RunAsync(Dir, "run", "in", "--cluster", connection, "--shard-size", "5", "--job", "restart");
+            Assert.Equal(2, other.ExitCode);
+            Assert.Contains("a job 'restart' already exists in this cluster, and its shards hold 4 items, not 5", other.Err, StringComparison.Ordinal);
 
             // Its commits count: none refused as stale, though its dead predecessor of the same name is in the membership table.
             Assert.Contains(restarted.Log, l => l.Contains("node-1: committed shard", StringComparison.Ordinal));

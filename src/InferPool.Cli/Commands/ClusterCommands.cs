@@ -18,8 +18,14 @@ internal sealed class ClusterJobSettings : CommandSettings
     [Description("The cluster's PostgreSQL connection string.")]
     public string Cluster { get; init; } = "";
 
+    [CommandOption("--follow")]
+    [Description("status: keep watching the job until it ends (the exit code then says how it ended, as run --cluster's does).")]
+    public bool Follow { get; init; }
+
     public override ValidationResult Validate() =>
-        string.IsNullOrWhiteSpace(Cluster) ? ValidationResult.Error("--cluster is required: the PostgreSQL connection string the nodes share.") : ValidationResult.Success();
+        string.IsNullOrWhiteSpace(Cluster) ? ValidationResult.Error("--cluster is required: the PostgreSQL connection string the nodes share.")
+        : Follow && Job is null ? ValidationResult.Error("--follow needs a job id: inferpool status JOB --follow.")
+        : ValidationResult.Success();
 }
 
 /// <summary><c>inferpool status [JOB]</c>: a job's shards and items, or the latest jobs.</summary>
@@ -40,7 +46,20 @@ internal sealed class StatusCommand(IAnsiConsole console, ErrorOutput errors) : 
                     return errors.Fail($"there is no job '{id}' in this cluster.");
                 }
 
-                console.WriteLine(Describe(progress));
+                if (settings.Follow)
+                {
+                    try
+                    {
+                        return await ClusterFollow.FollowAsync(store, id, console.Profile.Out.Writer, errors, quiet: false, cancellationToken).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                    {
+                        errors.Writer.WriteLine(ClusterFollow.StoppedFollowing(id));
+                        return ExitCodes.Interrupted;
+                    }
+                }
+
+                console.WriteLine(ClusterFollow.Describe(progress, settings.Job is null ? null : await store.ActivityAsync(id, cancellationToken).ConfigureAwait(false)));
                 foreach (var (node, reason) in await store.RefusalsAsync(id, cancellationToken).ConfigureAwait(false))
                 {
                     console.WriteLine($"  refused by {node}: {reason}");
@@ -55,9 +74,7 @@ internal sealed class StatusCommand(IAnsiConsole console, ErrorOutput errors) : 
         }
     }
 
-    internal static string Describe(JobProgress p) => string.Create(
-        CultureInfo.InvariantCulture,
-        $"{p.JobId}: {(p.Finished ? "done" : p.Unaccounted ? "incomplete" : p.State)}, {p.Done}/{p.Shards} shards committed ({p.Leased} leased), {p.Committed}/{p.TotalItems} items, {p.Failed} failed{(p.Error is { } error ? $": {error}" : "")}");
+    internal static string Describe(JobProgress p) => ClusterFollow.Describe(p);
 }
 
 /// <summary><c>inferpool cancel JOB</c>: no more shards are handed out; a shard being committed still lands.</summary>

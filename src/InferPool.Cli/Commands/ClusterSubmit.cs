@@ -50,6 +50,18 @@ internal static class ClusterSubmit
             var store = await ClusterStore.OpenAsync(settings.Cluster!, cancellationToken).ConfigureAwait(false);
             await using var database = store.Database.ConfigureAwait(false);
 
+            // The same --job again: follow it, if it is the same job; another job under that id is refused.
+            if (settings.Job is not null && await store.JobAsync(settings.Job, cancellationToken).ConfigureAwait(false) is { } existing)
+            {
+                if (Difference(existing, job) is { } difference)
+                {
+                    return errors.Fail($"a job '{existing.Id}' already exists in this cluster, and {difference}. Choose another --job id, or leave --job out for a new one.");
+                }
+
+                output.WriteLine($"Reattached to {existing.Id}: {existing.TotalItems} items of {existing.Input}.");
+                return settings.Detach ? ExitCodes.Ok : await FollowAsync(store, existing.Id, settings, output, errors, cancellationToken).ConfigureAwait(false);
+            }
+
             // The job's items are fixed here, in the manifest: the nodes run exactly these, and the job is done only
             // when every one of them is accounted for.
             long total;
@@ -68,42 +80,11 @@ internal static class ClusterSubmit
                 return ExitCodes.Ok;
             }
 
-            string? last = null;
-            while (true)
-            {
-                var progress = await store.ProgressAsync(job.Id, cancellationToken).ConfigureAwait(false) ?? throw new InvalidOperationException($"Job {job.Id} disappeared from the database.");
-                var line = StatusCommand.Describe(progress);
-                if (line != last && !settings.Quiet)
-                {
-                    output.WriteLine(line);
-                    last = line;
-                }
-
-                if (progress.Finished)
-                {
-                    return progress.Failed > 0 ? ExitCodes.ItemsFailed : ExitCodes.Ok;
-                }
-
-                if (progress.State == "failed" || progress.Unaccounted)
-                {
-                    errors.Writer.WriteLine(progress.State == "failed"
-                        ? $"inferpool: {job.Id} failed: {progress.Error}; {progress.Committed} of {progress.TotalItems} items are committed."
-                        : $"inferpool: {job.Id} ended with {progress.TotalItems - progress.Committed} of its {progress.TotalItems} items unaccounted for.");
-                    return ExitCodes.JobFailed;
-                }
-
-                if (progress.State == "cancelled")
-                {
-                    errors.Writer.WriteLine($"inferpool: {job.Id} was cancelled; {progress.Committed} items are committed.");
-                    return ExitCodes.Interrupted;
-                }
-
-                await Task.Delay(TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
-            }
+            return await FollowAsync(store, job.Id, settings, output, errors, cancellationToken).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            errors.Writer.WriteLine("inferpool: stopped following the job; it goes on in the cluster ('inferpool status' shows it, 'inferpool cancel' stops it).");
+            errors.Writer.WriteLine("inferpool: stopped; a job already submitted goes on in the cluster ('inferpool status --cluster …' lists the jobs).");
             return ExitCodes.Interrupted;
         }
         catch (DuplicateKeyException ex)
@@ -135,4 +116,26 @@ internal static class ClusterSubmit
             index++;
         }
     }
+
+    private static async Task<int> FollowAsync(ClusterStore store, string jobId, RunSettings settings, TextWriter output, ErrorOutput errors, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await ClusterFollow.FollowAsync(store, jobId, output, errors, settings.Quiet, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            errors.Writer.WriteLine(ClusterFollow.StoppedFollowing(jobId));
+            return ExitCodes.Interrupted;
+        }
+    }
+
+    /// <summary>How <paramref name="wanted"/> differs from the stored job of the same id, or null when it is the same job.</summary>
+    private static string? Difference(ClusterJob stored, ClusterJob wanted) =>
+        stored.Input != wanted.Input ? $"it runs on {stored.Input}, not {wanted.Input}"
+        : stored.Model != wanted.Model ? $"it runs model {stored.Model}, not {wanted.Model}"
+        : stored.Worker != wanted.Worker ? $"it runs {(stored.Worker is null ? "no worker" : $"worker '{stored.Worker}'")}, not {(wanted.Worker is null ? "no worker" : $"worker '{wanted.Worker}'")}"
+        : stored.Batch != wanted.Batch ? $"its batch is {stored.Batch}, not {wanted.Batch}"
+        : stored.ShardSize != wanted.ShardSize ? $"its shards hold {stored.ShardSize} items, not {wanted.ShardSize}"
+        : null;
 }
