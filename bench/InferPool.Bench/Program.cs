@@ -14,6 +14,14 @@ using InferPool.Onnx;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.ML.OnnxRuntime;
 
+if (args.Contains("--cluster-scale"))
+{
+    // bash bench/cluster/scale.sh starts a throwaway PostgreSQL and passes its connection string here.
+    var connection = args[Array.IndexOf(args, "--connection") + 1];
+    await ClusterScaleBench.RunAsync(connection, Arg("--nodes", 100), Arg("--items", 1_000_000), Arg("--shard-size", 100), Arg("--work-ms", 20), Arg("--dim", 16));
+    return;
+}
+
 if (args.Contains("--text") && !args.Contains("--memory"))
 {
     await TextBench.RunAsync(Arg("--rounds", 3), args.Contains("--texts") ? args[Array.IndexOf(args, "--texts") + 1] : null);

@@ -562,23 +562,26 @@ public sealed class ClusterStore(NpgsqlDataSource database)
             await import.CompleteAsync(cancellationToken).ConfigureAwait(false);
         }
 
-        // The last shard in marks the job done. The job's row lock orders two last commits: the second one's check
-        // runs after the first one committed, and sees its shard done.
-        using (var done = new NpgsqlCommand(
+        await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+
+        // The last shard in marks the job done, in a statement of its own after the commit: of two last shards
+        // committed at once, the one whose check runs second sees both done. (Inside the commit it would need the
+        // job's row lock, which serialises every commit of the job and deadlocks with the results' foreign key.)
+        using var done = Database.CreateCommand(
             """
-            WITH locked AS (SELECT id FROM inferpool_jobs WHERE id = @job FOR UPDATE)
-            UPDATE inferpool_jobs j SET state = 'done' FROM locked
-            WHERE j.id = locked.id AND j.state = 'running'
-              AND NOT EXISTS (SELECT 1 FROM inferpool_shards s WHERE s.job_id = j.id AND s.state <> 'done')
-            """,
-            connection,
-            transaction))
+            UPDATE inferpool_jobs j SET state = 'done'
+            WHERE j.id = @job AND j.state = 'running' AND NOT EXISTS (SELECT 1 FROM inferpool_shards s WHERE s.job_id = j.id AND s.state <> 'done')
+            """);
+        done.Parameters.AddWithValue("job", lease.JobId);
+        try
         {
-            done.Parameters.AddWithValue("job", lease.JobId);
             await done.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }
+        catch (NpgsqlException)
+        {
+            // The shard is committed; the job's state is only a label (progress counts the shards), set by the next check.
+        }
 
-        await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
         return true;
     }
 
