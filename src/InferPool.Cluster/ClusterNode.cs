@@ -41,8 +41,13 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
     private readonly Dictionary<string, LoadedJob> _loaded = new(StringComparer.Ordinal);
     private readonly HashSet<string> _refused = new(StringComparer.Ordinal);
 
+    private int _committed;
+
+    /// <summary>The commit of the last shard run, which goes on while the next one is leased and run.</summary>
+    private Task _commitInFlight = Task.CompletedTask;
+
     /// <summary>Shards this node committed (for tests and logs).</summary>
-    public int Committed { get; private set; }
+    public int Committed => Volatile.Read(ref _committed);
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -66,6 +71,8 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         }
         finally
         {
+            // The last shard's commit lands (or, past the drain time, the shard is handed back) before the node goes.
+            await _commitInFlight.ConfigureAwait(false);
             foreach (var job in _loaded.Values)
             {
                 await job.DisposeAsync().ConfigureAwait(false);
@@ -132,9 +139,9 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
     private async Task RunShardAsync(ClusterJob job, IJobCoordinatorGrain coordinator, ShardLease lease, CancellationToken drain)
     {
         LogShardTaken(logger, options.Name, job.Id, lease.Shard, lease.Epoch, lease.First, lease.Count);
-        using var lost = CancellationTokenSource.CreateLinkedTokenSource(drain);
+        var lost = CancellationTokenSource.CreateLinkedTokenSource(drain);
         var renewing = RenewAsync(coordinator, lease, lost, drain);
-        List<ClusterResult> results;
+        List<ClusterResult>? results = null;
         try
         {
             results = await ProcessAsync(job, lease, lost.Token).ConfigureAwait(false);
@@ -142,29 +149,55 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         catch (InputUnreadableException ex)
         {
             await HandBackUnreadableAsync(job, lease, ex.Message).ConfigureAwait(false);
-            return;
         }
         catch (ShardFailedException ex)
         {
             await FailShardAsync(lease, ex.Message).ConfigureAwait(false);
-            return;
         }
         catch (OperationCanceledException) when (drain.IsCancellationRequested)
         {
             await HandBackAsync(lease).ConfigureAwait(false);
-            return;
         }
         catch (OperationCanceledException) when (lost.IsCancellationRequested)
         {
             LogLeaseLost(logger, options.Name, job.Id, lease.Shard, lease.Epoch);
+        }
+
+        if (results is null)
+        {
+            await StopRenewingAsync(lost, renewing).ConfigureAwait(false);
             return;
+        }
+
+        // The commit runs while the next shard is leased and run, so the replicas do not wait on PostgreSQL; the lease
+        // is renewed until it lands. One commit at a time: the previous one finishes before this one starts.
+        var previous = _commitInFlight;
+        _commitInFlight = CommitInBackgroundAsync(job, lease, results, previous, lost, renewing, drain);
+    }
+
+    private async Task CommitInBackgroundAsync(
+        ClusterJob job, ShardLease lease, List<ClusterResult> results, Task previous, CancellationTokenSource lost, Task renewing, CancellationToken drain)
+    {
+        try
+        {
+            await previous.ConfigureAwait(false);
+            await CommitAsync(job, lease, results, drain).ConfigureAwait(false);
         }
         finally
         {
-            await lost.CancelAsync().ConfigureAwait(false);
-            await renewing.ConfigureAwait(false);
+            await StopRenewingAsync(lost, renewing).ConfigureAwait(false);
         }
+    }
 
+    private static async Task StopRenewingAsync(CancellationTokenSource lost, Task renewing)
+    {
+        await lost.CancelAsync().ConfigureAwait(false);
+        await renewing.ConfigureAwait(false);
+        lost.Dispose();
+    }
+
+    private async Task CommitAsync(ClusterJob job, ShardLease lease, List<ClusterResult> results, CancellationToken drain)
+    {
         bool committed;
         try
         {
@@ -198,7 +231,7 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
 
         if (committed)
         {
-            Committed++;
+            Interlocked.Increment(ref _committed);
             LogShardCommitted(logger, options.Name, job.Id, lease.Shard, lease.Epoch, results.Count);
         }
         else
