@@ -8,7 +8,7 @@
 CREATE ROLE inferpool_node LOGIN;
 GRANT SELECT, INSERT, UPDATE, DELETE ON orleansmembershiptable, orleansmembershipversiontable TO inferpool_node;
 GRANT SELECT ON orleansquery, inferpool_schema, inferpool_jobs, inferpool_manifest TO inferpool_node;
-GRANT UPDATE (state, error) ON inferpool_jobs TO inferpool_node;
+GRANT UPDATE (state, error, columns) ON inferpool_jobs TO inferpool_node;
 GRANT SELECT, UPDATE ON inferpool_shards TO inferpool_node;
 GRANT SELECT, INSERT ON inferpool_results, inferpool_refusals TO inferpool_node;
 

@@ -382,10 +382,14 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         var keys = manifest.Count == 0 ? null : manifest.ToDictionary(m => m.Key, m => m.Index, StringComparer.Ordinal);
         await foreach (var row in loaded.Session.RunAsync(items, loaded.Pool, cancellationToken).ConfigureAwait(false))
         {
-            // The results table holds one vector per item: the model's first output.
-            var vector = row.Ok ? row.Outputs?[0].ToFloats() : null;
+            // Every output as it came out (and a worker's JSON); the first output also as a float vector, for SQL.
+            var vector = row.Ok && row.Outputs is { Count: > 0 } outputs ? outputs[0].ToFloats() : null;
             var index = keys is null ? lease.First + row.Index : keys[row.Key];
-            results.Add(new ClusterResult(row.Key, index, row.Ok, row.Ok ? null : $"{row.Error} (on node {options.Name})", vector, row.Device));
+            results.Add(new ClusterResult(row.Key, index, row.Ok, row.Ok ? null : $"{row.Error} (on node {options.Name})", vector, row.Device)
+            {
+                Outputs = row.Ok ? row.Outputs : null,
+                Json = row.Ok ? row.Json : null,
+            });
         }
 
         results.AddRange(failures);
@@ -517,7 +521,7 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         cancellationToken.ThrowIfCancellationRequested();
         // The same engines as a local job: a worker command, or an ONNX model every node resolves itself.
         JobEngine engine = job.Worker is { } command
-            ? new WorkerEngine(command, jsonOutput: false, options.Threads ?? WorkerOptions.ThreadsPerWorker(Environment.ProcessorCount, options.Plan.TotalReplicas))
+            ? new WorkerEngine(command, jsonOutput: job.Model == ClusterJob.WorkerJson, options.Threads ?? WorkerOptions.ThreadsPerWorker(Environment.ProcessorCount, options.Plan.TotalReplicas))
             : OnnxEngine.Load(job.Model, logger);
         var pool = new InferencePoolOptions
         {
@@ -543,6 +547,16 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
 
         loaded = new LoadedJob(session, pool);
         _loaded[job.Id] = loaded;
+        try
+        {
+            // What an export writes: the columns a local run of this engine writes.
+            await store.RecordColumnsAsync(job.Id, ClusterColumns.Serialize(engine.Columns), cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is Npgsql.NpgsqlException or TimeoutException)
+        {
+            LogDatabaseUnavailable(logger, options.Name, ex.Message); // another node, or this one's next load, records them
+        }
+
         return loaded;
     }
 

@@ -107,6 +107,9 @@ internal static class ClusterSchema
         ALTER TABLE inferpool_shards ADD COLUMN IF NOT EXISTS problems integer NOT NULL DEFAULT 0;
         CREATE INDEX IF NOT EXISTS inferpool_shards_open ON inferpool_shards (job_id, shard) WHERE state <> 'done';
         CREATE INDEX IF NOT EXISTS inferpool_results_order ON inferpool_results (job_id, item_index);
+        ALTER TABLE inferpool_results ADD COLUMN IF NOT EXISTS outputs bytea NULL;
+        ALTER TABLE inferpool_results ADD COLUMN IF NOT EXISTS json text NULL;
+        ALTER TABLE inferpool_jobs ADD COLUMN IF NOT EXISTS columns text NULL;
 
         CREATE TABLE IF NOT EXISTS inferpool_refusals (
             job_id text NOT NULL REFERENCES inferpool_jobs (id) ON DELETE CASCADE,

@@ -15,6 +15,12 @@ namespace InferPool.Cluster;
 /// <param name="Worker">The worker command every node starts, or null for an ONNX model.</param>
 public sealed record ClusterJob(string Id, string Input, string Model, int Batch, int ShardSize, long TotalItems, int LeaseSeconds, string State, string? Worker = null)
 {
+    /// <summary>The <see cref="Model"/> of a worker job whose outputs are numbers, stored as float lists.</summary>
+    public const string WorkerVector = "worker";
+
+    /// <summary>The <see cref="Model"/> of a worker job whose outputs are kept as JSON text.</summary>
+    public const string WorkerJson = "worker-json";
+
     /// <summary>The input file's size when the job was submitted (a list, JSONL, text or table file), or null (a folder).</summary>
     public long? InputSize { get; init; }
 
@@ -23,6 +29,12 @@ public sealed record ClusterJob(string Id, string Input, string Model, int Batch
 
     /// <summary>Why the job failed (state <c>failed</c>), or null.</summary>
     public string? Error { get; init; }
+
+    /// <summary>
+    /// The job's output columns as a local run of its engine names them (JSON: name, json, element type, item shape),
+    /// recorded by the first node that loaded it, or null before that.
+    /// </summary>
+    public string? Columns { get; init; }
 }
 
 /// <summary>One item of a job's manifest: what the submitter found, which every node checks before running it.</summary>
@@ -90,7 +102,14 @@ public sealed class ShardFailedException(string message, Exception? inner = null
 /// <param name="Error">Why it failed.</param>
 /// <param name="Vector">The model's first output.</param>
 /// <param name="Device">Where it ran.</param>
-public sealed record ClusterResult(string Key, long Index, bool Ok, string? Error, float[]? Vector, string? Device);
+public sealed record ClusterResult(string Key, long Index, bool Ok, string? Error, float[]? Vector, string? Device)
+{
+    /// <summary>Every output of the model, as it came out (any number, element type and shape), or null.</summary>
+    public IReadOnlyList<InferPool.Onnx.Tensors.TensorData>? Outputs { get; init; }
+
+    /// <summary>A worker's output kept as JSON text, or null.</summary>
+    public string? Json { get; init; }
+}
 
 /// <summary>One item's committed result, as exported.</summary>
 /// <param name="Key">The item's key.</param>
@@ -100,7 +119,14 @@ public sealed record ClusterResult(string Key, long Index, bool Ok, string? Erro
 /// <param name="Vector">The model's first output.</param>
 /// <param name="Node">The node that committed it.</param>
 /// <param name="Device">Where it ran.</param>
-public sealed record CommittedResult(string Key, long Index, bool Ok, string? Error, float[]? Vector, string Node, string? Device);
+public sealed record CommittedResult(string Key, long Index, bool Ok, string? Error, float[]? Vector, string Node, string? Device)
+{
+    /// <summary>Every output of the model as it came out, or null (a job committed before they were stored).</summary>
+    public IReadOnlyList<InferPool.Onnx.Tensors.TensorData>? Outputs { get; init; }
+
+    /// <summary>A worker's output kept as JSON text, or null.</summary>
+    public string? Json { get; init; }
+}
 
 /// <summary>What a job's nodes are doing now, and how fast it goes.</summary>
 /// <param name="ItemsLastMinute">Items committed in the last 60 seconds.</param>
@@ -390,7 +416,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
 
     internal async Task<ClusterJob?> GetJobAsync(string id, CancellationToken cancellationToken)
     {
-        using var command = Database.CreateCommand("SELECT id, input, model, batch, shard_size, total_items, lease_seconds, state, worker, input_size, input_modified, error FROM inferpool_jobs WHERE id = @id");
+        using var command = Database.CreateCommand("SELECT id, input, model, batch, shard_size, total_items, lease_seconds, state, worker, input_size, input_modified, error, columns FROM inferpool_jobs WHERE id = @id");
         command.Parameters.AddWithValue("id", id);
         using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? ReadJob(reader) : null;
@@ -401,7 +427,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     {
         using var command = Database.CreateCommand(
             """
-            SELECT j.id, j.input, j.model, j.batch, j.shard_size, j.total_items, j.lease_seconds, j.state, j.worker, j.input_size, j.input_modified, j.error
+            SELECT j.id, j.input, j.model, j.batch, j.shard_size, j.total_items, j.lease_seconds, j.state, j.worker, j.input_size, j.input_modified, j.error, j.columns
             FROM inferpool_jobs j
             WHERE j.state = 'running' AND EXISTS (SELECT 1 FROM inferpool_shards s WHERE s.job_id = j.id AND s.state <> 'done')
             ORDER BY j.created
@@ -540,7 +566,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
         }
 
         var import = await connection.BeginBinaryImportAsync(
-            "COPY inferpool_results (job_id, key, item_index, status, error, vector, node, device, shard, epoch) FROM STDIN (FORMAT BINARY)",
+            "COPY inferpool_results (job_id, key, item_index, status, error, vector, node, device, shard, epoch, outputs, json) FROM STDIN (FORMAT BINARY)",
             cancellationToken).ConfigureAwait(false);
         await using (import.ConfigureAwait(false))
         {
@@ -557,6 +583,8 @@ public sealed class ClusterStore(NpgsqlDataSource database)
                 await WriteNullableAsync(import, r.Device, NpgsqlDbType.Text, cancellationToken).ConfigureAwait(false);
                 await import.WriteAsync(lease.Shard, NpgsqlDbType.Integer, cancellationToken).ConfigureAwait(false);
                 await import.WriteAsync(lease.Epoch, NpgsqlDbType.Bigint, cancellationToken).ConfigureAwait(false);
+                await WriteNullableAsync(import, r.Outputs is { Count: > 0 } outputs ? TensorCodec.Encode(outputs) : null, NpgsqlDbType.Bytea, cancellationToken).ConfigureAwait(false);
+                await WriteNullableAsync(import, r.Json, NpgsqlDbType.Text, cancellationToken).ConfigureAwait(false);
             }
 
             await import.CompleteAsync(cancellationToken).ConfigureAwait(false);
@@ -639,6 +667,15 @@ public sealed class ClusterStore(NpgsqlDataSource database)
             : null;
     }
 
+    /// <summary>Records a job's output columns, once (the first node to load its model).</summary>
+    internal async Task RecordColumnsAsync(string jobId, string columns, CancellationToken cancellationToken)
+    {
+        using var command = Database.CreateCommand("UPDATE inferpool_jobs SET columns = @columns WHERE id = @job AND columns IS NULL");
+        command.Parameters.AddWithValue("job", jobId);
+        command.Parameters.AddWithValue("columns", columns);
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
     /// <summary>A job as stored, or null for an unknown one.</summary>
     /// <param name="jobId">The job.</param>
     /// <param name="cancellationToken">Stops the query.</param>
@@ -655,7 +692,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     public async Task<IReadOnlyList<CommittedResult>> ResultsAsync(string jobId, long fromIndex, int limit, CancellationToken cancellationToken = default)
     {
         using var command = Database.CreateCommand(
-            "SELECT key, item_index, status, error, vector, node, device FROM inferpool_results WHERE job_id = @job AND item_index >= @from ORDER BY item_index LIMIT @limit");
+            "SELECT key, item_index, status, error, vector, node, device, outputs, json FROM inferpool_results WHERE job_id = @job AND item_index >= @from ORDER BY item_index LIMIT @limit");
         command.Parameters.AddWithValue("job", jobId);
         command.Parameters.AddWithValue("from", fromIndex);
         command.Parameters.AddWithValue("limit", limit);
@@ -670,7 +707,11 @@ public sealed class ClusterStore(NpgsqlDataSource database)
                 reader.IsDBNull(3) ? null : reader.GetString(3),
                 reader.IsDBNull(4) ? null : reader.GetFieldValue<float[]>(4),
                 reader.GetString(5),
-                reader.IsDBNull(6) ? null : reader.GetString(6)));
+                reader.IsDBNull(6) ? null : reader.GetString(6))
+            {
+                Outputs = reader.IsDBNull(7) ? null : TensorCodec.Decode(reader.GetFieldValue<byte[]>(7)),
+                Json = reader.IsDBNull(8) ? null : reader.GetString(8),
+            });
         }
 
         return rows;
@@ -733,6 +774,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
             InputSize = reader.IsDBNull(9) ? null : reader.GetInt64(9),
             InputModified = reader.IsDBNull(10) ? null : reader.GetDateTime(10),
             Error = reader.IsDBNull(11) ? null : reader.GetString(11),
+            Columns = reader.IsDBNull(12) ? null : reader.GetString(12),
         };
 
     private static Task WriteNullableAsync<T>(NpgsqlBinaryImporter import, T? value, NpgsqlDbType type, CancellationToken cancellationToken)

@@ -232,6 +232,17 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
             var status = await Cli.RunAsync(Dir, "status", "trust", "--cluster", connection);
             Assert.Contains("refused by strict: worker command 'python3", status.Out, StringComparison.Ordinal);
             Assert.Contains("is not allowed on this node", status.Out, StringComparison.Ordinal);
+
+            // A worker's JSON outputs are stored as they are and exported as a local run writes them.
+            var json = await Cli.RunAsync(Dir, "run", "in", "--cluster", connection, "--worker", $"python3 {workers}/file_worker.py", "--worker-output", "json", "--shard-size", "5", "--job", "json", "-q");
+            Assert.True(json.ExitCode == 0, json.Out + json.Err);
+            var export = await Cli.RunAsync(Dir, "export", "json", "--cluster", connection, "-o", "exported", "--format", "jsonl");
+            Assert.True(export.ExitCode == 0, export.Out + export.Err);
+            var local = await Cli.RunAsync(Dir, "run", "in", "--worker", $"python3 {workers}/file_worker.py", "--worker-output", "json", "-o", "local", "--format", "jsonl", "-q");
+            Assert.True(local.ExitCode == 0, local.Err);
+            var exportedRows = ReadJsonlOutputs(Path.Combine(Dir, "exported"));
+            Assert.Equal(12, exportedRows.Count);
+            Assert.Equal(ReadJsonlOutputs(Path.Combine(Dir, "local")), exportedRows);
         }
         finally
         {
@@ -347,12 +358,11 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
             Assert.Equal(120, keys.Distinct(StringComparer.Ordinal).Count());
             var exported = await PartFiles.ReadParquetAsync(Path.Combine(Dir, "exported"));
             var stored = await ReadResultsAsync(database, "restart");
-            Assert.All(stored, kv => Assert.Equal(kv.Value, Assert.IsType<List<float>>(exported[kv.Key]["output"])));
-            await using (var part = File.OpenRead(Path.Combine(Dir, "exported", "part-00000.parquet")))
-            {
-                await using var reader = await Parquet.ParquetReader.CreateAsync(part);
-                Assert.Equal(["key", "status", "error", "output", "device", "replica", "attempts"], reader.Schema.Fields.Select(f => f.Name));
-            }
+            Assert.All(stored, kv => Assert.Equal(kv.Value, Assert.IsType<List<float>>(exported[kv.Key]["embedding"])));
+            // The same columns, of the same types, as a local run of the same model writes.
+            var local = await Cli.RunAsync(Dir, "run", "in/c0", "-o", "local", "-q");
+            Assert.True(local.ExitCode == 0, local.Err);
+            Assert.Equal(await SchemaAsync(Path.Combine(Dir, "local", "part-00000.parquet")), await SchemaAsync(Path.Combine(Dir, "exported", "part-00000.parquet")));
 
             // An export stopped after two of its three parts (as a crash leaves the folder: the journal lists two)
             // goes on from there, and writes the rest once.
@@ -373,6 +383,18 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
         {
             nodes.ForEach(n => n.Dispose());
         }
+    }
+
+    /// <summary>Each row's key and its output (any JSON), as text, from the JSONL parts of a folder.</summary>
+    private static Dictionary<string, string> ReadJsonlOutputs(string output) =>
+        Directory.GetFiles(output, "part-*.jsonl").SelectMany(File.ReadAllLines).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement)
+            .ToDictionary(r => r.GetProperty("key").GetString()!, r => r.GetProperty("output").GetRawText(), StringComparer.Ordinal);
+
+    private static async Task<List<string>> SchemaAsync(string part)
+    {
+        await using var stream = File.OpenRead(part);
+        await using var reader = await Parquet.ParquetReader.CreateAsync(stream);
+        return [.. reader.Schema.GetDataFields().Select(f => $"{f.Path} {f.ClrType.Name} {f.IsNullable}")];
     }
 
     private void CopySamples(int copies)

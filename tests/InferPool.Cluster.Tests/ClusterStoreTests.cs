@@ -1,3 +1,4 @@
+using InferPool.Onnx.Tensors;
 using Npgsql;
 
 namespace InferPool.Cluster.Tests;
@@ -169,6 +170,34 @@ public sealed class ClusterStoreTests(PostgresServer postgres)
         var progress = await store.ProgressAsync("j", CancellationToken.None);
         Assert.Equal("failed", progress!.State);
         Assert.Equal("shard 0 (items 0+2): no node could read its input (node-a: the input folder /in is empty here; node-b: the input folder /in is not here)", progress.Error);
+    }
+
+    [Fact]
+    public void Outputs_of_every_element_type_and_shape_are_stored_as_they_came_out()
+    {
+        TensorData[] outputs =
+        [
+            TensorData.Create(new[] { 1.5f, -2f, 3.25f, 0f, 5f, 6f }, 2, 3),
+            TensorData.Create(new[] { 1e300, -1e-300 }, 2),
+            TensorData.Create(new[] { long.MaxValue, -7L }, 2),
+            TensorData.Create(new[] { 42 }, 1),
+            TensorData.Create(new sbyte[] { -128, 127 }, 2),
+            TensorData.Create(new byte[] { 0, 255, 7 }, 3),
+            TensorData.Create(new[] { true, false }, 2),
+            TensorData.Create(new[] { (Microsoft.ML.OnnxRuntime.Float16)1.5f }, 1),
+            TensorData.Create(Array.Empty<float>(), 0),
+        ];
+
+        var decoded = TensorCodec.Decode(TensorCodec.Encode(outputs));
+
+        Assert.Equal(outputs.Length, decoded.Count);
+        for (var i = 0; i < outputs.Length; i++)
+        {
+            Assert.Equal(outputs[i].ElementType, decoded[i].ElementType);
+            Assert.Equal(outputs[i].Shape, decoded[i].Shape);
+            Assert.Equal(outputs[i].Values.GetType(), decoded[i].Values.GetType());
+            Assert.Equal(outputs[i].Values.Cast<object>(), decoded[i].Values.Cast<object>());
+        }
     }
 
     [SkippableFact]

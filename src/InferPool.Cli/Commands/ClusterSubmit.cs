@@ -19,7 +19,7 @@ internal static class ClusterSubmit
         var model = settings.Model ?? ModelChoice.BuiltInName;
         // Every node resolves the model itself: the built-in name, or a path every node can read; or it starts
         // the worker command, which must work on every node.
-        var modelForNodes = settings.Worker is not null ? "worker"
+        var modelForNodes = settings.Worker is not null ? (settings.WorkerOutput == "json" ? ClusterJob.WorkerJson : ClusterJob.WorkerVector)
             : string.Equals(model, ModelChoice.BuiltInName, StringComparison.OrdinalIgnoreCase) ? ModelChoice.BuiltInName
             : Path.GetFullPath(model);
         try

@@ -74,7 +74,8 @@ internal sealed class ExportCommand(IAnsiConsole console, ErrorOutput errors) : 
 
             var format = OutputFormat.Parse(settings.Format);
             var output = Path.GetFullPath(settings.Output ?? $"{job.Id}-out");
-            OutputColumn[] columns = [new("output")];
+            // The columns a local run of the job's engine writes, as the first node that loaded it recorded them.
+            var columns = job.Columns is { } stored ? ClusterColumns.Parse(stored) : [new OutputColumn("output")];
             var identity = new JobIdentity(job.Worker ?? job.Model, $"cluster job {job.Id}", job.Input, format.Name, [.. columns.Select(c => c.ToString())]);
             var start = await OutputFolder.OpenAsync(output, identity, settings.Force, requireResume: false, format, cancellationToken).ConfigureAwait(false);
             var writer = new PartWriter(output, start.Journal, format, columns, settings.PartRows);
@@ -105,7 +106,7 @@ internal sealed class ExportCommand(IAnsiConsole console, ErrorOutput errors) : 
             await start.Journal.SaveAsync(output, cancellationToken).ConfigureAwait(false);
             console.WriteLine(string.Create(
                 CultureInfo.InvariantCulture,
-                $"Exported {job.Id}: {progress.TotalItems} items ({progress.Failed} failed){(resumedAt > 0 ? $", going on after the {resumedAt} already exported" : "")} to {output} ({start.Journal.Parts.Count} {format.Name} part(s); columns key, status, error, output, device, replica (the node), attempts (0: the cluster does not record them))."));
+                $"Exported {job.Id}: {progress.TotalItems} items ({progress.Failed} failed){(resumedAt > 0 ? $", going on after the {resumedAt} already exported" : "")} to {output} ({start.Journal.Parts.Count} {format.Name} part(s); columns key, status, error, {string.Join(", ", columns.Select(c => c.Name))}, device, replica (the node), attempts (0: the cluster does not record them))."));
             return ExitCodes.Ok;
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -129,7 +130,8 @@ internal sealed class ExportCommand(IAnsiConsole console, ErrorOutput errors) : 
         Index = r.Index,
         Ok = r.Ok,
         Error = r.Error,
-        Outputs = r.Vector is { } v ? [TensorData.Create(v, v.Length)] : null,
+        Outputs = r.Outputs ?? (r.Vector is { } v ? [TensorData.Create(v, v.Length)] : null),
+        Json = r.Json,
         Device = r.Device,
         Replica = r.Node,
         Attempts = 0,
