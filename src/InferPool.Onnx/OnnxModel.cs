@@ -104,9 +104,20 @@ public sealed partial class OnnxModel
             throw new FileNotFoundException($"The model file '{path}' does not exist.", path);
         }
 
-        var bytes = File.ReadAllBytes(path);
-        var sha = Convert.ToHexStringLower(SHA256.HashData(bytes));
         cacheDirectory ??= DefaultCacheDirectory;
+        var file = new FileInfo(path); // its size and time as they are before the bytes are read
+        var bytes = File.ReadAllBytes(path);
+        var sha = cacheDirectory.Length > 0 && file.Length == bytes.Length ? ModelCheckCache.RememberedSha256(cacheDirectory, file) : null;
+        if (sha is null)
+        {
+            sha = Convert.ToHexStringLower(SHA256.HashData(bytes));
+            var after = new FileInfo(path);
+            if (cacheDirectory.Length > 0 && after.Length == file.Length && after.LastWriteTimeUtc == file.LastWriteTimeUtc && file.Length == bytes.Length)
+            {
+                ModelCheckCache.RememberSha256(cacheDirectory, file, sha);
+            }
+        }
+
         if (cacheDirectory.Length > 0 && ModelCheckCache.TryRead(cacheDirectory, sha) is { } known)
         {
             // Checked before: the same file under the same ONNX Runtime. A rewrite is redone (it is deterministic) but not re-checked.

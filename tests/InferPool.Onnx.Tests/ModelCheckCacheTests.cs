@@ -38,6 +38,26 @@ public sealed class ModelCheckCacheTests : IDisposable
     }
 
     [Fact]
+    public void Load_RemembersTheFilesHashByPathSizeAndTime_AndHashesAgainWhenTheFileIsRewritten()
+    {
+        var path = TinyModels.Affine(_dir, symbolicBatch: false);
+        static byte[] Hash(byte[] bytes) => System.Security.Cryptography.SHA256.HashData(bytes);
+
+        var first = OnnxModel.Load(path, cacheDirectory: Cache);
+        Assert.Equal(Convert.ToHexStringLower(Hash(File.ReadAllBytes(path))), first.Sha256);
+        var remembered = Assert.Single(Directory.GetFiles(Path.Combine(Cache, "files")));
+        Assert.Contains(first.Sha256, File.ReadAllText(remembered), StringComparison.Ordinal);
+
+        // Another model written to the same path: its time changes, so its hash is computed, not remembered.
+        TinyModels.Affine(_dir, symbolicBatch: true);
+        File.SetLastWriteTimeUtc(path, File.GetLastWriteTimeUtc(path).AddSeconds(1));
+        var second = OnnxModel.Load(path, cacheDirectory: Cache);
+        Assert.Equal(Convert.ToHexStringLower(Hash(File.ReadAllBytes(path))), second.Sha256);
+        Assert.NotEqual(first.Sha256, second.Sha256);
+        Assert.False(second.CheckWasCached);
+    }
+
+    [Fact]
     public void Load_ChangedFileOrDamagedCache_ChecksAgain()
     {
         var path = TinyModels.Mixed(_dir);
