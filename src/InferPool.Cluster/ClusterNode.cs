@@ -456,8 +456,12 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
             throw new InputUnreadableException($"node {options.Name} may not read the input {job.Input}: {ex.Message}");
         }
 
+        // Read from where the shard's first record starts (the manifest has its byte offset), not from the file's start.
+        var records = manifest[0].Position is { } start
+            ? source.ReadAsync(lease.First, lease.Count, start, cancellationToken)
+            : source.ReadAsync(lease.First, lease.Count, cancellationToken);
         var position = 0;
-        await foreach (var item in source.ReadAsync(lease.First, lease.Count, cancellationToken).ConfigureAwait(false))
+        await foreach (var item in records.ConfigureAwait(false))
         {
             if (position >= manifest.Count || manifest[position].Key != item.Key)
             {

@@ -110,6 +110,8 @@ internal static class ClusterSchema
         ALTER TABLE inferpool_results ADD COLUMN IF NOT EXISTS outputs bytea NULL;
         ALTER TABLE inferpool_results ADD COLUMN IF NOT EXISTS json text NULL;
         ALTER TABLE inferpool_jobs ADD COLUMN IF NOT EXISTS columns text NULL;
+        ALTER TABLE inferpool_manifest ADD COLUMN IF NOT EXISTS record_offset bigint NULL;
+        ALTER TABLE inferpool_manifest ADD COLUMN IF NOT EXISTS lines_before bigint NULL;
 
         CREATE TABLE IF NOT EXISTS inferpool_refusals (
             job_id text NOT NULL REFERENCES inferpool_jobs (id) ON DELETE CASCADE,

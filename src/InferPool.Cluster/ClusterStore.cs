@@ -43,7 +43,11 @@ public sealed record ClusterJob(string Id, string Input, string Model, int Batch
 /// <param name="Path">The file it is (a folder's or a list's item), or null (a record, a text, a table row).</param>
 /// <param name="Size">That file's size at submit, or null.</param>
 /// <param name="Modified">That file's last write time (UTC) at submit, or null.</param>
-public sealed record ManifestItem(long Index, string Key, string? Path, long? Size, DateTime? Modified);
+public sealed record ManifestItem(long Index, string Key, string? Path, long? Size, DateTime? Modified)
+{
+    /// <summary>Where the item's line starts in a line-based input file (JSONL, text, list), so a node reads its shard from there; or null.</summary>
+    public InferPool.Jobs.Inputs.RecordPosition? Position { get; init; }
+}
 
 /// <summary>A shard granted to a node: items [First, First + Count) of the job's input, valid while <see cref="Epoch"/> is the shard's.</summary>
 /// <param name="JobId">The job.</param>
@@ -153,9 +157,10 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     /// <param name="cancellationToken">Stops the opening.</param>
     /// <returns>The store and the data source it owns; dispose the data source when done.</returns>
     /// <exception cref="NpgsqlException">The database is not reachable.</exception>
+    /// <exception cref="ArgumentException">A <c>PasswordEnv</c> entry names a variable that is not set (<see cref="ClusterConnection"/>).</exception>
     public static async Task<ClusterStore> OpenAsync(string connectionString, CancellationToken cancellationToken = default)
     {
-        var database = NpgsqlDataSource.Create(connectionString);
+        var database = NpgsqlDataSource.Create(ClusterConnection.Resolve(connectionString));
         try
         {
             await ClusterSchema.EnsureAsync(database, cancellationToken).ConfigureAwait(false);
@@ -242,7 +247,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     {
         long count = 0;
         var import = await connection.BeginBinaryImportAsync(
-            "COPY inferpool_manifest (job_id, item_index, key, path, size, modified) FROM STDIN (FORMAT BINARY)",
+            "COPY inferpool_manifest (job_id, item_index, key, path, size, modified, record_offset, lines_before) FROM STDIN (FORMAT BINARY)",
             cancellationToken).ConfigureAwait(false);
         await using (import.ConfigureAwait(false))
         {
@@ -260,6 +265,8 @@ public sealed class ClusterStore(NpgsqlDataSource database)
                 await WriteNullableAsync(import, item.Path, NpgsqlDbType.Text, cancellationToken).ConfigureAwait(false);
                 await WriteNullableValueAsync(import, item.Size, NpgsqlDbType.Bigint, cancellationToken).ConfigureAwait(false);
                 await WriteNullableValueAsync<DateTime>(import, item.Modified is { } m ? DateTime.SpecifyKind(m, DateTimeKind.Utc) : null, NpgsqlDbType.TimestampTz, cancellationToken).ConfigureAwait(false);
+                await WriteNullableValueAsync(import, item.Position?.Offset, NpgsqlDbType.Bigint, cancellationToken).ConfigureAwait(false);
+                await WriteNullableValueAsync(import, item.Position?.LinesBefore, NpgsqlDbType.Bigint, cancellationToken).ConfigureAwait(false);
                 count++;
             }
 
@@ -278,7 +285,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     internal async Task<IReadOnlyList<ManifestItem>> ManifestAsync(string jobId, long first, int count, CancellationToken cancellationToken)
     {
         using var command = Database.CreateCommand(
-            "SELECT item_index, key, path, size, modified FROM inferpool_manifest WHERE job_id = @job AND item_index >= @first AND item_index < @end ORDER BY item_index");
+            "SELECT item_index, key, path, size, modified, record_offset, lines_before FROM inferpool_manifest WHERE job_id = @job AND item_index >= @first AND item_index < @end ORDER BY item_index");
         command.Parameters.AddWithValue("job", jobId);
         command.Parameters.AddWithValue("first", first);
         command.Parameters.AddWithValue("end", first + count);
@@ -291,7 +298,10 @@ public sealed class ClusterStore(NpgsqlDataSource database)
                 reader.GetString(1),
                 reader.IsDBNull(2) ? null : reader.GetString(2),
                 reader.IsDBNull(3) ? null : reader.GetInt64(3),
-                reader.IsDBNull(4) ? null : reader.GetDateTime(4)));
+                reader.IsDBNull(4) ? null : reader.GetDateTime(4))
+            {
+                Position = reader.IsDBNull(5) ? null : new InferPool.Jobs.Inputs.RecordPosition(reader.GetInt64(5), reader.GetInt64(6)),
+            });
         }
 
         return items;
@@ -332,9 +342,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
             connection,
             transaction))
         {
-            back.Parameters.AddWithValue("job", lease.JobId);
-            back.Parameters.AddWithValue("shard", lease.Shard);
-            back.Parameters.AddWithValue("epoch", lease.Epoch);
+            AddLease(back, lease);
             back.Parameters.AddWithValue("node", node);
             back.Parameters.AddWithValue("cluster", clusterId);
             using var reader = await back.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
@@ -361,18 +369,15 @@ public sealed class ClusterStore(NpgsqlDataSource database)
             }
 
             var why = $"no node could read its input ({reasons})";
-            using var fail = new NpgsqlCommand(
-                """
-                UPDATE inferpool_shards SET state = 'failed', error = @why WHERE job_id = @job AND shard = @shard;
-                UPDATE inferpool_jobs SET state = 'failed', error = @job_error WHERE id = @job AND state = 'running';
-                """,
-                connection,
-                transaction);
-            fail.Parameters.AddWithValue("job", lease.JobId);
-            fail.Parameters.AddWithValue("shard", lease.Shard);
-            fail.Parameters.AddWithValue("why", why);
-            fail.Parameters.AddWithValue("job_error", $"shard {lease.Shard} (items {lease.First}+{lease.Count}): {why}");
-            await fail.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            using (var fail = new NpgsqlCommand("UPDATE inferpool_shards SET state = 'failed', error = @why WHERE job_id = @job AND shard = @shard", connection, transaction))
+            {
+                fail.Parameters.AddWithValue("job", lease.JobId);
+                fail.Parameters.AddWithValue("shard", lease.Shard);
+                fail.Parameters.AddWithValue("why", why);
+                await fail.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            await FailJobAsync(connection, transaction, lease.JobId, $"shard {lease.Shard} (items {lease.First}+{lease.Count}): {why}", cancellationToken).ConfigureAwait(false);
         }
 
         await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
@@ -392,9 +397,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
             connection,
             transaction))
         {
-            shard.Parameters.AddWithValue("job", lease.JobId);
-            shard.Parameters.AddWithValue("shard", lease.Shard);
-            shard.Parameters.AddWithValue("epoch", lease.Epoch);
+            AddLease(shard, lease);
             shard.Parameters.AddWithValue("reason", reason);
             if (await shard.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) != 1)
             {
@@ -403,12 +406,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
             }
         }
 
-        using (var job = new NpgsqlCommand("UPDATE inferpool_jobs SET state = 'failed', error = @reason WHERE id = @job AND state = 'running'", connection, transaction))
-        {
-            job.Parameters.AddWithValue("job", lease.JobId);
-            job.Parameters.AddWithValue("reason", $"shard {lease.Shard} (items {lease.First}+{lease.Count}) failed on node {node}: {reason}");
-            await job.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-        }
+        await FailJobAsync(connection, transaction, lease.JobId, $"shard {lease.Shard} (items {lease.First}+{lease.Count}) failed on node {node}: {reason}", cancellationToken).ConfigureAwait(false);
 
         await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
         return true;
@@ -527,9 +525,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     {
         var command = Database.CreateCommand(
             $"UPDATE inferpool_shards SET {set} WHERE job_id = @job AND shard = @shard AND epoch = @epoch AND owner = @node AND state = 'leased'");
-        command.Parameters.AddWithValue("job", lease.JobId);
-        command.Parameters.AddWithValue("shard", lease.Shard);
-        command.Parameters.AddWithValue("epoch", lease.Epoch);
+        AddLease(command, lease);
         command.Parameters.AddWithValue("node", node);
         return command;
     }
@@ -553,9 +549,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
             connection,
             transaction))
         {
-            flip.Parameters.AddWithValue("job", lease.JobId);
-            flip.Parameters.AddWithValue("shard", lease.Shard);
-            flip.Parameters.AddWithValue("epoch", lease.Epoch);
+            AddLease(flip, lease);
             flip.Parameters.AddWithValue("ok", results.Count - failed);
             flip.Parameters.AddWithValue("failed", failed);
             if (await flip.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) != 1)
@@ -611,6 +605,23 @@ public sealed class ClusterStore(NpgsqlDataSource database)
         }
 
         return true;
+    }
+
+    /// <summary>The parameters that name the shard a lease holds, under its epoch: <c>@job</c>, <c>@shard</c>, <c>@epoch</c>.</summary>
+    private static void AddLease(NpgsqlCommand command, ShardLease lease)
+    {
+        command.Parameters.AddWithValue("job", lease.JobId);
+        command.Parameters.AddWithValue("shard", lease.Shard);
+        command.Parameters.AddWithValue("epoch", lease.Epoch);
+    }
+
+    /// <summary>Marks a running job failed with the reason, in the caller's transaction.</summary>
+    private static async Task FailJobAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string jobId, string reason, CancellationToken cancellationToken)
+    {
+        using var job = new NpgsqlCommand("UPDATE inferpool_jobs SET state = 'failed', error = @reason WHERE id = @job AND state = 'running'", connection, transaction);
+        job.Parameters.AddWithValue("job", jobId);
+        job.Parameters.AddWithValue("reason", reason);
+        await job.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
     private static void CheckAccountsForEveryItem(ShardLease lease, IReadOnlyList<ClusterResult> results)

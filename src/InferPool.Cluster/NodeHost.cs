@@ -52,7 +52,7 @@ public static class NodeHost
             silo.UseAdoNetClustering(o =>
             {
                 o.Invariant = "Npgsql";
-                o.ConnectionString = settings.ConnectionString;
+                o.ConnectionString = ClusterConnection.Resolve(settings.ConnectionString);
             });
             if (settings.FastFailureDetection)
             {
@@ -75,7 +75,7 @@ public static class NodeHost
     /// <param name="cancellationToken">Stops the migration (it runs in one transaction).</param>
     public static async Task PrepareDatabaseAsync(string connectionString, CancellationToken cancellationToken = default)
     {
-        var database = NpgsqlDataSource.Create(connectionString);
+        var database = NpgsqlDataSource.Create(ClusterConnection.Resolve(connectionString));
         await using var _ = database.ConfigureAwait(false);
         await ClusterSchema.EnsureAsync(database, cancellationToken).ConfigureAwait(false);
     }

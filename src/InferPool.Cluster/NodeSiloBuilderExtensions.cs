@@ -21,7 +21,8 @@ public static class NodeSiloBuilderExtensions
         ArgumentNullException.ThrowIfNull(silo);
         ArgumentException.ThrowIfNullOrEmpty(connectionString);
         ArgumentNullException.ThrowIfNull(node);
-        silo.Services.AddSingleton(_ => NpgsqlDataSource.Create(connectionString));
+        var resolved = ClusterConnection.Resolve(connectionString);
+        silo.Services.AddSingleton(_ => NpgsqlDataSource.Create(resolved));
         silo.Services.AddSingleton(sp => new ClusterStore(sp.GetRequiredService<NpgsqlDataSource>()));
         silo.Services.AddSingleton(node);
         silo.Services.AddHostedService<ClusterNode>();

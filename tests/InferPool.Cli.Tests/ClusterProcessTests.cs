@@ -295,6 +295,14 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
         var export = await Cli.RunAsync(Dir, "export", "changed", "--cluster", connection);
         Assert.Equal(2, export.ExitCode);
         Assert.Contains("Only a finished job is exported", export.Err, StringComparison.Ordinal);
+
+        // A JSONL input, untouched: each shard's records are read from the offset the manifest keeps, and all land.
+        Write("records.jsonl", string.Join("\n", ["# records", .. images.Select((image, i) => $$"""{"key": "r{{i}}", "path": "{{image}}"}"""), "", """{"key": "r9", "path": "/nonexistent.png"}"""]));
+        var records = await Cli.RunAsync(Dir, "run", "records.jsonl", "--cluster", connection, "--shard-size", "2", "--job", "records", "-q");
+        Assert.True(records.ExitCode == 1, records.Out + records.Err); // the nonexistent image fails alone
+        Assert.Equal(4L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_results WHERE job_id = 'records' AND status = 'ok'"));
+        Assert.Equal("r9", await TextAsync(database, "SELECT key FROM inferpool_results WHERE job_id = 'records' AND status = 'failed'"));
+        Assert.Equal(2L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_manifest WHERE job_id = 'records' AND record_offset > 0 AND item_index IN (2, 4)"));
     }
 
     [SkippableFact]

@@ -172,6 +172,34 @@ public sealed class ClusterStoreTests(PostgresServer postgres)
         Assert.Equal("shard 0 (items 0+2): no node could read its input (node-a: the input folder /in is empty here; node-b: the input folder /in is not here)", progress.Error);
     }
 
+    [SkippableFact]
+    public async Task The_password_comes_from_the_variable_the_connection_string_names_never_from_the_command_line()
+    {
+        Requirement.Needs(postgres.Unavailable);
+        var variable = $"INFERPOOL_TEST_PASSWORD_{Environment.ProcessId}";
+        Environment.SetEnvironmentVariable(variable, "s3cret;with=odd chars");
+        try
+        {
+            var resolved = ClusterConnection.Resolve($"Host=db;Username=u;PasswordEnv={variable};Database=d");
+            Assert.Equal("s3cret;with=odd chars", new NpgsqlConnectionStringBuilder(resolved).Password);
+            Assert.Equal("Host=db;Username=u;Database=d", ClusterConnection.Resolve("Host=db;Username=u;Database=d"));
+
+            // The real server (trust authentication here) is reached through the resolved string.
+            var store = await ClusterStore.OpenAsync($"{postgres.NewDatabase()};PasswordEnv={variable}");
+            await using (store.Database)
+            {
+                Assert.Empty(await store.JobIdsAsync());
+            }
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(variable, null);
+        }
+
+        var missing = Assert.Throws<ArgumentException>(() => ClusterConnection.Resolve($"Host=db;PasswordEnv={variable}"));
+        Assert.Contains($"the environment variable {variable} (PasswordEnv), which is not set", missing.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Outputs_of_every_element_type_and_shape_are_stored_as_they_came_out()
     {

@@ -31,4 +31,27 @@ public sealed class InputSourceTests : TempFolderTest
         Assert.Equal(3, source.Count());
         Assert.Equal(["a.png", "b/1.jpg", "b/2.png"], items.Select(i => i.Key));
     }
+
+    [Theory]
+    [InlineData("list")]
+    [InlineData("jsonl")]
+    [InlineData("text")]
+    public async Task ReadingFromARecordsPosition_GivesWhatSkippingToItGives(string kind)
+    {
+        // Blank lines, comments, CRLF, a bad line and no final line break: positions must count them all alike.
+        var lines = Enumerable.Range(0, 40).Select(i => i % 7 == 3 ? "" : i % 11 == 5 ? "# comment" : kind == "jsonl" ? $"{{\"key\": \"k{i}\", \"path\": \"f{i}.png\"}}" : $"f{i}.png");
+        var path = Write($"input.{(kind == "jsonl" ? "jsonl" : "txt")}", string.Join("\r\n", lines) + "\n{broken\nlast.png");
+        var source = kind == "text" ? InputSource.OpenTexts(path) : InputSource.Open(path);
+        var all = await source.ReadAsync().ToListAsync();
+        Assert.All(all, i => Assert.NotNull(i.Position));
+
+        foreach (var first in new[] { 0, 1, 5, 17, all.Count - 1 })
+        {
+            var skipped = await source.ReadAsync(first, 6).ToListAsync();
+            var sought = await source.ReadAsync(first, 6, all[first].Position!.Value).ToListAsync();
+
+            Assert.Equal(skipped.Select(i => (i.Key, i.Path, i.Text, i.Error, i.Position)), sought.Select(i => (i.Key, i.Path, i.Text, i.Error, i.Position)));
+            Assert.Equal(all.Skip(first).Take(6).Select(i => i.Key), sought.Select(i => i.Key));
+        }
+    }
 }

@@ -110,9 +110,9 @@ internal static class ClusterSubmit
             }
 
             var file = input.ItemsAreFiles && item.Path is { } path ? new FileInfo(path) : null;
-            yield return file is { Exists: true }
+            yield return (file is { Exists: true }
                 ? new ManifestItem(index, item.Key, file.FullName, file.Length, file.LastWriteTimeUtc)
-                : new ManifestItem(index, item.Key, file?.FullName, null, null);
+                : new ManifestItem(index, item.Key, file?.FullName, null, null)) with { Position = item.Position };
             index++;
         }
     }

@@ -24,8 +24,20 @@ public sealed record InputItem
     /// </summary>
     public JsonElement? Record { get; init; }
 
+    /// <summary>
+    /// Where the item's line starts in its file, for a line-based input (a list, a JSONL or a text file); null for a
+    /// folder's files and table rows. <see cref="InputSource.ReadAsync(long, long?, RecordPosition, CancellationToken)"/>
+    /// starts reading there without reading what comes before.
+    /// </summary>
+    public RecordPosition? Position { get; init; }
+
     /// <summary>An item that fails with <paramref name="error"/>.</summary>
     /// <param name="key">Its key.</param>
     /// <param name="error">Why it is unusable.</param>
     public static InputItem Unusable(string key, string error) => new() { Key = key, Error = error };
 }
+
+/// <summary>Where a record's line starts in a line-based input file.</summary>
+/// <param name="Offset">The byte offset of the line's first byte.</param>
+/// <param name="LinesBefore">How many lines (records, blank lines and comments) come before it.</param>
+public readonly record struct RecordPosition(long Offset, long LinesBefore);

@@ -169,18 +169,33 @@ public sealed class InputSource
     /// <param name="count">How many items at most; null for all the rest.</param>
     /// <param name="cancellationToken">Stops the reading.</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="first"/> or <paramref name="count"/> is negative.</exception>
-    public IAsyncEnumerable<InputItem> ReadAsync(long first, long? count, CancellationToken cancellationToken = default)
+    public IAsyncEnumerable<InputItem> ReadAsync(long first, long? count, CancellationToken cancellationToken = default) =>
+        Read(first, count, null, cancellationToken);
+
+    /// <summary>
+    /// Items <paramref name="first"/> to <paramref name="first"/> + <paramref name="count"/> - 1 of a line-based input,
+    /// reading from <paramref name="from"/> (item <paramref name="first"/>'s <see cref="InputItem.Position"/>, as an
+    /// earlier read gave it) instead of from the start of the file; other inputs are read from their start.
+    /// </summary>
+    /// <param name="first">The index of the first item.</param>
+    /// <param name="count">How many items at most; null for all the rest.</param>
+    /// <param name="from">Where item <paramref name="first"/>'s line starts.</param>
+    /// <param name="cancellationToken">Stops the reading.</param>
+    public IAsyncEnumerable<InputItem> ReadAsync(long first, long? count, RecordPosition from, CancellationToken cancellationToken = default) =>
+        Read(first, count, from, cancellationToken);
+
+    private IAsyncEnumerable<InputItem> Read(long first, long? count, RecordPosition? from, CancellationToken cancellationToken)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(first);
         ArgumentOutOfRangeException.ThrowIfNegative(count ?? 0);
         var items = _kind switch
         {
             Kind.Folder => SkipLong(WalkFolder(_path, _forWorker), first).Select(f => new InputItem { Key = Relative(f), Path = f }),
-            Kind.List => ReadList(first),
-            Kind.TextLines => ReadTextLines(first),
-            Kind.TextJsonl => ReadJsonl(first),
+            Kind.List => ReadList(first, from),
+            Kind.TextLines => ReadTextLines(first, from),
+            Kind.TextJsonl => ReadJsonl(first, from),
             Kind.Table => _table!.Read(first),
-            _ => ReadJsonl(first),
+            _ => ReadJsonl(first, from),
         };
         return Stream(count is { } n ? TakeLong(items, n) : items, cancellationToken);
     }
@@ -240,7 +255,7 @@ public sealed class InputSource
         }
 
         var seen = new Dictionary<string, long>(StringComparer.Ordinal);
-        foreach (var (number, bytes) in ReadRecordLines(_path, 0))
+        foreach (var (number, bytes, _) in ReadRecordLines(_path, 0))
         {
             if (!TryDecode(bytes, out var text))
             {
@@ -293,39 +308,41 @@ public sealed class InputSource
 
     private string Relative(string file) => System.IO.Path.GetRelativePath(_path, file).Replace('\\', '/');
 
-    private IEnumerable<InputItem> ReadList(long first)
+    private IEnumerable<InputItem> ReadList(long first, RecordPosition? from)
     {
         var baseDir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(_path))!;
-        foreach (var (number, bytes) in ReadRecordLines(_path, first))
+        foreach (var (number, bytes, start) in ReadRecordLines(_path, first, from: from))
         {
+            var position = new RecordPosition(start, number - 1);
             if (!TryDecode(bytes, out var text))
             {
-                yield return InputItem.Unusable($"line {number}", $"Line {number} of {_path} is not valid UTF-8.");
+                yield return InputItem.Unusable($"line {number}", $"Line {number} of {_path} is not valid UTF-8.") with { Position = position };
                 continue;
             }
 
             var entry = text.Trim();
-            yield return new InputItem { Key = entry, Path = System.IO.Path.Combine(baseDir, entry) };
+            yield return new InputItem { Key = entry, Path = System.IO.Path.Combine(baseDir, entry), Position = position };
         }
     }
 
-    private IEnumerable<InputItem> ReadTextLines(long first)
+    private IEnumerable<InputItem> ReadTextLines(long first, RecordPosition? from)
     {
-        foreach (var (number, bytes) in ReadRecordLines(_path, first, everyLine: true))
+        foreach (var (number, bytes, start) in ReadRecordLines(_path, first, everyLine: true, from))
         {
             var key = number.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            yield return TryDecode(bytes, out var text)
+            var item = TryDecode(bytes, out var text)
                 ? new InputItem { Key = key, Text = text }
                 : InputItem.Unusable(key, $"Line {number} of {_path} is not valid UTF-8.");
+            yield return item with { Position = new RecordPosition(start, number - 1) };
         }
     }
 
-    private IEnumerable<InputItem> ReadJsonl(long first)
+    private IEnumerable<InputItem> ReadJsonl(long first, RecordPosition? from)
     {
         var baseDir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(_path))!;
-        foreach (var (number, bytes) in ReadRecordLines(_path, first))
+        foreach (var (number, bytes, start) in ReadRecordLines(_path, first, from: from))
         {
-            yield return ParseRecord(number, bytes, baseDir);
+            yield return ParseRecord(number, bytes, baseDir) with { Position = new RecordPosition(start, number - 1) };
         }
     }
 
@@ -396,13 +413,25 @@ public sealed class InputSource
     /// numbered from 1 among all lines. Records before the <paramref name="first"/>th come with null bytes: they are
     /// scanned for their line end and never copied, so counting and skipping cost no allocation per line.
     /// </summary>
-    private static IEnumerable<(long Number, byte[]? Bytes)> ScanRecordLines(string path, long first, bool everyLine = false)
+    /// <remarks>
+    /// With <paramref name="from"/>, scanning starts at that byte offset, as record number <paramref name="first"/>
+    /// after <see cref="RecordPosition.LinesBefore"/> lines. Each record comes with the offset its line starts at.
+    /// </remarks>
+    private static IEnumerable<(long Number, byte[]? Bytes, long Start)> ScanRecordLines(string path, long first, bool everyLine = false, RecordPosition? from = null)
     {
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
         var buffer = new byte[1 << 16];
         var line = new List<byte>(256);
         long number = 0;
         long records = 0;
+        long bufferStart = 0;
+        if (from is { } position)
+        {
+            stream.Seek(position.Offset, SeekOrigin.Begin);
+            (bufferStart, number, records) = (position.Offset, position.LinesBefore, first);
+        }
+
+        var lineStart = bufferStart;
         var atLineStart = true;
         var isRecord = everyLine;
         var partial = false;
@@ -417,10 +446,11 @@ public sealed class InputSource
                     number++;
                     if (isRecord)
                     {
-                        yield return (number, records++ >= first ? TrimCr(line) : null);
+                        yield return (number, records++ >= first ? TrimCr(line) : null, lineStart);
                     }
 
                     line.Clear();
+                    lineStart = bufferStart + i + 1;
                     atLineStart = true;
                     isRecord = everyLine;
                     partial = false;
@@ -439,22 +469,24 @@ public sealed class InputSource
                     line.Add(b);
                 }
             }
+
+            bufferStart += read;
         }
 
         // The last line, when the file does not end with a line break.
         if (isRecord && partial)
         {
-            yield return (number + 1, records >= first ? TrimCr(line) : null);
+            yield return (number + 1, records >= first ? TrimCr(line) : null, lineStart);
         }
     }
 
-    private static IEnumerable<(long Number, byte[] Bytes)> ReadRecordLines(string path, long first, bool everyLine = false)
+    private static IEnumerable<(long Number, byte[] Bytes, long Start)> ReadRecordLines(string path, long first, bool everyLine = false, RecordPosition? from = null)
     {
-        foreach (var (number, bytes) in ScanRecordLines(path, first, everyLine))
+        foreach (var (number, bytes, start) in ScanRecordLines(path, first, everyLine, from))
         {
             if (bytes is not null)
             {
-                yield return (number, bytes);
+                yield return (number, bytes, start);
             }
         }
     }
