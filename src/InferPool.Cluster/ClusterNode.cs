@@ -46,6 +46,9 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
     /// <summary>The commit of the last shard run, which goes on while the next one is leased and run.</summary>
     private Task _commitInFlight = Task.CompletedTask;
 
+    /// <summary>The next shard, leased while the current one ran.</summary>
+    private HeldLease? _next;
+
     /// <summary>Shards this node committed (for tests and logs).</summary>
     public int Committed => Volatile.Read(ref _committed);
 
@@ -71,7 +74,15 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         }
         finally
         {
-            // The last shard's commit lands (or, past the drain time, the shard is handed back) before the node goes.
+            // A shard leased ahead and not started goes back at once; the last shard's commit lands (or, past the
+            // drain time, the shard is handed back) before the node goes.
+            if (_next is { } unstarted)
+            {
+                _next = null;
+                await StopRenewingAsync(unstarted.Lost, unstarted.Renewing).ConfigureAwait(false);
+                await HandBackAsync(unstarted.Lease).ConfigureAwait(false);
+            }
+
             await _commitInFlight.ConfigureAwait(false);
             foreach (var job in _loaded.Values)
             {
@@ -83,6 +94,13 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
     /// <summary>Takes and runs one shard of the oldest running job that has one free; false when there was none.</summary>
     private async Task<bool> TryWorkAsync(CancellationToken stoppingToken, CancellationToken drain)
     {
+        if (_next is { } prefetched)
+        {
+            _next = null;
+            await RunHeldAsync(prefetched, stoppingToken, drain).ConfigureAwait(false);
+            return true;
+        }
+
         IReadOnlyList<ClusterJob> jobs;
         try
         {
@@ -128,19 +146,56 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
                 continue;
             }
 
-            await RunShardAsync(job, coordinator, lease, drain).ConfigureAwait(false);
+            await RunHeldAsync(Hold(job, coordinator, lease, drain), stoppingToken, drain).ConfigureAwait(false);
             return true;
         }
 
         return false;
     }
 
-    /// <summary>Runs and commits one shard; <paramref name="drain"/> fires when a stopping node's drain time is over.</summary>
-    private async Task RunShardAsync(ClusterJob job, IJobCoordinatorGrain coordinator, ShardLease lease, CancellationToken drain)
+    /// <summary>A lease this node holds, its renewal going from the moment it was granted.</summary>
+    private sealed record HeldLease(ClusterJob Job, IJobCoordinatorGrain Coordinator, ShardLease Lease, CancellationTokenSource Lost, Task Renewing);
+
+    private HeldLease Hold(ClusterJob job, IJobCoordinatorGrain coordinator, ShardLease lease, CancellationToken drain)
     {
-        LogShardTaken(logger, options.Name, job.Id, lease.Shard, lease.Epoch, lease.First, lease.Count);
         var lost = CancellationTokenSource.CreateLinkedTokenSource(drain);
-        var renewing = RenewAsync(coordinator, lease, lost, drain);
+        return new HeldLease(job, coordinator, lease, lost, RenewAsync(coordinator, lease, lost, drain));
+    }
+
+    /// <summary>
+    /// Runs a held shard and, while it runs, leases the next shard of the same job, so that the replicas go on to it
+    /// without waiting for a lease call (the next one is renewed while it waits; when the node stops, it is handed back).
+    /// </summary>
+    private async Task RunHeldAsync(HeldLease held, CancellationToken stoppingToken, CancellationToken drain)
+    {
+        var prefetch = stoppingToken.IsCancellationRequested ? Task.FromResult<HeldLease?>(null) : PrefetchAsync(held, drain);
+        await RunShardAsync(held, drain).ConfigureAwait(false);
+        _next = await prefetch.ConfigureAwait(false);
+    }
+
+    private async Task<HeldLease?> PrefetchAsync(HeldLease current, CancellationToken drain)
+    {
+        try
+        {
+            var lease = await current.Coordinator.AcquireAsync(options.Name, _incarnation).WaitAsync(drain).ConfigureAwait(false);
+            return lease is null ? null : Hold(current.Job, current.Coordinator, lease, drain);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !drain.IsCancellationRequested)
+        {
+            LogCoordinatorUnavailable(logger, options.Name, current.Job.Id, ex.Message);
+            return null;
+        }
+        catch (OperationCanceledException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Runs one shard and starts its commit; <paramref name="drain"/> fires when a stopping node's drain time is over.</summary>
+    private async Task RunShardAsync(HeldLease held, CancellationToken drain)
+    {
+        var (job, _, lease, lost, renewing) = held;
+        LogShardTaken(logger, options.Name, job.Id, lease.Shard, lease.Epoch, lease.First, lease.Count);
         List<ClusterResult>? results = null;
         try
         {

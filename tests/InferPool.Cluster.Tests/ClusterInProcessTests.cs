@@ -69,6 +69,19 @@ public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderT
             Assert.Contains("Input x has shape [2]; model input x Float [N,4] fixes dimension 1 at 4.", error, StringComparison.Ordinal);
             Assert.Matches(@"\(on node [^)]+\)$", error);
             Assert.Equal(1, (await store.ProgressAsync("bad", CancellationToken.None))!.Failed);
+
+            // Results the database refuses (here a key in two shards of a job made without a manifest, so the second
+            // commit breaks the primary key) fail the job with PostgreSQL's reason: not retried for ever, not
+            // called "not reachable".
+            Write("twice.jsonl", """
+                {"key": "same", "input": [1, 1, 1, 1]}
+                {"key": "same", "input": [2, 2, 2, 2]}
+                """);
+            await store.CreateJobAsync(new ClusterJob("twice", Path.Combine(Dir, "twice.jsonl"), model, 1, 1, 2, 2, "running"), CancellationToken.None);
+            await WaitForAsync(async () => (await store.ProgressAsync("twice", CancellationToken.None))!.State == "failed");
+            var twice = (await store.ProgressAsync("twice", CancellationToken.None))!;
+            Assert.Contains("the database refused its results: 23505", twice.Error, StringComparison.Ordinal);
+            Assert.Equal(1, twice.Committed);
         }
         finally
         {
