@@ -177,7 +177,7 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
     {
         try
         {
-            var lease = await current.Coordinator.AcquireAsync(options.Name, _incarnation).WaitAsync(drain).ConfigureAwait(false);
+            var lease = await current.Coordinator.AcquireAsync(options.Name, _incarnation, ahead: true).WaitAsync(drain).ConfigureAwait(false);
             return lease is null ? null : Hold(current.Job, current.Coordinator, lease, drain);
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !drain.IsCancellationRequested)

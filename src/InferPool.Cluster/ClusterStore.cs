@@ -450,14 +450,26 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     /// incarnation, and the dead row its predecessor left in the membership table does not make its leases look
     /// abandoned. Leases taken without an incarnation fall back to the name.
     /// </remarks>
-    internal async Task<ShardLease?> AcquireAsync(string jobId, string node, string clusterId, CancellationToken cancellationToken, string? silo = null)
+    /// <param name="jobId">The job.</param>
+    /// <param name="node">The node's name.</param>
+    /// <param name="clusterId">Orleans' cluster id, whose membership says which silos are dead.</param>
+    /// <param name="cancellationToken">Stops the query.</param>
+    /// <param name="silo">The node's silo incarnation (address:port:generation), or null.</param>
+    /// <param name="ahead">
+    /// A lease taken ahead, while the node still runs another shard: granted only while more shards wait than there
+    /// are active nodes, so that near the end of a job a busy node does not hold a shard an idle one could run.
+    /// </param>
+    internal async Task<ShardLease?> AcquireAsync(string jobId, string node, string clusterId, CancellationToken cancellationToken, string? silo = null, bool ahead = false)
     {
         using var command = Database.CreateCommand(
             """
             UPDATE inferpool_shards s
             SET state = 'leased', epoch = s.epoch + 1, owner = @node, owner_silo = @silo, lease_expires = now() + make_interval(secs => j.lease_seconds)
             FROM inferpool_jobs j
-            WHERE j.id = s.job_id AND j.state = 'running' AND (s.job_id, s.shard) = (
+            WHERE j.id = s.job_id AND j.state = 'running'
+              AND (NOT @ahead OR (SELECT count(*) FROM inferpool_shards p WHERE p.job_id = @job AND p.state = 'pending')
+                                 > (SELECT count(*) FROM OrleansMembershipTable WHERE DeploymentId = @cluster AND Status = 3))
+              AND (s.job_id, s.shard) = (
                 SELECT c.job_id, c.shard FROM inferpool_shards c
                 WHERE c.job_id = @job AND (c.state = 'pending'
                     OR (c.state = 'leased' AND (c.lease_expires < now()
@@ -472,6 +484,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
         command.Parameters.AddWithValue("node", node);
         command.Parameters.AddWithValue("silo", (object?)silo ?? DBNull.Value);
         command.Parameters.AddWithValue("cluster", clusterId);
+        command.Parameters.AddWithValue("ahead", ahead);
         using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         return await reader.ReadAsync(cancellationToken).ConfigureAwait(false)
             ? new ShardLease(reader.GetString(0), reader.GetInt32(1), reader.GetInt64(2), reader.GetInt32(3), reader.GetInt64(4), reader.GetInt32(5))

@@ -9,7 +9,8 @@ public interface IJobCoordinatorGrain : IGrainWithStringKey
     /// <summary>The next free shard for <paramref name="node"/>, with a new epoch; null when none is free.</summary>
     /// <param name="node">The node's name.</param>
     /// <param name="silo">The node's silo incarnation (address:port:generation), which tells a restarted node from its dead predecessor of the same name.</param>
-    Task<ShardLease?> AcquireAsync(string node, string? silo);
+    /// <param name="ahead">Taken while the node still runs another shard: granted only while more shards wait than there are active nodes.</param>
+    Task<ShardLease?> AcquireAsync(string node, string? silo, bool ahead = false);
 
     /// <summary>Extends <paramref name="lease"/>; false when the shard has been granted to someone else or is done.</summary>
     Task<bool> RenewAsync(ShardLease lease, string node);
@@ -24,8 +25,8 @@ public interface IJobCoordinatorGrain : IGrainWithStringKey
 /// </summary>
 internal sealed class JobCoordinatorGrain(ClusterStore store, IOptions<ClusterOptions> cluster) : Grain, IJobCoordinatorGrain
 {
-    public Task<ShardLease?> AcquireAsync(string node, string? silo) =>
-        store.AcquireAsync(this.GetPrimaryKeyString(), node, cluster.Value.ClusterId, CancellationToken.None, silo);
+    public Task<ShardLease?> AcquireAsync(string node, string? silo, bool ahead = false) =>
+        store.AcquireAsync(this.GetPrimaryKeyString(), node, cluster.Value.ClusterId, CancellationToken.None, silo, ahead);
 
     public Task<bool> RenewAsync(ShardLease lease, string node)
     {
