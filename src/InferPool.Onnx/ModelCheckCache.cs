@@ -114,6 +114,32 @@ internal static class ModelCheckCache
     private static string HashFileFor(string directory, string fullPath) =>
         Path.Combine(directory, "files", $"{Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(fullPath)))[..32]}.json");
 
+    /// <summary>
+    /// Where a CPU session's optimized graph of the model <paramref name="sha256"/> is kept: per ONNX Runtime version and
+    /// per CPU (its model and feature flags), because full optimization picks kernels and layouts for the CPU it runs on.
+    /// </summary>
+    public static string OptimizedGraphFile(string directory, string sha256) =>
+        Path.Combine(directory, $"{sha256}.ort-{OrtVersion.Value}.cpu-{CpuKey.Value}.optimized.onnx");
+
+    private static readonly Lazy<string> CpuKey = new(() =>
+    {
+        var identity = System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture.ToString();
+        try
+        {
+            if (File.Exists("/proc/cpuinfo"))
+            {
+                // The first processor's model name and flags (features) decide which kernels the optimizer picks.
+                identity += string.Join("\n", File.ReadLines("/proc/cpuinfo").TakeWhile(l => l.Length > 0).Where(l => l.StartsWith("model name", StringComparison.Ordinal) || l.StartsWith("flags", StringComparison.Ordinal) || l.StartsWith("Features", StringComparison.Ordinal)));
+            }
+        }
+        catch (IOException)
+        {
+            // Architecture only.
+        }
+
+        return Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(identity)))[..12];
+    });
+
     public static Entry Describe(string sha256, IReadOnlyList<TensorSpec> inputs, IReadOnlyList<TensorSpec> outputs, BatchingSupport batching, string report) =>
         new(Entry.CurrentVersion, sha256, OrtVersion.Value, [.. inputs.Select(Spec.Of)], [.. outputs.Select(Spec.Of)], batching, report);
 

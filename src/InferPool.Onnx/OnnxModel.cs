@@ -81,6 +81,9 @@ public sealed partial class OnnxModel
     /// <summary>True when this load found its inputs, outputs and batching verdict in the check cache instead of checking the model again.</summary>
     public bool CheckWasCached { get; private init; }
 
+    /// <summary>The cache folder this model was loaded with (where CPU sessions keep their optimized graph), or empty for none.</summary>
+    internal string CacheDirectory { get; private init; } = "";
+
     /// <summary>Where loads keep what they learned about each model file unless told otherwise: <c>INFERPOOL_CACHE_DIR</c>, <c>$XDG_CACHE_HOME/inferpool</c> or <c>~/.cache/inferpool</c>, then <c>models/</c>.</summary>
     public static string DefaultCacheDirectory => ModelCheckCache.DefaultDirectory;
 
@@ -126,6 +129,7 @@ public sealed partial class OnnxModel
             return new OnnxModel(path, sha, cachedBytes, [.. known.Inputs.Select(i => i.ToSpec())], [.. known.Outputs.Select(o => o.ToSpec())], known.Batching, known.Report)
             {
                 CheckWasCached = true,
+                CacheDirectory = cacheDirectory,
             };
         }
 
@@ -152,7 +156,7 @@ public sealed partial class OnnxModel
             ModelCheckCache.TryWrite(cacheDirectory, ModelCheckCache.Describe(sha, inputs, outputs, batching, report));
         }
 
-        return new OnnxModel(path, sha, sessionBytes, inputs, outputs, batching, report);
+        return new OnnxModel(path, sha, sessionBytes, inputs, outputs, batching, report) { CacheDirectory = cacheDirectory };
     }
 
     /// <summary>

@@ -1,3 +1,5 @@
+using InferPool.Devices;
+
 namespace InferPool.Onnx.Tests;
 
 /// <summary>The second load of a model file reuses what the first one checked: no checking session, no parity run.</summary>
@@ -55,6 +57,34 @@ public sealed class ModelCheckCacheTests : IDisposable
         Assert.Equal(Convert.ToHexStringLower(Hash(File.ReadAllBytes(path))), second.Sha256);
         Assert.NotEqual(first.Sha256, second.Sha256);
         Assert.False(second.CheckWasCached);
+    }
+
+    [Fact]
+    public async Task CpuSessions_SaveTheirOptimizedGraph_LaterBuildsLoadItAndComputeTheSame_ADamagedOneIsRebuilt()
+    {
+        var path = TinyModels.Affine(_dir, symbolicBatch: true);
+        var slot = ReplicaPlan.Cpu(1).Slots[0];
+        async Task<(float[] Output, OnnxReplicaInfo Info)> RunOnceAsync()
+        {
+            using var factory = new OnnxReplicaFactory(OnnxModel.Load(path, cacheDirectory: Cache));
+            await using var replica = await factory.CreateAsync(slot);
+            var outcome = Assert.Single(await replica.InferAsync([[1, -2, 3.5f, 0]]));
+            return (outcome.Value![0], Assert.Single(factory.Replicas));
+        }
+
+        var first = await RunOnceAsync();
+        var saved = Assert.Single(Directory.GetFiles(Cache, "*.optimized.onnx"));
+        var second = await RunOnceAsync();
+        File.WriteAllText(saved, "not a model");
+        var third = await RunOnceAsync();
+
+        Assert.Equal([3f, -3, 8, 1], first.Output);
+        Assert.False(first.Info.FromOptimizedGraph);
+        Assert.True(second.Info.FromOptimizedGraph);
+        Assert.Equal(first.Output, second.Output);
+        Assert.False(third.Info.FromOptimizedGraph); // the damaged graph was dropped and the model optimized again
+        Assert.Equal(first.Output, third.Output);
+        Assert.NotEqual("not a model", File.ReadAllText(Assert.Single(Directory.GetFiles(Cache, "*.optimized.onnx")))[..11]);
     }
 
     [Fact]
