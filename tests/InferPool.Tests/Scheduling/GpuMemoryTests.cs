@@ -92,14 +92,21 @@ public sealed class GpuMemoryTests
             GpuMemoryHeadroom = 0.10,
             Monitor = monitor,
         };
-        // No placeholder batches here: each of the first two replicas is measured after its first real batch. After
-        // its first, the first one waits for the second's first, so that the second is sure to get a batch.
+        // No placeholder batches here: each of the first two replicas is measured after its first real batch. So that
+        // neither runs out of work before the measurements are done: after its first batch, the first replica waits
+        // for the second's first, and then both wait until the third (which the cap lets start) is built.
         using var secondCalled = new ManualResetEventSlim();
-        var firstCalls = 0;
+        using var thirdBuilt = new ManualResetEventSlim();
+        var calls = new int[2];
         var factory = new LambdaFactory<int, int>(slot =>
         {
             gpu.Allocate(3 * GiB);
             built.Enqueue(slot.Name);
+            if (slot.IndexOnDevice == 2)
+            {
+                thirdBuilt.Set();
+            }
+
             return new LambdaReplica<int, int>(batch =>
             {
                 if (slot.IndexOnDevice == 1)
@@ -107,7 +114,11 @@ public sealed class GpuMemoryTests
                     secondCalled.Set();
                 }
 
-                Assert.True(slot.IndexOnDevice != 0 || Interlocked.Increment(ref firstCalls) == 1 || secondCalled.Wait(TimeSpan.FromMinutes(1)));
+                if (slot.IndexOnDevice <= 1 && Interlocked.Increment(ref calls[slot.IndexOnDevice]) > 1)
+                {
+                    Assert.True(secondCalled.Wait(TimeSpan.FromMinutes(1)) && thirdBuilt.Wait(TimeSpan.FromMinutes(1)), "the third replica was never built");
+                }
+
                 return [.. batch.Select(Outcome.Success)];
             });
         });
@@ -147,9 +158,17 @@ public sealed class GpuMemoryTests
             Monitor = monitor,
         };
         var built = new ConcurrentQueue<string>();
+        // So that the measured two do not finish the job before the cap lets the others start, they take real items
+        // only once the sixth replica is built.
+        using var sixthBuilt = new ManualResetEventSlim();
         var factory = new WarmUpFactory(slot =>
         {
             built.Enqueue(slot.Name);
+            if (slot.IndexOnDevice == 5)
+            {
+                sixthBuilt.Set();
+            }
+
             if (Interlocked.Exchange(ref context, 1) == 0)
             {
                 gpu.Allocate(2 * GiB);
@@ -160,6 +179,11 @@ public sealed class GpuMemoryTests
             return new LambdaReplica<int, int>(batch =>
             {
                 firstCalls.TryAdd(slot.Name, [.. batch]);
+                if (slot.IndexOnDevice <= 1 && batch[0] >= 0)
+                {
+                    Assert.True(sixthBuilt.Wait(TimeSpan.FromMinutes(1)), "the sixth replica was never built");
+                }
+
                 if (batch.Count > arena)
                 {
                     gpu.Allocate((batch.Count - arena) * GiB / 2);
