@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using System.Text.Json.Serialization.Metadata;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
@@ -35,18 +36,36 @@ internal static class ModelCheckCache
         }
     }
 
-    public static Entry? TryRead(string directory, string sha256)
+    public static Entry? TryRead(string directory, string sha256) =>
+        TryReadJson(FileFor(directory, sha256), CacheJson.Default.Entry) is { Version: Entry.CurrentVersion } entry && entry.Sha256 == sha256 && entry.OnnxRuntime == OrtVersion.Value
+            ? entry
+            : null;
+
+    /// <summary>Keeps what a load checked; a read-only home or a full disk costs the next run a check, nothing else.</summary>
+    public static void TryWrite(string directory, Entry entry) =>
+        TryWriteJson(FileFor(directory, entry.Sha256), entry, CacheJson.Default.Entry);
+
+    /// <summary>Creates the cache folder if it is missing; false when it cannot be (a read-only home, say).</summary>
+    public static bool EnsureDirectory(string directory)
     {
         try
         {
-            var path = FileFor(directory, sha256);
-            if (!File.Exists(path))
-            {
-                return null;
-            }
+            Directory.CreateDirectory(directory);
+            return true;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
 
-            var entry = JsonSerializer.Deserialize(File.ReadAllBytes(path), CacheJson.Default.Entry);
-            return entry is { Version: Entry.CurrentVersion } && entry.Sha256 == sha256 && entry.OnnxRuntime == OrtVersion.Value ? entry : null;
+    /// <summary>A cache file's content, or null when it is missing, unreadable or not what was written.</summary>
+    private static T? TryReadJson<T>(string path, JsonTypeInfo<T> type)
+        where T : class
+    {
+        try
+        {
+            return File.Exists(path) ? JsonSerializer.Deserialize(File.ReadAllBytes(path), type) : null;
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException)
         {
@@ -54,19 +73,19 @@ internal static class ModelCheckCache
         }
     }
 
-    public static void TryWrite(string directory, Entry entry)
+    /// <summary>Writes a cache file whole or not at all (written aside, then renamed into place); failures are ignored.</summary>
+    private static void TryWriteJson<T>(string path, T value, JsonTypeInfo<T> type)
     {
         try
         {
-            Directory.CreateDirectory(directory);
-            var path = FileFor(directory, entry.Sha256);
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
             var temporary = $"{path}.{Environment.ProcessId}.tmp";
-            File.WriteAllBytes(temporary, JsonSerializer.SerializeToUtf8Bytes(entry, CacheJson.Default.Entry));
+            File.WriteAllBytes(temporary, JsonSerializer.SerializeToUtf8Bytes(value, type));
             File.Move(temporary, path, overwrite: true);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            // A read-only home or a full disk costs the next run a check, nothing else.
+            // The next run does the work again.
         }
     }
 
@@ -75,41 +94,15 @@ internal static class ModelCheckCache
     /// size and last write time (to the tick the file system gives) are still what they were then; else null.
     /// Hashing a 90 MB model costs about 200 ms a run; a file rewritten in place changes its time.
     /// </summary>
-    public static string? RememberedSha256(string directory, FileInfo file)
-    {
-        try
-        {
-            var path = HashFileFor(directory, file.FullName);
-            if (!File.Exists(path))
-            {
-                return null;
-            }
+    public static string? RememberedSha256(string directory, FileInfo file) =>
+        TryReadJson(HashFileFor(directory, file.FullName), CacheJson.Default.FileHash) is { } known
+            && known.Path == file.FullName && known.Size == file.Length && known.WriteTimeTicks == file.LastWriteTimeUtc.Ticks
+            ? known.Sha256
+            : null;
 
-            var known = JsonSerializer.Deserialize(File.ReadAllBytes(path), CacheJson.Default.FileHash);
-            return known is not null && known.Path == file.FullName && known.Size == file.Length && known.WriteTimeTicks == file.LastWriteTimeUtc.Ticks ? known.Sha256 : null;
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException)
-        {
-            return null;
-        }
-    }
-
-    /// <summary>Remembers <paramref name="file"/>'s SHA-256 with its path, size and time (best effort).</summary>
-    public static void RememberSha256(string directory, FileInfo file, string sha256)
-    {
-        try
-        {
-            var path = HashFileFor(directory, file.FullName);
-            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            var temporary = $"{path}.{Environment.ProcessId}.tmp";
-            File.WriteAllBytes(temporary, JsonSerializer.SerializeToUtf8Bytes(new FileHash(file.FullName, file.Length, file.LastWriteTimeUtc.Ticks, sha256), CacheJson.Default.FileHash));
-            File.Move(temporary, path, overwrite: true);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            // The next run hashes the file again.
-        }
-    }
+    /// <summary>Remembers <paramref name="file"/>'s SHA-256 with its path, size and time (best effort: else the next run hashes it again).</summary>
+    public static void RememberSha256(string directory, FileInfo file, string sha256) =>
+        TryWriteJson(HashFileFor(directory, file.FullName), new FileHash(file.FullName, file.Length, file.LastWriteTimeUtc.Ticks, sha256), CacheJson.Default.FileHash);
 
     private static string HashFileFor(string directory, string fullPath) =>
         Path.Combine(directory, "files", $"{Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(fullPath)))[..32]}.json");

@@ -90,13 +90,29 @@ internal sealed class SessionBuilder : IDisposable
         }
 
         string? saving = null;
-        if (optimized is not null)
+        if (optimized is not null && ModelCheckCache.EnsureDirectory(_model.CacheDirectory))
         {
             saving = $"{optimized}.{Environment.ProcessId}.tmp";
             sessionOptions.OptimizedModelFilePath = saving;
+            // ONNX Runtime warns that the saved graph is specific to this CPU: it is kept per CPU for that reason.
+            sessionOptions.LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
         }
 
-        var session = NewSession(_model.SessionBytes, sessionOptions);
+        InferenceSession session;
+        try
+        {
+            session = NewSession(_model.SessionBytes, sessionOptions);
+        }
+        catch (Exception) when (saving is not null)
+        {
+            // Saving the graph failed (a cache folder that cannot be written): the session is built without saving it;
+            // a failure of the model itself shows again here, with its own message.
+            TryDelete(saving);
+            saving = null;
+            sessionOptions.OptimizedModelFilePath = "";
+            session = NewSession(_model.SessionBytes, sessionOptions);
+        }
+
         if (saving is not null)
         {
             try

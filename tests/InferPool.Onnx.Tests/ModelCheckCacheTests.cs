@@ -88,6 +88,28 @@ public sealed class ModelCheckCacheTests : IDisposable
     }
 
     [Fact]
+    public async Task CpuSessions_WhoseGraphCannotBeSaved_AreBuiltAllTheSame()
+    {
+        var path = TinyModels.Affine(_dir, symbolicBatch: true);
+        var slot = ReplicaPlan.Cpu(1).Slots[0];
+
+        // A cache folder that cannot exist (its parent is a file), and one where the graph's file cannot be written
+        // (a folder stands where ONNX Runtime would write it).
+        var model = OnnxModel.Load(path, cacheDirectory: Cache);
+        Directory.CreateDirectory(ModelCheckCache.OptimizedGraphFile(Cache, model.Sha256) + $".{Environment.ProcessId}.tmp");
+        foreach (var cache in new[] { Path.Combine(path, "cache"), Cache })
+        {
+            using var factory = new OnnxReplicaFactory(OnnxModel.Load(path, cacheDirectory: cache));
+            await using var replica = await factory.CreateAsync(slot);
+            var outcome = Assert.Single(await replica.InferAsync([[1, -2, 3.5f, 0]]));
+            Assert.Equal(new[] { 3f, -3, 8, 1 }, outcome.Value![0]);
+            Assert.False(Assert.Single(factory.Replicas).FromOptimizedGraph);
+        }
+
+        Assert.Empty(Directory.GetFiles(Cache, "*.optimized.onnx"));
+    }
+
+    [Fact]
     public void Load_ChangedFileOrDamagedCache_ChecksAgain()
     {
         var path = TinyModels.Mixed(_dir);
