@@ -479,10 +479,7 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
                     continue;
                 }
 
-                if ((m.Size is { } size && file.Length != size) || (m.Modified is { } modified && !SameTime(file.LastWriteTimeUtc, modified)))
-                {
-                    throw new ShardFailedException($"{m.Path} changed since the job was submitted (size {m.Size} → {file.Length}, modified {m.Modified:O} → {file.LastWriteTimeUtc:O}); submit the job again to run the new input");
-                }
+                ThrowIfChanged(file, m.Size, m.Modified);
 
                 items.Add(new InputItem { Key = m.Key, Path = m.Path });
             }
@@ -499,10 +496,7 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
                 throw new InputUnreadableException($"the input {job.Input} is not on node {options.Name}");
             }
 
-            if ((job.InputSize is { } size && info.Length != size) || (job.InputModified is { } at && !SameTime(info.LastWriteTimeUtc, at)))
-            {
-                throw new ShardFailedException($"the input {job.Input} changed since the job was submitted (size {job.InputSize} → {info.Length}, modified {job.InputModified:O} → {info.LastWriteTimeUtc:O}); submit the job again to run the new input");
-            }
+            ThrowIfChanged(info, job.InputSize, job.InputModified);
 
             source = InputSource.Open(job.Input, forWorker: job.Worker is not null);
         }
@@ -535,8 +529,17 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         return items;
     }
 
-    /// <summary>Equal to the microsecond, as PostgreSQL keeps times (a file system may keep them to the nanosecond).</summary>
-    private static bool SameTime(DateTime onDisk, DateTime stored) => onDisk.Ticks / 10 == stored.Ticks / 10;
+    /// <summary>
+    /// A file whose size or last write time is not what the submitter found (times compared to the microsecond, as
+    /// PostgreSQL keeps them) changed since the job was submitted: the shard fails.
+    /// </summary>
+    private static void ThrowIfChanged(FileInfo file, long? size, DateTime? modified)
+    {
+        if ((size is { } s && file.Length != s) || (modified is { } m && file.LastWriteTimeUtc.Ticks / 10 != m.Ticks / 10))
+        {
+            throw new ShardFailedException($"{file.FullName} changed since the job was submitted (size {size} → {file.Length}, modified {modified:O} → {file.LastWriteTimeUtc:O}); submit the job again to run the new input");
+        }
+    }
 
     /// <summary>
     /// A folder that is missing, unreadable or empty on this node while the manifest lists its files (an unmounted

@@ -73,8 +73,6 @@ internal sealed class StatusCommand(IAnsiConsole console, ErrorOutput errors) : 
             return errors.Fail($"the cluster database is not reachable: {ex.Message}");
         }
     }
-
-    internal static string Describe(JobProgress p) => ClusterFollow.Describe(p);
 }
 
 /// <summary><c>inferpool cancel JOB</c>: no more shards are handed out; a shard being committed still lands.</summary>

@@ -69,7 +69,7 @@ internal sealed class ExportCommand(IAnsiConsole console, ErrorOutput errors) : 
             if (!progress.Finished)
             {
                 // Only a finished job's items are 0 … n-1 each committed once, which is what makes the export resumable by row count.
-                return errors.Fail($"{StatusCommand.Describe(progress)}. Only a finished job is exported; follow it with 'inferpool status {job.Id}'.");
+                return errors.Fail($"{ClusterFollow.Describe(progress)}. Only a finished job is exported; follow it with 'inferpool status {job.Id}'.");
             }
 
             var format = OutputFormat.Parse(settings.Format);

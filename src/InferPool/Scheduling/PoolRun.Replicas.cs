@@ -145,7 +145,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
                     gate.Before[1] = null;
                     ResolveGpuMeasurement(slot, gate, capThisSlot: false);
                 }
-                else if (slot.IndexOnDevice == 1 || measuring)
+                else
                 {
                     gate.Cap.TrySetResult(int.MaxValue);
                 }
@@ -391,9 +391,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
             return true;
         }
 
-        var cap = gate.Before[1] is { } beforeSecond && gate.After[1] is { } afterSecond
-            ? GpuReplicaCap.Compute(slot.Device, before, after, beforeSecond, afterSecond, slot.ReplicasOnDevice, _options.GpuMemoryHeadroom)
-            : GpuReplicaCap.Compute(slot.Device, before, after, slot.ReplicasOnDevice, _options.GpuMemoryHeadroom);
+        var cap = GpuReplicaCap.Compute(slot.Device, before, after, gate.Before[1], gate.After[1], slot.ReplicasOnDevice, _options.GpuMemoryHeadroom);
         gate.Reason = cap.Reason;
         LogReplicaEvent(_log, LogLevel.Information, cap.Reason, null);
         gate.Cap.TrySetResult(cap.Replicas);
