@@ -299,9 +299,11 @@ public sealed class WorkerRunTests : TempFolderTest
 
         Assert.True(process.ExitCode == 0, await stdout + await stderr);
         var rows = JsonDocument.Parse(File.ReadAllText(json)).RootElement.EnumerateArray().ToList();
-        Assert.Equal(4, rows.Count);
+        // Two loop rows, the two sweep rows, then the memory cap and out-of-memory checks (GPU only) and the pull check.
+        Assert.Equal(7, rows.Count);
         Assert.All(rows.Take(2), r => Assert.True(r.GetProperty("img_per_s").GetDouble() > 0 && r.GetProperty("startup_s").GetDouble() >= 0));
-        Assert.All(rows.Skip(2), r => Assert.Contains("FileNotFoundError", r.GetProperty("error").GetString(), StringComparison.Ordinal));
+        Assert.All(rows.Skip(2).Take(2).Append(rows[6]), r => Assert.Contains("FileNotFoundError", r.GetProperty("error").GetString(), StringComparison.Ordinal));
+        Assert.All(rows.Skip(4).Take(2), r => Assert.Equal("needs a GPU", r.GetProperty("error").GetString()));
     }
 
     private static readonly Lazy<string?> PythonWithTorch = new(() =>

@@ -75,8 +75,9 @@ def _exit_when_stdin_closes():
 
 
 def _out_of_memory(exc):
-    """torch.cuda.OutOfMemoryError (and anything else that says so): InferPool halves the batch instead."""
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+    """torch.cuda.OutOfMemoryError (and cuBLAS/cuDNN allocation failures): InferPool halves the batch instead."""
+    text = str(exc).lower()
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text or "status_alloc_failed" in text
 
 
 def _sticky_device_error(exc):
