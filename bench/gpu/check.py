@@ -141,6 +141,7 @@ def main():
     parser.add_argument("--batch", type=int, default=32, help="the larger batch size tried beside 1")
     parser.add_argument("--repeat", type=int, default=10, help="each of the 20 sample images this many times")
     parser.add_argument("--start-timeout", type=int, default=600, help="seconds a worker may take to import torch and load (a cold start on a busy machine is slow)")
+    parser.add_argument("--sweep-batches", help="batch sizes the sweep tries (default: 1 and --batch)")
     parser.add_argument("--sections", default="loops,sweep,cap,oom,pull",
                         help="what to run: loops (plain PyTorch), sweep (replicas x batches), cap (memory cap), oom (real out-of-memory), pull (unequal replicas)")
     parser.add_argument("--cap-replicas", type=int, default=3, help="cap: the headroom is set so that about this many of 8 replicas fit")
@@ -217,7 +218,9 @@ def main():
             total = torch.cuda.mem_get_info()[1] / 2**30
             headroom = round(max(0.0, 1 - (args.cap_replicas + 0.5) * (args.hold_gib + 1) / total), 3)
             out = os.path.join(work, "cap")
-            _, detail, text = inferpool(args.inferpool, single, out, args.device, 8, args.batch, args.start_timeout,
+            # Batch 1 over the 2n images, so the job outlasts the first two replicas' start-up (they are measured one
+            # after the other, and only the second one's figure sets the cap).
+            _, detail, text = inferpool(args.inferpool, double, out, args.device, 8, 1, args.start_timeout,
                                         worker_args=["--hold-gib", str(args.hold_gib)], extra=["--gpu-headroom", str(headroom), "--format", "jsonl"])
             capped = re.search(r"capped at (\d+) of 8 planned replicas", text)
             replicas = len(rows_per_replica_or_empty(out))
@@ -230,7 +233,8 @@ def main():
             out = os.path.join(work, "oom")
             _, detail, text = inferpool(args.inferpool, single, out, args.device, 1, args.batch, args.start_timeout,
                                         worker_args=["--oom-above", str(args.oom_above)], extra=["--format", "jsonl"])
-            halvings = re.findall(r"ran out of memory on a batch of (\d+); it now takes at most (\d+)", text)
+            # Each halving is in the log (stderr) and in the summary's notes: count the notes only.
+            halvings = re.findall(r"Note: Replica .* ran out of memory on a batch of (\d+); it now takes at most (\d+)", text)
             passed = bool(halvings) and all_ok(text)
             steps = ", ".join(f"{a}->{b}" for a, b in halvings) or "none"
             return passed, f"batch {args.batch}, filled to fit about {args.oom_above}: halvings {steps}; {detail}", text
@@ -253,7 +257,7 @@ def main():
             measure(f"plain loop, batch {args.batch}", lambda: plain_loop(paths, args.device, args.batch))
         if "sweep" in sections:
             for replicas in [int(r) for r in args.replicas.split(",")]:
-                for batch in (1, args.batch):
+                for batch in [int(b) for b in (args.sweep_batches or f"1,{args.batch}").split(",")]:
                     measure(f"inferpool --worker, {replicas} replica(s), batch {batch}", lambda: whole_runs(replicas, batch))
         if "cap" in sections:
             if gpu is None:

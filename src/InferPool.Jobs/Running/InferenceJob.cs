@@ -99,9 +99,17 @@ public sealed class InferenceJob
         }
 
         var notes = new List<string>();
+        var capped = new List<(string Slot, string Message)>();
         void Note(object? sender, ReplicaEvent e)
         {
-            if (e.Kind is ReplicaEventKind.Capped or ReplicaEventKind.BatchLimitHalved or ReplicaEventKind.DeviceRemoved)
+            if (e.Kind is ReplicaEventKind.Capped)
+            {
+                lock (notes)
+                {
+                    capped.Add((e.Slot.Name, e.Message));
+                }
+            }
+            else if (e.Kind is ReplicaEventKind.BatchLimitHalved or ReplicaEventKind.DeviceRemoved)
             {
                 lock (notes)
                 {
@@ -216,7 +224,7 @@ public sealed class InferenceJob
             StoppedOnFailure = stoppedEarly && !stopIntake.IsCancellationRequested,
             FailedEarlier = start.CommittedFailures,
             Gpus = GpuUsage,
-            Notes = [.. notes],
+            Notes = [.. CappedNotes(capped), .. notes], // the pool has stopped: no more events
         };
     }
 
@@ -242,5 +250,14 @@ public sealed class InferenceJob
         public static readonly NoGpus Instance = new();
 
         public GpuReading? Read(Device gpu) => null;
+    }
+
+    /// <summary>One note per GPU cap, naming the replicas it left out, instead of the same reason once for each of them.</summary>
+    internal static List<string> CappedNotes(List<(string Slot, string Message)> capped)
+    {
+        const string Prefix = " is not started: ";
+        return [.. capped
+            .GroupBy(c => c.Message[(c.Message.IndexOf(Prefix, StringComparison.Ordinal) + Prefix.Length)..], StringComparer.Ordinal)
+            .Select(g => g.Count() == 1 ? g.First().Message : $"Replicas {string.Join(", ", g.Select(c => c.Slot).Order(StringComparer.Ordinal))} are not started: {g.Key}")];
     }
 }

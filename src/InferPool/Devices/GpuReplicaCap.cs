@@ -23,6 +23,31 @@ public sealed record GpuReplicaCap(int Replicas, string Reason)
     public static GpuReplicaCap Compute(Device gpu, GpuReading before, GpuReading after, int planned, double headroom) =>
         Compute(gpu, before, after, null, null, planned, headroom);
 
+    /// <summary>
+    /// The cap when every planned replica fits even if each took what the first one did, which includes what all of a
+    /// process's sessions share and so is the most any one replica costs: then the second need not be measured, and the
+    /// others can start at once. Null when they might not all fit, or nothing was measured.
+    /// </summary>
+    /// <param name="gpu">The GPU.</param>
+    /// <param name="before">Its memory before the first replica was built.</param>
+    /// <param name="after">Its memory once the first replica had run a full batch.</param>
+    /// <param name="planned">Replicas planned for it.</param>
+    /// <param name="headroom">Share of its total memory to keep free, 0 to 1.</param>
+    public static GpuReplicaCap? AllFitAtFirstCost(Device gpu, GpuReading before, GpuReading after, int planned, double headroom)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(planned, 1);
+        var first = before.FreeMemoryBytes - after.FreeMemoryBytes;
+        var keep = (long)(headroom * after.TotalMemoryBytes);
+        if (planned < 2 || first <= 0 || after.FreeMemoryBytes - keep < (planned - 1) * first)
+        {
+            return null;
+        }
+
+        return new GpuReplicaCap(planned, string.Create(
+            CultureInfo.InvariantCulture,
+            $"{gpu}: all {planned} planned replicas fit even if each takes what the first did ({first / MiB:F0} MiB, with what the replicas share); {after.FreeMemoryBytes / MiB:F0} MiB of {after.TotalMemoryBytes / MiB:F0} MiB were then free, and {headroom:P0} ({keep / MiB:F0} MiB) is kept free, so the others start at once"));
+    }
+
     /// <summary>Works out the cap from the first replica and, when it was measured, the second.</summary>
     /// <param name="gpu">The GPU.</param>
     /// <param name="before">Its memory before the first replica was built.</param>

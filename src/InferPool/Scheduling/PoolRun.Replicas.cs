@@ -20,7 +20,8 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
         var gate = _gpuGates.GetValueOrDefault(slot.Device);
         // The first two replicas on a GPU are measured, one after the other and alone: the first one's cost includes
         // what every session of the process shares, the second one's is what each more costs. The others start once
-        // it is known how many fit.
+        // it is known how many fit; when all fit even at the first one's cost, the second is not measured and the
+        // rest start as soon as the first is.
         var measuring = gate is not null && slot.IndexOnDevice <= 1;
         try
         {
@@ -380,6 +381,16 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
         gate.After[index] = gate.Before[index] is null ? null : _options.GpuTelemetry!.Read(slot.Device);
         if (index == 0)
         {
+            // When every planned replica fits even at what the first one took (its figure includes what they share,
+            // so it is the most any one costs), the second is not measured: the rest start at once.
+            if (gate.Before[0] is { } b && gate.After[0] is { } a
+                && GpuReplicaCap.AllFitAtFirstCost(slot.Device, b, a, slot.ReplicasOnDevice, _options.GpuMemoryHeadroom) is { } fit)
+            {
+                gate.Reason = fit.Reason;
+                LogReplicaEvent(_log, LogLevel.Information, fit.Reason, null);
+                gate.Cap.TrySetResult(fit.Replicas);
+            }
+
             gate.FirstMeasured.TrySetResult();
             return true;
         }

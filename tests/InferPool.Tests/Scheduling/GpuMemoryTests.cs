@@ -209,6 +209,69 @@ public sealed class GpuMemoryTests
         Assert.True(gpu.FreeBytes >= 4 * GiB, $"{gpu.FreeBytes / GiB} GiB free");
     }
 
+    [Fact]
+    public async Task Run_WhenAllFitAtTheFirstReplicasCost_StartsTheRestAtOnceWithoutMeasuringTheSecond()
+    {
+        // As on the first real GPU (an H200, 140 GiB): a replica takes about 0.5 GiB, so 4 of them fit many times
+        // over even at the first one's cost. Only the first is measured (on a placeholder batch); the second runs no
+        // placeholder batch, and nothing is capped. Each replica's first real batch waits until all four are built,
+        // so the job cannot finish on the first replica alone before the others start.
+        var gpu = new FakeGpu(140 * GiB);
+        var firstCalls = new ConcurrentDictionary<string, IReadOnlyList<int>>(StringComparer.Ordinal);
+        var events = new ConcurrentQueue<ReplicaEvent>();
+        var monitor = new PoolMonitor();
+        monitor.ReplicaChanged += (_, e) => events.Enqueue(e);
+        using var allBuilt = new CountdownEvent(4);
+        var options = new InferencePoolOptions
+        {
+            Replicas = Plan(("cuda:0", 4)),
+            MaxBatchSize = 4,
+            GpuTelemetry = gpu,
+            GpuMemoryHeadroom = 0.10,
+            Monitor = monitor,
+        };
+        var factory = new WarmUpFactory(slot =>
+        {
+            gpu.Allocate(GiB / 2);
+            allBuilt.Signal();
+            return new LambdaReplica<int, int>(batch =>
+            {
+                firstCalls.TryAdd(slot.Name, [.. batch]);
+                if (batch[0] >= 0)
+                {
+                    Assert.True(allBuilt.Wait(TimeSpan.FromMinutes(1)), "not every replica was built");
+                }
+
+                return [.. batch.Select(Outcome.Success)];
+            });
+        });
+
+        var results = await CollectBoundedAsync(InferencePool.RunAsync(FailureTests.AsyncRange(100), factory, options));
+
+        Assert.Equal(100, results.Count(r => r.IsSuccess));
+        Assert.Equal(Enumerable.Repeat(-1, 4), firstCalls["cuda:0#0"]); // the first is measured on a placeholder batch
+        Assert.All(firstCalls.Where(c => c.Key != "cuda:0#0"), c => Assert.True(c.Value[0] >= 0, $"{c.Key} ran a placeholder batch"));
+        Assert.DoesNotContain(events, e => e.Kind == ReplicaEventKind.Capped);
+    }
+
+    [Theory]
+    [InlineData(140, 139, 8, true)] // 1 GiB each: 7 more fit at once
+    [InlineData(40, 33, 8, false)] // 7 GiB (context included): 7 more would not fit at that cost; the second is measured
+    [InlineData(40, 33, 1, false)] // one planned: nothing to decide
+    [InlineData(40, 40, 4, false)] // nothing measured
+    public void AllFitAtFirstCost_OnlyWhenEveryPlannedReplicaFitsAtTheFirstOnesFigure(long total, long freeAfter, int planned, bool fits)
+    {
+        GpuReading Free(long gib) => new(total * GiB, gib * GiB, null);
+        var cap = GpuReplicaCap.AllFitAtFirstCost(Device.Cuda(0), Free(total), Free(freeAfter), planned, 0.10);
+
+        Assert.Equal(fits, cap is not null);
+        if (cap is not null)
+        {
+            Assert.Equal(planned, cap.Replicas);
+            Assert.Contains("so the others start at once", cap.Reason, StringComparison.Ordinal);
+        }
+    }
+
     [Theory]
     [InlineData(40, 33, 28, 8, 6)] // the second's 5 GiB counts for each more, not the first's 7
     [InlineData(10, 5, 0, 4, 1)] // the second left less than the headroom: it goes too
