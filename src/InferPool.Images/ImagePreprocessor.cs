@@ -15,7 +15,6 @@ public sealed class ImagePreprocessor
     // mipmap chain keeps the reduction antialiased. Building the chain costs more than the rest of the
     // preparation, so it is used only where it is needed.
     private static readonly SKSamplingOptions Bilinear = new(SKFilterMode.Linear, SKMipmapMode.None);
-    private static readonly SKSamplingOptions Mipmapped = new(SKFilterMode.Linear, SKMipmapMode.Linear);
 
     /// <summary>The largest image accepted by default: 100 million pixels (a 10,000 × 10,000 photo), checked from the header.</summary>
     public const long DefaultMaxPixels = 100_000_000;
@@ -206,24 +205,74 @@ public sealed class ImagePreprocessor
 
     private SKBitmap ResizeAndCrop(SKBitmap source)
     {
-        // Resize so the shorter side is ResizeShorter, then take the centre Size×Size: done as one draw of
-        // the matching source rectangle.
+        // Resize so the shorter side is ResizeShorter, then take the centre Size×Size: done as draws of the matching
+        // source rectangle. Bilinear filtering alone aliases below half scale, so a larger reduction first halves
+        // the crop (each halving averages 2×2 pixels) until one bilinear step of at most 2× is left. Skia's
+        // mipmapped filtering would do the same job, but it builds a whole mip chain of the source on every draw
+        // (measured: 11 ms of a 15 ms preparation for a 550×660 PNG).
         var scale = (double)ResizeShorter / Math.Min(source.Width, source.Height);
-        var scaledW = source.Width * scale;
-        var scaledH = source.Height * scale;
-        var left = (scaledW - Size) / 2 / scale;
-        var top = (scaledH - Size) / 2 / scale;
         var side = Size / scale;
-        var sourceRect = SKRect.Create((float)left, (float)top, (float)side, (float)side);
-
-        var result = new SKBitmap(new SKImageInfo(Size, Size, SKColorType.Rgba8888, SKAlphaType.Premul));
-        using var canvas = new SKCanvas(result);
+        var rect = SKRect.Create((float)((source.Width - side) / 2), (float)((source.Height - side) / 2), (float)side, (float)side);
         using var pixels = source.PeekPixels();
-        using var image = SKImage.FromPixels(pixels);
-        canvas.Clear(SKColors.Black);
-        canvas.DrawImage(image, sourceRect, SKRect.Create(0, 0, Size, Size), scale >= 0.5 ? Bilinear : Mipmapped);
-        canvas.Flush();
-        return result;
+        var image = SKImage.FromPixels(pixels);
+        try
+        {
+            while (rect.Width > 2 * Size)
+            {
+                // An even, pixel-aligned block around the crop, drawn at exactly half size: each target pixel then
+                // samples midway between four source pixels, which bilinear filtering weighs equally.
+                var (x, w) = EvenSpan(rect.Left, rect.Right, image.Width);
+                var (y, h) = EvenSpan(rect.Top, rect.Bottom, image.Height);
+                var reduced = Draw(image, SKRectI.Create(x, y, w, h), w / 2, h / 2);
+                image.Dispose();
+                image = reduced;
+                rect = SKRect.Create((rect.Left - x) / 2, (rect.Top - y) / 2, rect.Width / 2, rect.Height / 2);
+            }
+
+            var result = new SKBitmap(new SKImageInfo(Size, Size, SKColorType.Rgba8888, SKAlphaType.Premul));
+            using var canvas = new SKCanvas(result);
+            canvas.Clear(SKColors.Black);
+            canvas.DrawImage(image, rect, SKRect.Create(0, 0, Size, Size), Bilinear);
+            canvas.Flush();
+            return result;
+        }
+        finally
+        {
+            image.Dispose();
+        }
+    }
+
+    /// <summary>The source rectangle drawn into a new raster image of the given size, bilinear.</summary>
+    private static SKImage Draw(SKImage image, SKRectI source, int width, int height)
+    {
+        using var surface = SKSurface.Create(new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Premul));
+        surface.Canvas.DrawImage(image, source, SKRect.Create(0, 0, width, height), Bilinear);
+        return surface.Snapshot();
+    }
+
+    /// <summary>Whole pixels from at or before <paramref name="from"/> to at or after <paramref name="to"/>, an even count, inside 0..<paramref name="limit"/>.</summary>
+    private static (int Start, int Length) EvenSpan(float from, float to, int limit)
+    {
+        var start = (int)Math.Floor(from);
+        var length = (int)Math.Ceiling(to) - start;
+        if (length % 2 == 1)
+        {
+            if (start + length < limit)
+            {
+                length++;
+            }
+            else if (start > 0)
+            {
+                start--;
+                length++;
+            }
+            else
+            {
+                length--; // the whole side, and it is odd: its last pixel is left out
+            }
+        }
+
+        return (start, length);
     }
 
     private static string Describe(SKCodecResult result) => result switch

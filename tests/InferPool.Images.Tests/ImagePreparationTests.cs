@@ -57,6 +57,51 @@ public sealed class ImagePreparationTests
         Assert.Equal((grey[100] * 0.229f) + 0.485f, (grey[plane + 100] * 0.224f) + 0.456f, 3);
     }
 
+    [Theory]
+    [InlineData(1024)] // scale 0.25: two halvings, then bilinear
+    [InlineData(2000)] // scale 0.128: three halvings
+    [InlineData(660)] // scale 0.39: one halving
+    public void Prepare_LargeImageWithAOnePixelPattern_IsAveragedToGreyNotAliased(int side)
+    {
+        // Black and white one-pixel stripes: a reduction that only samples (bilinear below half scale) keeps
+        // stripes or moiré; one that averages gives an even mid grey.
+        using var bitmap = new SKBitmap(side, side);
+        for (var y = 0; y < side; y++)
+        {
+            for (var x = 0; x < side; x++)
+            {
+                bitmap.SetPixel(x, y, x % 2 == 0 ? SKColors.White : SKColors.Black);
+            }
+        }
+
+        var raw = new ImagePreprocessor(new RawRgb()).Prepare(EncodePng(bitmap));
+
+        var plane = raw.AsSpan(0, 224 * 224).ToArray();
+        Assert.All(plane, v => Assert.InRange(v, 0.40f, 0.60f));
+    }
+
+    private static byte[] EncodePng(SKBitmap bitmap)
+    {
+        using var image = SKImage.FromBitmap(bitmap);
+        using var data = image.Encode(SKEncodedImageFormat.Png, 100);
+        return data.ToArray();
+    }
+
+    /// <summary>Pixel values scaled to 0..1, no mean or std: what the resize left.</summary>
+    private sealed class RawRgb : PixelNormalization
+    {
+        public override void Write(ReadOnlySpan<byte> rgba, int size, Span<float> chw)
+        {
+            var plane = size * size;
+            for (var i = 0; i < plane; i++)
+            {
+                chw[i] = rgba[4 * i] / 255f;
+                chw[plane + i] = rgba[(4 * i) + 1] / 255f;
+                chw[(2 * plane) + i] = rgba[(4 * i) + 2] / 255f;
+            }
+        }
+    }
+
     private static SKBitmap Rotate(SKBitmap source, int clockwiseDegrees)
     {
         if (clockwiseDegrees == 0)
