@@ -68,29 +68,19 @@ if (args.Contains("--memory"))
 
 if (args.Contains("--startup"))
 {
-    // When each replica starts and the first results arrive, relative to the job's start.
-    var options = new JobOptions { Input = InputSource.Open(list), Engine = new OnnxEngine(choice, onnx), OutputDirectory = Path.Combine(work, "out"), Plan = ReplicaPlan.Cpu(2), BatchSize = 1, PrepareWorkers = cores, RowsPerPart = 10_000, DuplicateKeys = DuplicateKeys.MakeUnique, Force = true };
-    var job = new InferenceJob(options, NullLogger.Instance, TimeProvider.System);
-    var t0 = Stopwatch.GetTimestamp();
-    job.Monitor.ReplicaChanged += (_, e) => Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Stopwatch.GetElapsedTime(t0).TotalMilliseconds,7:F0} ms  {e.Message}"));
-    var probe = Task.Run(async () =>
+    // The job's phases as figures (what `inferpool run -v` logs): when each step was reached, and the replicas' busy
+    // share. The first run of the process pays for loading the runtime and compiling code; later runs do not.
+    for (var run = 1; run <= rounds; run++)
     {
-        long seen = 0;
-        while (seen < items)
+        var options = new JobOptions { Input = InputSource.Open(list), Engine = new OnnxEngine(choice, onnx), OutputDirectory = Path.Combine(work, "out"), Plan = ReplicaPlan.Cpu(JobDefaults.CpuReplicas(cores, null)), PrepareWorkers = cores, RowsPerPart = 10_000, DuplicateKeys = DuplicateKeys.MakeUnique, Force = true };
+        var summary = await new InferenceJob(options, NullLogger.Instance, TimeProvider.System).RunAsync();
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"run {run}: {items} items, busy {summary.Final.Devices.Sum(d => d.BusyFraction * d.ReplicasPlanned) / summary.Final.Devices.Sum(d => d.ReplicasPlanned):P0}"));
+        foreach (var phase in summary.Phases)
         {
-            var done = job.Monitor.Snapshot().Completed;
-            if (done != seen && (seen == 0 || done / 50 != seen / 50))
-            {
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Stopwatch.GetElapsedTime(t0).TotalMilliseconds,7:F0} ms  {done} done"));
-            }
-
-            seen = done;
-            await Task.Delay(20);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {phase.At.TotalMilliseconds,7:F0} ms  {phase.Name}"));
         }
-    });
-    await job.RunAsync();
-    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Stopwatch.GetElapsedTime(t0).TotalMilliseconds,7:F0} ms  job done"));
-    await probe;
+    }
+
     return;
 }
 

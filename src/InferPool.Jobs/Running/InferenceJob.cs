@@ -26,7 +26,7 @@ namespace InferPool.Jobs;
 /// var summary = await job.RunAsync();
 /// </code>
 /// </example>
-public sealed class InferenceJob
+public sealed partial class InferenceJob
 {
     private readonly JobOptions _options;
     private readonly ILogger _logger;
@@ -85,6 +85,19 @@ public sealed class InferenceJob
     public async Task<JobSummary> RunAsync(CancellationToken stopIntake, CancellationToken cancellationToken)
     {
         var engine = _options.Engine;
+        var runStarted = _timeProvider.GetTimestamp();
+        var phases = new List<JobPhase>();
+        void Phase(string name)
+        {
+            var at = _timeProvider.GetElapsedTime(runStarted);
+            lock (phases)
+            {
+                phases.Add(new JobPhase(name, at));
+            }
+
+            LogPhase(_logger, name, at.TotalMilliseconds);
+        }
+
         if (_options.DuplicateKeys == DuplicateKeys.Fail)
         {
             _options.Input.CheckKeysUnique();
@@ -92,6 +105,7 @@ public sealed class InferenceJob
 
         var identity = new JobIdentity(engine.Name, engine.Fingerprint, _options.Input.FullPath, _options.Format.Name, [.. engine.Columns.Select(c => c.ToString())]);
         var start = await OutputFolder.OpenAsync(_options.OutputDirectory, identity, _options.Force, _options.RequireResume, _options.Format, cancellationToken).ConfigureAwait(false);
+        Phase("output folder ready");
         if (start.Journal.Finished)
         {
             // Nothing left to do; no replica is built.
@@ -102,7 +116,11 @@ public sealed class InferenceJob
         var capped = new List<(string Slot, string Message)>();
         void Note(object? sender, ReplicaEvent e)
         {
-            if (e.Kind is ReplicaEventKind.Capped)
+            if (e.Kind is ReplicaEventKind.Started)
+            {
+                Phase($"replica {e.Slot.Name} started");
+            }
+            else if (e.Kind is ReplicaEventKind.Capped)
             {
                 lock (notes)
                 {
@@ -148,7 +166,10 @@ public sealed class InferenceJob
             },
             _logger);
         await using var _ = session.ConfigureAwait(false);
+        Phase("engine session open");
 
+        // Compiles the part writer's code while the replicas build, rather than when the job's last part is due.
+        var warmUp = Task.Run(() => _options.Format.WarmUpAsync(engine.Columns, cancellationToken), CancellationToken.None);
         var writer = new PartWriter(_options.OutputDirectory, start.Journal, _options.Format, engine.Columns, _options.RowsPerPart);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(stopIntake);
         var started = _timeProvider.GetTimestamp();
@@ -174,6 +195,11 @@ public sealed class InferenceJob
         long truncated = 0;
         await foreach (var row in session.RunAsync(input, pool, cancellationToken).ConfigureAwait(false))
         {
+            if (items == 0)
+            {
+                Phase("first result");
+            }
+
             items++;
             truncated += row.Truncated ? 1 : 0;
             if (!row.Ok)
@@ -197,7 +223,10 @@ public sealed class InferenceJob
             await writer.AddAsync(row, cancellationToken).ConfigureAwait(false);
         }
 
+        Phase("last result");
+        await warmUp.ConfigureAwait(false);
         await writer.CompleteAsync(cancellationToken).ConfigureAwait(false);
+        Phase("parts written");
         var stoppedEarly = stop.IsCancellationRequested;
         if (!stoppedEarly)
         {
@@ -225,6 +254,7 @@ public sealed class InferenceJob
             FailedEarlier = start.CommittedFailures,
             Gpus = GpuUsage,
             Notes = [.. CappedNotes(capped), .. notes], // the pool has stopped: no more events
+            Phases = [.. phases],
         };
     }
 
@@ -260,4 +290,7 @@ public sealed class InferenceJob
             .GroupBy(c => c.Message[(c.Message.IndexOf(Prefix, StringComparison.Ordinal) + Prefix.Length)..], StringComparer.Ordinal)
             .Select(g => g.Count() == 1 ? g.First().Message : $"Replicas {string.Join(", ", g.Select(c => c.Slot).Order(StringComparer.Ordinal))} are not started: {g.Key}")];
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Phase} after {Milliseconds:F0} ms")]
+    private static partial void LogPhase(ILogger logger, string phase, double milliseconds);
 }

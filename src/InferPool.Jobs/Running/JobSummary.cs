@@ -62,9 +62,21 @@ public sealed record JobSummary
     /// <summary>Notes from the pool worth a line in a summary: replica caps, halved batches, removed devices.</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
 
+    /// <summary>
+    /// When each step of the run was reached, from the start of <see cref="InferenceJob.RunAsync(CancellationToken)"/>:
+    /// the output folder ready, the engine session open, each replica started, the first and last result, the parts
+    /// written. Start-up is the time to the first result; the replicas' busy share counts from the session on.
+    /// </summary>
+    public IReadOnlyList<JobPhase> Phases { get; init; } = [];
+
     /// <summary>Items per second over the run.</summary>
     public double ItemsPerSecond => Elapsed.TotalSeconds > 0 ? Items / Elapsed.TotalSeconds : 0;
 
     /// <summary>Failed items of the whole job, this run's and earlier runs'.</summary>
     public long FailedInJob => Failed + FailedEarlier;
 }
+
+/// <summary>A step of a job's run and when it was reached.</summary>
+/// <param name="Name">What was reached, e.g. <c>first result</c> or <c>replica cpu#0 started</c>.</param>
+/// <param name="At">Time since the run began.</param>
+public sealed record JobPhase(string Name, TimeSpan At);
