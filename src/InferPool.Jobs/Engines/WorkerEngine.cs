@@ -52,6 +52,19 @@ public sealed class WorkerEngine(string command, bool jsonOutput, int threads) :
     /// <summary>The files the command names that exist, as <see cref="Fingerprint"/> hashes them.</summary>
     public IReadOnlyList<string> FingerprintFiles => NamedFiles(Command);
 
+    /// <summary>
+    /// Items per call to a worker when no batch size is given and the job runs on the CPU only. More than the one
+    /// item an in-process model gets on the CPU, because each call crosses a process boundary and a Python call's
+    /// own overhead, and because frameworks allocate per call: with the PyTorch sample on 2 cores, batches of 4 ran
+    /// 300 images at 29 img/s against 17 at batch 1 (system time 1 s against 9 s). With a GPU,
+    /// <see cref="JobDefaults.GpuBatch"/> applies; a worker's hello can still lower either.
+    /// </summary>
+    public const int CpuBatch = 4;
+
+    /// <inheritdoc/>
+    public override int? DefaultBatchSize(Devices.ReplicaPlan plan) =>
+        plan is not null && plan.Devices.All(d => !d.Device.IsGpu) ? CpuBatch : null;
+
     /// <inheritdoc/>
     public override IReadOnlyList<OutputColumn> Columns => [new OutputColumn("output", JsonOutput)];
 
