@@ -46,6 +46,41 @@ public sealed class TuneAndBenchTests : TempFolderTest
     }
 
     [Fact]
+    public async Task Tune_on_images_measures_with_decoding_and_tries_the_best_with_fewer_prepare_workers()
+    {
+        // The built-in ResNet-18 on six sample images: each trial decodes the files on prepare workers while the
+        // replicas infer, as a job does, and the best of the first pass is measured again with half the workers.
+        Directory.CreateDirectory(Path.Combine(Dir, "images"));
+        foreach (var file in Directory.GetFiles(TestFiles.SampleImages, "*.png").Order(StringComparer.Ordinal).Take(6))
+        {
+            File.Copy(file, Path.Combine(Dir, "images", Path.GetFileName(file)));
+        }
+
+        var tune = await Cli.RunAsync(Dir, "tune", "images", "--budget", "15s", "--sample", "6", "-o", "tuned.json");
+
+        Assert.True(tune.ExitCode == 0, tune.Out + tune.Err);
+        Assert.Contains("images decoded as a job decodes them", tune.Out, StringComparison.Ordinal);
+        var config = TunedConfig.Load(Path.Combine(Dir, "tuned.json"));
+        var fastest = config.Trials.MaxBy(t => t.ItemsPerSecond)!;
+        Assert.Equal((fastest.Devices, fastest.Threads, fastest.Batch, fastest.PrepareWorkers), (config.Devices, config.Threads, config.Batch, config.PrepareWorkers));
+        var cores = Environment.ProcessorCount;
+        if (cores > 1)
+        {
+            var fewer = Assert.Single(config.Trials, t => t.PrepareWorkers is not null);
+            Assert.Equal(cores / 2, fewer.PrepareWorkers);
+        }
+
+        var run = await Cli.RunAsync(Dir, "run", "images", "--config", "tuned.json", "-o", "out");
+
+        Assert.True(run.ExitCode == 0, run.Out + run.Err);
+        Assert.Contains("Done: 6 items, 6 ok", run.Out, StringComparison.Ordinal);
+        if (config.PrepareWorkers is { } workers)
+        {
+            Assert.Contains($"{workers} prepare worker(s)", run.Out, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
     public async Task Tune_and_bench_a_text_model_on_texts_and_run_uses_the_tuned_window()
     {
         var model = TinyModels.TinyBert(Dir);

@@ -131,7 +131,7 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
             BatchSize = settings.Batch ?? tuned?.Batch,
             IntraOpThreads = threads,
             Format = OutputFormat.Parse(settings.Format),
-            PrepareWorkers = settings.PrepareWorkers,
+            PrepareWorkers = settings.PrepareWorkers ?? tuned?.PrepareWorkers,
             BatchTimeout = TimeSpan.FromSeconds(settings.BatchTimeoutSeconds),
             MaxPixels = settings.MaxPixels,
             RowsPerPart = settings.PartRows,
@@ -246,7 +246,7 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
 
     private static string Describe(JobOptions options, InferenceJob job, TunedConfig? tuned)
     {
-        var from = tuned is null ? "" : string.Create(CultureInfo.InvariantCulture, $"Using the tuned configuration in {tuned.Source}: {tuned.Devices}, {tuned.Threads} thread(s), batch {tuned.Batch}, {tuned.ItemsPerSecond:F1} items/s measured {tuned.Measured:yyyy-MM-dd}.\n");
+        var from = tuned is null ? "" : string.Create(CultureInfo.InvariantCulture, $"Using the tuned configuration in {tuned.Source}: {tuned.Devices}, {tuned.Threads} thread(s), batch {tuned.Batch}{(tuned.PrepareWorkers is { } p ? $", {p} prepare worker(s)" : "")}, {tuned.ItemsPerSecond:F1} items/s measured {tuned.Measured:yyyy-MM-dd}.\n");
         var verb = options.Engine is WorkerEngine ? "Running" : options.Engine is OnnxEngine { FeedsImages: false } ? "Running" : "Embedding";
         var through = options.Engine is WorkerEngine ? "through" : "with";
         return $"{from}{verb} {options.Input.Description} {through} {options.Engine.Name} on {job.Plan} (batch {job.BatchSize}; {options.Engine.Describe()}).";

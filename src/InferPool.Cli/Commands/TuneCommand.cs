@@ -56,11 +56,11 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
 
                 var candidates = Candidate.For(selection, inventory.CpuCores, onnx.MaxBatchSize);
                 var sample = await Sample.LoadAsync(input, new OnnxInputs(engine), settings.SampleSize, cancellationToken).ConfigureAwait(false);
-                (name, sha, modelPath, what) = (model.Name, onnx.Sha256, model.Path, "prepared inputs");
+                (name, sha, modelPath, what) = (model.Name, onnx.Sha256, model.Path, "images decoded as a job decodes them, inference and preparation sharing the cores");
                 console.WriteLine(
                     $"Tuning {model.Name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {sample.Tensors.Count} item(s) of {input.Description}" +
                     $"{(sample.Unusable > 0 ? $" ({sample.Unusable} unusable skipped)" : "")}: {candidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
-                results = await new Tuner(onnx, time).TuneAsync(candidates, sample.Tensors, budget, Measured, cancellationToken).ConfigureAwait(false);
+                results = await new Tuner(onnx, time).TuneAsync(candidates, sample.Items, new OnnxInputs(engine).Prepare, budget, Measured, cancellationToken).ConfigureAwait(false);
             }
 
             return await SaveAsync(results).ConfigureAwait(false);
@@ -68,7 +68,7 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
             async Task<int> SaveAsync(IReadOnlyList<TrialResult> results)
             {
                 var winner = results[0];
-                var table = new Table().AddColumns("", "devices", "threads", "batch", "items/s", "vs best", "note");
+                var table = new Table().AddColumns("", "devices", "threads", "batch", "prepare workers", "items/s", "vs best", "note");
                 foreach (var r in results)
                 {
                     var notes = new List<string>();
@@ -87,6 +87,7 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
                         Markup.Escape(r.Candidate.Plan.ToString()),
                         r.Candidate.Threads.ToString(CultureInfo.InvariantCulture),
                         r.Candidate.Batch.ToString(CultureInfo.InvariantCulture),
+                        r.Candidate.PrepareWorkers?.ToString(CultureInfo.InvariantCulture) ?? "default",
                         r.ItemsPerSecond.ToString("F1", CultureInfo.InvariantCulture),
                         (r.ItemsPerSecond / winner.ItemsPerSecond).ToString("P0", CultureInfo.InvariantCulture),
                         string.Join(", ", notes));
@@ -102,7 +103,10 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
                     winner.Candidate.Batch,
                     Math.Round(winner.ItemsPerSecond, 2),
                     time.GetUtcNow(),
-                    [.. results.Select(r => new TunedTrial(r.Candidate.Devices, r.Candidate.Threads, r.Candidate.Batch, Math.Round(r.ItemsPerSecond, 2), r.Measurements, r.StoppedEarly, r.Candidate.Oversubscribed(inventory.CpuCores)))]);
+                    [.. results.Select(r => new TunedTrial(r.Candidate.Devices, r.Candidate.Threads, r.Candidate.Batch, Math.Round(r.ItemsPerSecond, 2), r.Measurements, r.StoppedEarly, r.Candidate.Oversubscribed(inventory.CpuCores), r.Candidate.PrepareWorkers))])
+                {
+                    PrepareWorkers = winner.Candidate.PrepareWorkers,
+                };
                 var path = settings.Output ?? TunedConfig.BesideModel(modelPath);
                 await config.SaveAsync(path, cancellationToken).ConfigureAwait(false);
                 console.WriteLine($"Best: {winner.Candidate} at {winner.ItemsPerSecond:F1} items/s (model inference on {what}). Saved to {Path.GetFullPath(path)}.");

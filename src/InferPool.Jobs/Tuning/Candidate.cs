@@ -11,6 +11,9 @@ public sealed record Candidate(ReplicaPlan Plan, int Threads, int Batch)
 {
     private static readonly int[] GpuReplicaChoices = [1, 2, 4];
 
+    /// <summary>Prepare workers (decoding) beside the replicas; null for the job's default, one per core.</summary>
+    public int? PrepareWorkers { get; init; }
+
     /// <summary>CPU replicas × threads each is more than the cores: the threads fight over them.</summary>
     /// <param name="cores">The machine's cores.</param>
     public bool Oversubscribed(int cores) => Plan.Devices.Where(d => !d.Device.IsGpu).Sum(d => d.Replicas) * Threads > cores;
@@ -19,7 +22,7 @@ public sealed record Candidate(ReplicaPlan Plan, int Threads, int Batch)
     public string Devices => string.Join(',', Plan.Devices.Select(d => $"{d.Device}={d.Replicas}"));
 
     /// <summary>The configuration in words, e.g. <c>cpu=2, 1 thread(s), batch 4</c>.</summary>
-    public override string ToString() => $"{Plan}, {Threads} thread(s), batch {Batch}";
+    public override string ToString() => $"{Plan}, {Threads} thread(s), batch {Batch}{(PrepareWorkers is { } p ? $", {p} prepare worker(s)" : "")}";
 
     /// <summary>Pool options for this configuration, with the pool's own in-flight bound, as a job uses it.</summary>
     /// <param name="order">Result order.</param>
@@ -28,7 +31,7 @@ public sealed record Candidate(ReplicaPlan Plan, int Threads, int Batch)
     {
         Replicas = Plan,
         MaxBatchSize = Batch,
-        PrepareParallelism = Environment.ProcessorCount,
+        PrepareParallelism = PrepareWorkers ?? Environment.ProcessorCount,
         Order = order,
         TimeProvider = time ?? TimeProvider.System,
     };
@@ -49,7 +52,7 @@ public sealed record Candidate(ReplicaPlan Plan, int Threads, int Batch)
     public static Candidate From(TunedConfig config, IDeviceInventory inventory)
     {
         ArgumentNullException.ThrowIfNull(config);
-        return new Candidate(DeviceSpec.Parse(config.Devices).Resolve(inventory), config.Threads, config.Batch);
+        return new Candidate(DeviceSpec.Parse(config.Devices).Resolve(inventory), config.Threads, config.Batch) { PrepareWorkers = config.PrepareWorkers };
     }
 
     /// <summary>

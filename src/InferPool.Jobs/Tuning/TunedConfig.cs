@@ -20,6 +20,8 @@ namespace InferPool.Jobs.Tuning;
 /// <param name="Measured">When.</param>
 /// <param name="Trials">Every configuration measured.</param>
 /// <param name="Version">The file format's version.</param>
+/// <param name="PrepareWorkers">The winning prepare workers, when tuning measured with preparation and fewer than the
+/// default won; null for the job's default (one per core).</param>
 public sealed record TunedConfig(
     string Model,
     string ModelSha256,
@@ -30,7 +32,8 @@ public sealed record TunedConfig(
     double ItemsPerSecond,
     DateTimeOffset Measured,
     IReadOnlyList<TunedTrial> Trials,
-    int Version = 1)
+    int Version = 1,
+    int? PrepareWorkers = null)
 {
     /// <summary>The name a job looks for in its output folder.</summary>
     public const string FileName = "inferpool.tuned.json";
@@ -136,4 +139,5 @@ public sealed record TunedConfig(
 /// <param name="Measurements">Measurements averaged.</param>
 /// <param name="StoppedEarly">Stopped early for being clearly slower.</param>
 /// <param name="Oversubscribed">Replicas × threads exceeded the cores.</param>
-public sealed record TunedTrial(string Devices, int Threads, int Batch, double ItemsPerSecond, int Measurements, bool StoppedEarly, bool Oversubscribed);
+/// <param name="PrepareWorkers">Prepare workers beside the replicas, when the trial set them; null for the default.</param>
+public sealed record TunedTrial(string Devices, int Threads, int Batch, double ItemsPerSecond, int Measurements, bool StoppedEarly, bool Oversubscribed, int? PrepareWorkers = null);

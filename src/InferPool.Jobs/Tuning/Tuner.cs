@@ -1,3 +1,4 @@
+using InferPool.Jobs.Inputs;
 using InferPool.Onnx;
 using InferPool.Replicas;
 using InferPool.Results;
@@ -47,13 +48,45 @@ public sealed class Tuner
         TimeSpan budget,
         Action<TrialResult>? measured,
         CancellationToken cancellationToken = default) =>
-        TuneAsync<float[], float[][]>(
+        TuneAsync<float[], float[], float[][]>(
             candidates,
             sample,
+            null,
             candidate => new OnnxReplicaFactory(_model, new OnnxReplicaOptions { IntraOpThreads = candidate.Threads }),
             budget,
             measured,
             cancellationToken);
+
+    /// <summary>
+    /// Measures every candidate on an image model with preparation running, as a job runs it: each item is decoded
+    /// and resized from its file on the prepare workers while the replicas infer, so replicas × threads is chosen
+    /// with the cores that decoding takes. The best configuration is also measured with half the prepare workers
+    /// (on a machine of more than one core), and wins with them only if it is faster. Returns them fastest first.
+    /// </summary>
+    /// <param name="candidates">What to try.</param>
+    /// <param name="items">Input items (image files), cycled through during each measurement.</param>
+    /// <param name="prepare">Decodes and prepares one item, as the job does.</param>
+    /// <param name="budget">Wall time for the whole search, replica builds included.</param>
+    /// <param name="measured">Called after each measurement (for progress).</param>
+    /// <param name="cancellationToken">Stops the search.</param>
+    public Task<IReadOnlyList<TrialResult>> TuneAsync(
+        IReadOnlyList<Candidate> candidates,
+        IReadOnlyList<InputItem> items,
+        Func<InputItem, float[]> prepare,
+        TimeSpan budget,
+        Action<TrialResult>? measured,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prepare);
+        return TuneAsync<InputItem, float[], float[][]>(
+            candidates,
+            items,
+            new PrepareStage<InputItem, float[]>((item, _) => ValueTask.FromResult(prepare(item))),
+            candidate => new OnnxReplicaFactory(_model, new OnnxReplicaOptions { IntraOpThreads = candidate.Threads }),
+            budget,
+            measured,
+            cancellationToken);
+    }
 
     /// <summary>Measures every candidate on a model of any inputs (a text model's tokenized texts, say) and returns them fastest first.</summary>
     /// <param name="candidates">What to try.</param>
@@ -69,17 +102,19 @@ public sealed class Tuner
         TimeSpan budget,
         Action<TrialResult>? measured,
         CancellationToken cancellationToken = default) =>
-        TuneAsync<Onnx.Tensors.TensorItem, Onnx.Tensors.TensorOutputs>(
+        TuneAsync<Onnx.Tensors.TensorItem, Onnx.Tensors.TensorItem, Onnx.Tensors.TensorOutputs>(
             candidates,
             sample,
+            null,
             candidate => new OnnxTensorReplicaFactory(_model, new OnnxReplicaOptions { IntraOpThreads = candidate.Threads }, batching),
             budget,
             measured,
             cancellationToken);
 
-    private async Task<IReadOnlyList<TrialResult>> TuneAsync<TPrepared, TOutput>(
+    private async Task<IReadOnlyList<TrialResult>> TuneAsync<TIn, TPrepared, TOutput>(
         IReadOnlyList<Candidate> candidates,
-        IReadOnlyList<TPrepared> sample,
+        IReadOnlyList<TIn> sample,
+        PrepareStage<TIn, TPrepared>? prepare,
         Func<Candidate, IReplicaFactory<TPrepared, TOutput>> factories,
         TimeSpan budget,
         Action<TrialResult>? measured,
@@ -100,7 +135,7 @@ public sealed class Tuner
             var candidate = candidates[i];
             var left = firstPass - _time.GetElapsedTime(started);
             var slice = Max(MinimumSlice, (left / (candidates.Count - i)) - lastBuild);
-            var (rate, built, early) = await MeasureAsync(candidate, sample, factories, slice, best * 0.6, cancellationToken).ConfigureAwait(false);
+            var (rate, built, early) = await MeasureAsync(candidate, sample, prepare, factories, slice, best * 0.6, cancellationToken).ConfigureAwait(false);
             lastBuild = built;
             rates[candidate] = [rate];
             best = Math.Max(best, rate);
@@ -114,6 +149,16 @@ public sealed class Tuner
 
         // Second pass: the three best again, in the opposite order, while the budget lasts.
         var finalists = rates.Where(kv => !stoppedEarly.Contains(kv.Key)).OrderByDescending(kv => kv.Value[0]).Take(3).Select(kv => kv.Key).Reverse().ToList();
+        var cores = Environment.ProcessorCount;
+        if (prepare is not null && cores > 1 && finalists.Count > 0)
+        {
+            // With preparation running, fewer prepare workers leave more of the cores to inference: the best so far
+            // is tried with half of them too (measured once, in this second pass).
+            var fewer = finalists[^1] with { PrepareWorkers = Math.Max(1, cores / 2) };
+            rates[fewer] = [];
+            finalists.Insert(0, fewer);
+        }
+
         for (var i = 0; i < finalists.Count; i++)
         {
             var left = budget - _time.GetElapsedTime(started);
@@ -123,22 +168,24 @@ public sealed class Tuner
                 break;
             }
 
-            var (rate, built, _) = await MeasureAsync(finalists[i], sample, factories, slice, 0, cancellationToken).ConfigureAwait(false);
+            var (rate, built, _) = await MeasureAsync(finalists[i], sample, prepare, factories, slice, 0, cancellationToken).ConfigureAwait(false);
             lastBuild = built;
             rates[finalists[i]].Add(rate);
             measured?.Invoke(new TrialResult(finalists[i], rates[finalists[i]].Average(), rates[finalists[i]].Count, false));
         }
 
         return [.. rates
+            .Where(kv => kv.Value.Count > 0) // a prepare-worker variant the budget left no time for
             .Select(kv => new TrialResult(kv.Key, kv.Value.Average(), kv.Value.Count, stoppedEarly.Contains(kv.Key)))
             .OrderByDescending(r => r.ItemsPerSecond)];
     }
 
     /// <summary>Builds the candidate's replicas, then measures items per second for <paramref name="slice"/>;
     /// at half the slice it stops if the rate so far is under <paramref name="giveUpBelow"/>.</summary>
-    private async Task<(double Rate, TimeSpan Build, bool StoppedEarly)> MeasureAsync<TPrepared, TOutput>(
+    private async Task<(double Rate, TimeSpan Build, bool StoppedEarly)> MeasureAsync<TIn, TPrepared, TOutput>(
         Candidate candidate,
-        IReadOnlyList<TPrepared> sample,
+        IReadOnlyList<TIn> sample,
+        PrepareStage<TIn, TPrepared>? prepare,
         Func<Candidate, IReplicaFactory<TPrepared, TOutput>> factories,
         TimeSpan slice,
         double giveUpBelow,
@@ -152,7 +199,7 @@ public sealed class Tuner
             await using (replicas.ConfigureAwait(false))
             {
                 var build = _time.GetElapsedTime(buildStarted);
-                var (rate, early) = await MeasureWarmAsync(replicas, candidate, sample, slice, giveUpBelow, _time, cancellationToken).ConfigureAwait(false);
+                var (rate, early) = await MeasureWarmAsync(replicas, candidate, sample, prepare, slice, giveUpBelow, _time, cancellationToken).ConfigureAwait(false);
                 return (rate, build, early);
             }
         }
@@ -169,10 +216,11 @@ public sealed class Tuner
     /// their results arrive in bursts, long after their work began. A run clearly slower than
     /// <paramref name="giveUpBelow"/> at half the slice is stopped and rated by what it finished.
     /// </summary>
-    private static async Task<(double Rate, bool StoppedEarly)> MeasureWarmAsync<TPrepared, TOutput>(
+    private static async Task<(double Rate, bool StoppedEarly)> MeasureWarmAsync<TIn, TPrepared, TOutput>(
         PrebuiltReplicas<TPrepared, TOutput> replicas,
         Candidate candidate,
-        IReadOnlyList<TPrepared> sample,
+        IReadOnlyList<TIn> sample,
+        PrepareStage<TIn, TPrepared>? prepare,
         TimeSpan slice,
         double giveUpBelow,
         TimeProvider time,
@@ -183,7 +231,7 @@ public sealed class Tuner
         var round = (long)candidate.Plan.TotalReplicas * candidate.Batch;
         var warmUp = Math.Min(2 * round, Math.Max(2L * candidate.Plan.TotalReplicas, 256));
         var warmStarted = time.GetTimestamp();
-        var (warmDone, _) = await RunAsync(replicas, candidate, sample, warmUp, options, _ => false, cancellationToken).ConfigureAwait(false);
+        var (warmDone, _) = await RunAsync(replicas, candidate, sample, prepare, warmUp, options, _ => false, cancellationToken).ConfigureAwait(false);
         var warmRate = warmDone / Math.Max(time.GetElapsedTime(warmStarted).TotalSeconds, 1e-3);
 
         var items = Math.Max(round, (long)Math.Ceiling(warmRate * slice.TotalSeconds / round) * round);
@@ -192,6 +240,7 @@ public sealed class Tuner
             replicas,
             candidate,
             sample,
+            prepare,
             items,
             options,
             finished =>
@@ -205,10 +254,11 @@ public sealed class Tuner
     }
 
     /// <summary>Runs <paramref name="count"/> items of the sample (cycled); stops taking more when <paramref name="giveUp"/> says so.</summary>
-    private static async Task<(long Done, bool GaveUp)> RunAsync<TPrepared, TOutput>(
+    private static async Task<(long Done, bool GaveUp)> RunAsync<TIn, TPrepared, TOutput>(
         PrebuiltReplicas<TPrepared, TOutput> replicas,
         Candidate candidate,
-        IReadOnlyList<TPrepared> sample,
+        IReadOnlyList<TIn> sample,
+        PrepareStage<TIn, TPrepared>? prepare,
         long count,
         InferencePoolOptions options,
         Func<long, bool> giveUp,
@@ -217,7 +267,11 @@ public sealed class Tuner
         using var stop = new CancellationTokenSource();
         long done = 0;
         var gaveUp = false;
-        await foreach (var result in InferencePool.RunAsync(Cycle(sample, count, stop.Token), replicas, options, cancellationToken).ConfigureAwait(false))
+        // Without a prepare stage the sample is already what the replicas take (TIn is TPrepared).
+        var results = prepare is null
+            ? InferencePool.RunAsync(Cycle(sample, count, stop.Token), (IReplicaFactory<TIn, TOutput>)(object)replicas, options, cancellationToken).Select(r => (r.IsSuccess, r.Error))
+            : InferencePool.RunAsync(Cycle(sample, count, stop.Token), prepare, replicas, options, cancellationToken).Select(r => (r.IsSuccess, r.Error));
+        await foreach (var result in results.ConfigureAwait(false))
         {
             if (!result.IsSuccess)
             {
