@@ -170,7 +170,19 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
     {
         var prefetch = stoppingToken.IsCancellationRequested ? Task.FromResult<HeldLease?>(null) : PrefetchAsync(held, drain);
         await RunShardAsync(held, drain).ConfigureAwait(false);
-        _next = await prefetch.ConfigureAwait(false);
+        var next = await prefetch.ConfigureAwait(false);
+        if (next is not null && _refused.Contains(next.Job.Id))
+        {
+            // The shard just run found the job's input unreadable here: the one leased ahead goes straight back,
+            // plainly (not as a problem with the shard), for a node that can read it. Kept, it would be handed back
+            // as unreadable too, and the coordinator, which leases the lowest free shard first, could give the same
+            // shard to this node again and again until it failed for good.
+            await StopRenewingAsync(next.Lost, next.Renewing).ConfigureAwait(false);
+            await HandBackAsync(next.Lease).ConfigureAwait(false);
+            next = null;
+        }
+
+        _next = next;
     }
 
     private async Task<HeldLease?> PrefetchAsync(HeldLease current, CancellationToken drain)

@@ -40,7 +40,8 @@ internal static class Cli
     /// <summary>Starts the tool without waiting; the caller reads or discards its output and disposes it.</summary>
     public static Process Start(string workingDirectory, params string[] args) => Start(workingDirectory, [], args);
 
-    private static Process Start(string workingDirectory, string[] wrapper, string[] args)
+    /// <summary>Starts the tool under a wrapper command (e.g. unshare), which gets the dotnet command line appended.</summary>
+    public static Process Start(string workingDirectory, string[] wrapper, string[] args)
     {
         var start = new ProcessStartInfo(wrapper.Length > 0 ? wrapper[0] : "dotnet")
         {

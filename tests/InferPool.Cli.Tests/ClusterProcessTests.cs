@@ -306,6 +306,62 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
     }
 
     [SkippableFact]
+    public async Task A_node_that_sees_the_input_folder_empty_hands_its_shards_back_and_a_node_that_sees_it_runs_the_job()
+    {
+        // As an unmounted share looks to one machine: the blind node runs in a mount namespace of its own in which an
+        // empty tmpfs covers the input folder; the other sees the files. The job must complete on the sighted node,
+        // every item once, and a blind node that took a shard must have handed it back with its reason recorded.
+        // (Freezing the sighted node until the blind one refuses does not work: the job's coordinator grain may live
+        // on the frozen node, and then nothing moves until Orleans declares it dead.)
+        Requirement.Needs(postgres.Unavailable);
+        CopySamples(copies: 1);
+        var input = Path.Combine(Dir, "in");
+        Skip.IfNot(CanMountPrivately(input), "needs unshare -m and mount (root, or a user namespace that allows them)");
+        var connection = postgres.NewDatabase();
+        var blind = Node.StartWrapped(Dir, connection, "blind", ["unshare", "-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs inferpool-blind \"$0\" && exec \"$@\"", input]);
+        var sighted = Node.Start(Dir, connection, "sighted");
+        var nodes = new List<Node> { blind, sighted };
+        try
+        {
+            await using var database = NpgsqlDataSource.Create(connection);
+            await InferPool.Cluster.NodeHost.PrepareDatabaseAsync(connection);
+            await WaitForAsync(async () => await ScalarAsync(database, "SELECT count(*) FROM OrleansMembershipTable WHERE Status = 3") == 2, "two active nodes", nodes);
+
+            var run = await Cli.RunAsync(Dir, "run", "in", "--cluster", connection, "--shard-size", "1", "--job", "blind", "-q");
+
+            Assert.True(run.ExitCode == 0, run.Out + run.Err + "\n" + string.Join("\n", blind.Log));
+            Assert.Equal(20L, await ScalarAsync(database, "SELECT count(DISTINCT key) FROM inferpool_results WHERE job_id = 'blind' AND status = 'ok' AND node = 'sighted'"));
+            Assert.Equal(20L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_results WHERE job_id = 'blind'"));
+            if (blind.Log.Any(l => l.Contains("blind: took shard", StringComparison.Ordinal)))
+            {
+                var reason = await TextAsync(database, "SELECT reason FROM inferpool_refusals WHERE job_id = 'blind' AND node = 'blind'");
+                Assert.Contains("is empty; an unmounted share?", reason, StringComparison.Ordinal);
+                var status = await Cli.RunAsync(Dir, "status", "blind", "--cluster", connection);
+                Assert.Contains("refused by blind:", status.Out, StringComparison.Ordinal);
+            }
+        }
+        finally
+        {
+            nodes.ForEach(n => n.Dispose());
+        }
+    }
+
+    /// <summary>Whether a process here may cover <paramref name="folder"/> with a tmpfs in a mount namespace of its own.</summary>
+    private static bool CanMountPrivately(string folder)
+    {
+        try
+        {
+            using var probe = Process.Start("unshare", ["-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs inferpool-probe \"$0\" && [ -z \"$(ls -A \"$0\")\" ]", folder]);
+            probe.WaitForExit();
+            return probe.ExitCode == 0;
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            return false; // no unshare
+        }
+    }
+
+    [SkippableFact]
     public async Task A_node_restarted_under_its_name_and_port_mid_job_commits_its_shards()
     {
         Requirement.Needs(postgres.Unavailable);
@@ -500,13 +556,21 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
         public static Node Start(string dir, string connection, string name, params string[] extra) =>
             Start(dir, connection, name, PostgresServer.FreePort(), PostgresServer.FreePort(), extra);
 
-        public static Node Start(string dir, string connection, string name, int siloPort, int gatewayPort, params string[] extra) => new(name, Cli.Start(
+        public static Node Start(string dir, string connection, string name, int siloPort, int gatewayPort, params string[] extra) =>
+            Start(dir, connection, name, [], siloPort, gatewayPort, ["--fast-failure-detection", .. extra]);
+
+        /// <summary>A node under a wrapper command (e.g. unshare), which gets the dotnet command line appended.</summary>
+        public static Node StartWrapped(string dir, string connection, string name, string[] wrapper) =>
+            Start(dir, connection, name, wrapper, PostgresServer.FreePort(), PostgresServer.FreePort(), ["--fast-failure-detection"]);
+
+        private static Node Start(string dir, string connection, string name, string[] wrapper, int siloPort, int gatewayPort, string[] extra) => new(name, Cli.Start(
             dir,
+            wrapper,
             [
                 "node", "--cluster", connection, "--devices", "cpu=1", "--threads", "1", "--name", name, "--advertise", "127.0.0.1",
                 "--silo-port", siloPort.ToString(CultureInfo.InvariantCulture),
                 "--gateway-port", gatewayPort.ToString(CultureInfo.InvariantCulture),
-                "--fast-failure-detection", .. extra,
+                .. extra,
             ]));
 
         public async Task<int> ExitCodeAsync(TimeSpan bound)
