@@ -28,7 +28,8 @@ public abstract class OutputFormat
     /// <summary>
     /// Writes a throwaway part of two rows (one ok, one failed) in memory, so that the format's code is compiled
     /// before the first real part: a job calls it in the background while its replicas build, instead of paying
-    /// for it at its end (Parquet's first part took about 130 ms more than its later ones). Never throws.
+    /// for it at its end (Parquet's first part took about 130 ms more than its later ones). A warm-up that fails, or is
+    /// cancelled, ends quietly: the real parts report their own errors.
     /// </summary>
     /// <param name="columns">The job's output columns.</param>
     /// <param name="cancellationToken">Stops the write.</param>
