@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reruns the figures in README.md's performance section on this machine (about 30 minutes on 2 cores).
+# Reruns the figures in README.md's performance section on this machine (about 35 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet build InferPool.slnx -c Release -v quiet -nologo
