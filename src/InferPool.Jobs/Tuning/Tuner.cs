@@ -130,35 +130,38 @@ public sealed class Tuner
         var stoppedEarly = new HashSet<Candidate>();
         var lastBuild = TimeSpan.Zero;
         var best = 0.0;
-        for (var i = 0; i < candidates.Count; i++)
+        Candidate? fastest = null;
+        var trials = candidates.ToList();
+        var cores = Environment.ProcessorCount;
+        for (var i = 0; i < trials.Count; i++)
         {
-            var candidate = candidates[i];
+            var candidate = trials[i];
             var left = firstPass - _time.GetElapsedTime(started);
-            var slice = Max(MinimumSlice, (left / (candidates.Count - i)) - lastBuild);
+            var slice = Max(MinimumSlice, (left / (trials.Count - i)) - lastBuild);
             var (rate, built, early) = await MeasureAsync(candidate, sample, prepare, factories, slice, best * 0.6, cancellationToken).ConfigureAwait(false);
             lastBuild = built;
             rates[candidate] = [rate];
-            best = Math.Max(best, rate);
+            if (rate > best)
+            {
+                (best, fastest) = (rate, candidate);
+            }
+
             if (early)
             {
                 stoppedEarly.Add(candidate);
             }
 
             measured?.Invoke(new TrialResult(candidate, rate, 1, early));
+            if (i == candidates.Count - 1 && prepare is not null && cores > 1 && fastest is not null)
+            {
+                // With preparation running, fewer prepare workers leave more of the cores to inference: the fastest
+                // of the first pass is tried with half of them too, as one more trial of the first pass.
+                trials.Add(fastest with { PrepareWorkers = Math.Max(1, cores / 2) });
+            }
         }
 
         // Second pass: the three best again, in the opposite order, while the budget lasts.
         var finalists = rates.Where(kv => !stoppedEarly.Contains(kv.Key)).OrderByDescending(kv => kv.Value[0]).Take(3).Select(kv => kv.Key).Reverse().ToList();
-        var cores = Environment.ProcessorCount;
-        if (prepare is not null && cores > 1 && finalists.Count > 0)
-        {
-            // With preparation running, fewer prepare workers leave more of the cores to inference: the best so far
-            // is tried with half of them too (measured once, in this second pass).
-            var fewer = finalists[^1] with { PrepareWorkers = Math.Max(1, cores / 2) };
-            rates[fewer] = [];
-            finalists.Insert(0, fewer);
-        }
-
         for (var i = 0; i < finalists.Count; i++)
         {
             var left = budget - _time.GetElapsedTime(started);
@@ -175,7 +178,6 @@ public sealed class Tuner
         }
 
         return [.. rates
-            .Where(kv => kv.Value.Count > 0) // a prepare-worker variant the budget left no time for
             .Select(kv => new TrialResult(kv.Key, kv.Value.Average(), kv.Value.Count, stoppedEarly.Contains(kv.Key)))
             .OrderByDescending(r => r.ItemsPerSecond)];
     }
