@@ -35,17 +35,11 @@ public sealed record GpuReplicaCap(int Replicas, string Reason)
     /// <param name="headroom">Share of its total memory to keep free, 0 to 1.</param>
     public static GpuReplicaCap? AllFitAtFirstCost(Device gpu, GpuReading before, GpuReading after, int planned, double headroom)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(planned, 1);
-        var first = before.FreeMemoryBytes - after.FreeMemoryBytes;
-        var keep = (long)(headroom * after.TotalMemoryBytes);
-        if (planned < 2 || first <= 0 || after.FreeMemoryBytes - keep < (planned - 1) * first)
-        {
-            return null;
-        }
-
-        return new GpuReplicaCap(planned, string.Create(
-            CultureInfo.InvariantCulture,
-            $"{gpu}: all {planned} planned replicas fit even if each takes what the first did ({first / MiB:F0} MiB, with what the replicas share); {after.FreeMemoryBytes / MiB:F0} MiB of {after.TotalMemoryBytes / MiB:F0} MiB were then free, and {headroom:P0} ({keep / MiB:F0} MiB) is kept free, so the others start at once"));
+        // The cap from the first replica alone: when even that keeps the whole plan, measuring the second cannot lower it.
+        var cap = Compute(gpu, before, after, planned, headroom);
+        return planned > 1 && before.FreeMemoryBytes > after.FreeMemoryBytes && cap.Replicas == planned
+            ? cap with { Reason = $"{cap.Reason} (the first one's cost includes what the replicas share, so none costs more), so the others start at once" }
+            : null;
     }
 
     /// <summary>Works out the cap from the first replica and, when it was measured, the second.</summary>
