@@ -311,9 +311,8 @@ public sealed class InputSource
     private IEnumerable<InputItem> ReadList(long first, RecordPosition? from)
     {
         var baseDir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(_path))!;
-        foreach (var (number, bytes, start) in ReadRecordLines(_path, first, from: from))
+        foreach (var (number, bytes, position) in ReadRecordLines(_path, first, from: from))
         {
-            var position = new RecordPosition(start, number - 1);
             if (!TryDecode(bytes, out var text))
             {
                 yield return InputItem.Unusable($"line {number}", $"Line {number} of {_path} is not valid UTF-8.") with { Position = position };
@@ -327,22 +326,22 @@ public sealed class InputSource
 
     private IEnumerable<InputItem> ReadTextLines(long first, RecordPosition? from)
     {
-        foreach (var (number, bytes, start) in ReadRecordLines(_path, first, everyLine: true, from))
+        foreach (var (number, bytes, position) in ReadRecordLines(_path, first, everyLine: true, from))
         {
             var key = number.ToString(System.Globalization.CultureInfo.InvariantCulture);
             var item = TryDecode(bytes, out var text)
                 ? new InputItem { Key = key, Text = text }
                 : InputItem.Unusable(key, $"Line {number} of {_path} is not valid UTF-8.");
-            yield return item with { Position = new RecordPosition(start, number - 1) };
+            yield return item with { Position = position };
         }
     }
 
     private IEnumerable<InputItem> ReadJsonl(long first, RecordPosition? from)
     {
         var baseDir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(_path))!;
-        foreach (var (number, bytes, start) in ReadRecordLines(_path, first, from: from))
+        foreach (var (number, bytes, position) in ReadRecordLines(_path, first, from: from))
         {
-            yield return ParseRecord(number, bytes, baseDir) with { Position = new RecordPosition(start, number - 1) };
+            yield return ParseRecord(number, bytes, baseDir) with { Position = position };
         }
     }
 
@@ -480,13 +479,13 @@ public sealed class InputSource
         }
     }
 
-    private static IEnumerable<(long Number, byte[] Bytes, long Start)> ReadRecordLines(string path, long first, bool everyLine = false, RecordPosition? from = null)
+    private static IEnumerable<(long Number, byte[] Bytes, RecordPosition Position)> ReadRecordLines(string path, long first, bool everyLine = false, RecordPosition? from = null)
     {
         foreach (var (number, bytes, start) in ScanRecordLines(path, first, everyLine, from))
         {
             if (bytes is not null)
             {
-                yield return (number, bytes, start);
+                yield return (number, bytes, new RecordPosition(start, number - 1));
             }
         }
     }
