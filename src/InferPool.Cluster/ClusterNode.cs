@@ -79,8 +79,7 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
             if (_next is { } unstarted)
             {
                 _next = null;
-                await StopRenewingAsync(unstarted.Lost, unstarted.Renewing).ConfigureAwait(false);
-                await HandBackAsync(unstarted.Lease).ConfigureAwait(false);
+                await GiveBackUnstartedAsync(unstarted).ConfigureAwait(false);
             }
 
             await _commitInFlight.ConfigureAwait(false);
@@ -177,12 +176,18 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
             // plainly (not as a problem with the shard), for a node that can read it. Kept, it would be handed back
             // as unreadable too, and the coordinator, which leases the lowest free shard first, could give the same
             // shard to this node again and again until it failed for good.
-            await StopRenewingAsync(next.Lost, next.Renewing).ConfigureAwait(false);
-            await HandBackAsync(next.Lease).ConfigureAwait(false);
+            await GiveBackUnstartedAsync(next).ConfigureAwait(false);
             next = null;
         }
 
         _next = next;
+    }
+
+    /// <summary>A shard leased ahead and never started: its renewal stops and it goes back plainly, not as a problem.</summary>
+    private async Task GiveBackUnstartedAsync(HeldLease held)
+    {
+        await StopRenewingAsync(held.Lost, held.Renewing).ConfigureAwait(false);
+        await HandBackAsync(held.Lease).ConfigureAwait(false);
     }
 
     private async Task<HeldLease?> PrefetchAsync(HeldLease current, CancellationToken drain)
