@@ -55,12 +55,13 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
                 }
 
                 var candidates = Candidate.For(selection, inventory.CpuCores, onnx.MaxBatchSize);
-                var sample = await Sample.LoadAsync(input, new OnnxInputs(engine), settings.SampleSize, cancellationToken).ConfigureAwait(false);
+                var inputs = new OnnxInputs(engine);
+                var sample = await Sample.LoadAsync(input, inputs, settings.SampleSize, cancellationToken).ConfigureAwait(false);
                 (name, sha, modelPath, what) = (model.Name, onnx.Sha256, model.Path, "images decoded as a job decodes them, inference and preparation sharing the cores");
                 console.WriteLine(
                     $"Tuning {model.Name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {sample.Tensors.Count} item(s) of {input.Description}" +
                     $"{(sample.Unusable > 0 ? $" ({sample.Unusable} unusable skipped)" : "")}: {candidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
-                results = await new Tuner(onnx, time).TuneAsync(candidates, sample.Items, new OnnxInputs(engine).Prepare, budget, Measured, cancellationToken).ConfigureAwait(false);
+                results = await new Tuner(onnx, time).TuneAsync(candidates, sample.Items, inputs.Prepare, budget, Measured, cancellationToken).ConfigureAwait(false);
             }
 
             return await SaveAsync(results).ConfigureAwait(false);

@@ -16,9 +16,7 @@ public sealed class GpuMemoryTests
     public async Task Run_OutOfMemoryOnLargeBatches_HalvesTheReplicasBatchLimitAndEveryItemSucceedsOnItsFirstAttempt()
     {
         var calls = new ConcurrentQueue<int>();
-        var events = new ConcurrentQueue<ReplicaEvent>();
-        var monitor = new PoolMonitor();
-        monitor.ReplicaChanged += (_, e) => events.Enqueue(e);
+        var (monitor, events) = Watched();
         var options = new InferencePoolOptions
         {
             Replicas = Plan(("cuda:0", 1)),
@@ -81,9 +79,7 @@ public sealed class GpuMemoryTests
         // 10 GiB card; each replica takes 3 GiB. After the first: 7 GiB free, 1 GiB kept → room for 2 more.
         var gpu = new FakeGpu(10 * GiB);
         var built = new ConcurrentQueue<string>();
-        var events = new ConcurrentQueue<ReplicaEvent>();
-        var monitor = new PoolMonitor();
-        monitor.ReplicaChanged += (_, e) => events.Enqueue(e);
+        var (monitor, events) = Watched();
         var options = new InferencePoolOptions
         {
             Replicas = Plan(("cuda:0", 4)),
@@ -144,9 +140,7 @@ public sealed class GpuMemoryTests
         // item, or from the first replica's 7 GiB, the cap would be 8 (out of memory) or 5.
         var gpu = new FakeGpu(40 * GiB);
         var firstCalls = new ConcurrentDictionary<string, IReadOnlyList<int>>(StringComparer.Ordinal);
-        var events = new ConcurrentQueue<ReplicaEvent>();
-        var monitor = new PoolMonitor();
-        monitor.ReplicaChanged += (_, e) => events.Enqueue(e);
+        var (monitor, events) = Watched();
         var context = 0;
         var options = new InferencePoolOptions
         {
@@ -218,9 +212,7 @@ public sealed class GpuMemoryTests
         // so the job cannot finish on the first replica alone before the others start.
         var gpu = new FakeGpu(140 * GiB);
         var firstCalls = new ConcurrentDictionary<string, IReadOnlyList<int>>(StringComparer.Ordinal);
-        var events = new ConcurrentQueue<ReplicaEvent>();
-        var monitor = new PoolMonitor();
-        monitor.ReplicaChanged += (_, e) => events.Enqueue(e);
+        var (monitor, events) = Watched();
         using var allBuilt = new CountdownEvent(4);
         var options = new InferencePoolOptions
         {
@@ -313,6 +305,15 @@ public sealed class GpuMemoryTests
 #pragma warning disable CA2201 // the runtime throws it; the classifier must recognise it
         Assert.Equal(FaultKind.OutOfMemory, InferencePoolOptions.DefaultClassifyFault(new OutOfMemoryException()));
 #pragma warning restore CA2201
+    }
+
+    /// <summary>A monitor whose replica events (started, capped, halved, …) are kept in order.</summary>
+    private static (PoolMonitor Monitor, ConcurrentQueue<ReplicaEvent> Events) Watched()
+    {
+        var events = new ConcurrentQueue<ReplicaEvent>();
+        var monitor = new PoolMonitor();
+        monitor.ReplicaChanged += (_, e) => events.Enqueue(e);
+        return (monitor, events);
     }
 
     /// <summary>A factory that offers placeholder batches (of -1s) for the pool to warm replicas up with before measuring them.</summary>
