@@ -1,3 +1,4 @@
+using System.Globalization;
 using InferPool.Devices;
 using InferPool.Jobs.Engines;
 using InferPool.Jobs.Inputs;
@@ -12,7 +13,7 @@ namespace InferPool.Cluster;
 /// <param name="Name">The node's name, unique in the cluster.</param>
 /// <param name="Plan">Replicas per device on this node.</param>
 /// <param name="Threads">Threads per CPU replica, or null for the cores shared out.</param>
-/// <param name="Poll">How long an idle node waits before it looks for work again.</param>
+/// <param name="Poll">How long an idle node waits before it looks for work again, unless the database signals new work sooner.</param>
 public sealed record ClusterNodeOptions(string Name, ReplicaPlan Plan, int? Threads, TimeSpan Poll)
 {
     /// <summary>When the node stops, how long the shard in progress may take to finish and be committed before it is handed back (30 s).</summary>
@@ -30,7 +31,7 @@ public sealed record ClusterNodeOptions(string Name, ReplicaPlan Plan, int? Thre
 /// the shard through the local pool (replicas built once per job and kept between shards), renew the lease while
 /// working, and commit the shard's results in one epoch-checked transaction. Long work never runs in a grain.
 /// </summary>
-internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grains, ClusterNodeOptions options, ILocalSiloDetails silo, ILogger<ClusterNode> logger) : BackgroundService
+internal sealed partial class ClusterNode(ClusterStore store, ClusterSignals signals, IGrainFactory grains, ClusterNodeOptions options, ILocalSiloDetails silo, ILogger<ClusterNode> logger) : BackgroundService
 {
     /// <summary>Hand-backs of one shard by nodes that cannot read its input, after which it fails the job.</summary>
     private const int MaxUnreadable = 3;
@@ -38,7 +39,8 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
     /// <summary>This node's incarnation as Orleans' membership table records it: a restart under the same name is another one.</summary>
     private readonly string _incarnation = $"{silo.SiloAddress.Endpoint.Address}:{silo.SiloAddress.Endpoint.Port}:{silo.SiloAddress.Generation}";
 
-    private readonly Dictionary<string, LoadedJob> _loaded = new(StringComparer.Ordinal);
+    /// <summary>The replicas of the job this node ran last, kept for its next shard (and for the next job that runs the same model file).</summary>
+    private LoadedJob? _loaded;
     private readonly HashSet<string> _refused = new(StringComparer.Ordinal);
 
     private int _committed;
@@ -62,9 +64,11 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
         {
             while (!stoppingToken.IsCancellationRequested)
             {
+                // Taken before looking, so that a job submitted while this node looks wakes it at once.
+                var work = signals.Next();
                 if (!await TryWorkAsync(stoppingToken, drain.Token).ConfigureAwait(false))
                 {
-                    await Task.Delay(options.Poll, stoppingToken).ConfigureAwait(false);
+                    await ClusterSignals.WaitAsync(work, options.Poll, stoppingToken).ConfigureAwait(false);
                 }
             }
         }
@@ -83,9 +87,9 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
             }
 
             await _commitInFlight.ConfigureAwait(false);
-            foreach (var job in _loaded.Values)
+            if (_loaded is { } loaded)
             {
-                await job.DisposeAsync().ConfigureAwait(false);
+                await loaded.DisposeAsync().ConfigureAwait(false);
             }
         }
     }
@@ -585,18 +589,30 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
 
     private async Task<LoadedJob> LoadAsync(ClusterJob job, CancellationToken cancellationToken)
     {
-        if (_loaded.TryGetValue(job.Id, out var loaded))
+        if (_loaded is { } current && current.JobId == job.Id)
         {
-            return loaded;
+            return current;
         }
 
-        // One job's model at a time on a node: replicas of finished jobs go.
-        foreach (var old in _loaded.Values)
+        // A warm node keeps its replicas for the next job that runs the same ONNX model file (same size and time) at
+        // the same batch size: the sessions depend on nothing else of a job. Worker jobs always start new workers,
+        // since a worker's script may have changed between jobs with its command line the same.
+        var identity = job.Worker is null ? ModelIdentity(job) : null;
+        if (_loaded is { } warm && identity is not null && warm.Identity == identity)
         {
+            LogReplicasKept(logger, options.Name, warm.JobId, job.Id);
+            _loaded = warm with { JobId = job.Id };
+            await RecordColumnsAsync(job, warm.Columns, cancellationToken).ConfigureAwait(false);
+            return _loaded;
+        }
+
+        // One model at a time on a node: the replicas of the job before go.
+        if (_loaded is { } old)
+        {
+            _loaded = null;
             await old.DisposeAsync().ConfigureAwait(false);
         }
 
-        _loaded.Clear();
         cancellationToken.ThrowIfCancellationRequested();
         // The same engines as a local job: a worker command, or an ONNX model every node resolves itself.
         JobEngine engine = job.Worker is { } command
@@ -624,26 +640,40 @@ internal sealed partial class ClusterNode(ClusterStore store, IGrainFactory grai
             throw;
         }
 
-        loaded = new LoadedJob(session, pool);
-        _loaded[job.Id] = loaded;
+        var columns = ClusterColumns.Serialize(engine.Columns);
+        _loaded = new LoadedJob(job.Id, identity, session, pool, columns);
+        await RecordColumnsAsync(job, columns, cancellationToken).ConfigureAwait(false);
+        return _loaded;
+    }
+
+    /// <summary>What an ONNX job's replicas depend on: the model file as it is now (path, size, time) and the batch size.</summary>
+    private static string ModelIdentity(ClusterJob job)
+    {
+        var file = new FileInfo(ModelChoice.Resolve(job.Model).Path);
+        return string.Create(CultureInfo.InvariantCulture, $"{file.FullName}|{(file.Exists ? file.Length : -1)}|{(file.Exists ? file.LastWriteTimeUtc.Ticks : 0)}|{job.Batch}");
+    }
+
+    /// <summary>What an export of the job writes: the columns a local run of its engine writes (the first node to load it records them).</summary>
+    private async Task RecordColumnsAsync(ClusterJob job, string columns, CancellationToken cancellationToken)
+    {
         try
         {
-            // What an export writes: the columns a local run of this engine writes.
-            await store.RecordColumnsAsync(job.Id, ClusterColumns.Serialize(engine.Columns), cancellationToken).ConfigureAwait(false);
+            await store.RecordColumnsAsync(job.Id, columns, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is Npgsql.NpgsqlException or TimeoutException)
         {
             LogDatabaseUnavailable(logger, options.Name, ex.Message); // another node, or this one's next load, records them
         }
-
-        return loaded;
     }
 
-    /// <summary>A job's session on this node: replicas built at its first shard and kept for the next ones.</summary>
-    private sealed record LoadedJob(EngineSession Session, InferencePoolOptions Pool) : IAsyncDisposable
+    /// <summary>The replicas this node runs a job on: built at the job's first shard and kept for its next ones, and for a next job of the same model.</summary>
+    private sealed record LoadedJob(string JobId, string? Identity, EngineSession Session, InferencePoolOptions Pool, string Columns) : IAsyncDisposable
     {
         public ValueTask DisposeAsync() => Session.DisposeAsync();
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Node}: keeps the replicas of {Previous} for {Job}: the same model file at the same batch size")]
+    private static partial void LogReplicasKept(ILogger logger, string node, string previous, string job);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "{Node}: took shard {Shard} of {Job} (epoch {Epoch}): items {First}+{Count}")]
     private static partial void LogShardTaken(ILogger logger, string node, string job, int shard, long epoch, long first, int count);

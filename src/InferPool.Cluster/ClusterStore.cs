@@ -239,6 +239,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
             await shards.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }
 
+        await NotifyAsync(connection, transaction, ClusterSignals.WorkChannel, "", cancellationToken).ConfigureAwait(false);
         await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
         return total;
     }
@@ -380,6 +381,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
             await FailJobAsync(connection, transaction, lease.JobId, $"shard {lease.Shard} (items {lease.First}+{lease.Count}): {why}", cancellationToken).ConfigureAwait(false);
         }
 
+        await NotifyAsync(connection, transaction, failed ? ClusterSignals.ProgressChannel : ClusterSignals.WorkChannel, failed ? lease.JobId : "", cancellationToken).ConfigureAwait(false);
         await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
         return failed;
     }
@@ -407,7 +409,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
         }
 
         await FailJobAsync(connection, transaction, lease.JobId, $"shard {lease.Shard} (items {lease.First}+{lease.Count}) failed on node {node}: {reason}", cancellationToken).ConfigureAwait(false);
-
+        await NotifyAsync(connection, transaction, ClusterSignals.ProgressChannel, lease.JobId, cancellationToken).ConfigureAwait(false);
         await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
         return true;
     }
@@ -522,7 +524,13 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     internal async Task<bool> ReleaseAsync(ShardLease lease, string node, CancellationToken cancellationToken)
     {
         using var command = HeldShardUpdate("state = 'pending', owner = NULL, owner_silo = NULL, lease_expires = NULL", lease, node);
-        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+        if (await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) != 1)
+        {
+            return false;
+        }
+
+        await NotifyAsync(ClusterSignals.WorkChannel, "", cancellationToken).ConfigureAwait(false);
+        return true;
     }
 
     /// <summary>Extends a lease; false when the shard has moved on (another epoch, or done).</summary>
@@ -597,6 +605,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
             await import.CompleteAsync(cancellationToken).ConfigureAwait(false);
         }
 
+        await NotifyAsync(connection, transaction, ClusterSignals.ProgressChannel, lease.JobId, cancellationToken).ConfigureAwait(false);
         await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
 
         // The last shard in marks the job done, in a statement of its own after the commit: of two last shards
@@ -789,7 +798,29 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     {
         using var command = Database.CreateCommand("UPDATE inferpool_jobs SET state = 'cancelled' WHERE id = @id AND state = 'running'");
         command.Parameters.AddWithValue("id", jobId);
-        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+        if (await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) != 1)
+        {
+            return false;
+        }
+
+        await NotifyAsync(ClusterSignals.ProgressChannel, jobId, cancellationToken).ConfigureAwait(false);
+        return true;
+    }
+
+    /// <summary>Tells the listeners on <paramref name="channel"/> (<see cref="ClusterSignals"/>) when the caller's transaction commits, or at once without one.</summary>
+    private static async Task NotifyAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, string channel, string payload, CancellationToken cancellationToken)
+    {
+        using var notify = new NpgsqlCommand("SELECT pg_notify(@channel, @payload)", connection, transaction);
+        notify.Parameters.AddWithValue("channel", channel);
+        notify.Parameters.AddWithValue("payload", payload);
+        await notify.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Tells the listeners on <paramref name="channel"/> (<see cref="ClusterSignals"/>) of a change already made.</summary>
+    private async Task NotifyAsync(string channel, string payload, CancellationToken cancellationToken)
+    {
+        using var connection = await Database.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await NotifyAsync(connection, null, channel, payload, cancellationToken).ConfigureAwait(false);
     }
 
     private static ClusterJob ReadJob(NpgsqlDataReader reader) =>

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Npgsql;
 
 namespace InferPool.Cluster;
@@ -8,7 +9,7 @@ namespace InferPool.Cluster;
 public static class NodeSiloBuilderExtensions
 {
     /// <summary>
-    /// What makes a silo an InferPool node, whatever its clustering: the job store on PostgreSQL, the node's options,
+    /// What makes a silo an InferPool node, whatever its clustering: the job store on PostgreSQL and its signals (an idle node wakes when a job is submitted), the node's options,
     /// and its work loop (a hosted service that leases shards, runs them on this machine's devices and commits them).
     /// Apply the schema first with <see cref="NodeHost.PrepareDatabaseAsync"/>.
     /// </summary>
@@ -24,6 +25,7 @@ public static class NodeSiloBuilderExtensions
         var resolved = ClusterConnection.Resolve(connectionString);
         silo.Services.AddSingleton(_ => NpgsqlDataSource.Create(resolved));
         silo.Services.AddSingleton(sp => new ClusterStore(sp.GetRequiredService<NpgsqlDataSource>()));
+        silo.Services.AddSingleton(sp => ClusterSignals.ForWork(sp.GetRequiredService<NpgsqlDataSource>(), sp.GetService<ILoggerFactory>()?.CreateLogger<ClusterSignals>()));
         silo.Services.AddSingleton(node);
         silo.Services.AddHostedService<ClusterNode>();
         // The host waits for the shard in progress to drain (and Orleans to leave the cluster) when it stops.

@@ -90,6 +90,72 @@ public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderT
         }
     }
 
+    /// <summary>
+    /// A warm node keeps its replicas for the next job of the same model file, and builds new ones when the file at
+    /// that path changed in between: the third job's results are the new model's, not the kept replicas'.
+    /// </summary>
+    [SkippableFact]
+    public async Task A_node_keeps_its_replicas_for_the_next_job_of_the_same_model_but_not_when_the_file_changed()
+    {
+        Requirement.Needs(postgres.Unavailable);
+        var connection = postgres.NewDatabase();
+        var models = Directory.CreateDirectory(Path.Combine(Dir, "models")).FullName;
+        var model = TinyModels.Affine(models, symbolicBatch: true);
+        Write("in.jsonl", string.Join('\n', Enumerable.Range(0, 6).Select(i => $$"""{"key": "k{{i}}", "input": [{{i}}, 1, 2, 3]}""")));
+        await using var database = NpgsqlDataSource.Create(connection);
+        await ClusterSchema.EnsureAsync(database, CancellationToken.None);
+        var store = new ClusterStore(database);
+        var builder = new TestClusterBuilder(1);
+        builder.Properties[Silo.ConnectionKey] = connection;
+        builder.AddSiloBuilderConfigurator<Silo>();
+        var cluster = builder.Build();
+        await cluster.DeployAsync();
+        try
+        {
+            async Task<Dictionary<long, float[]>> RunAsync(string id)
+            {
+                await store.CreateJobAsync(new ClusterJob(id, Path.Combine(Dir, "in.jsonl"), model, 4, 3, 6, 10, "running"), CancellationToken.None);
+                await WaitForAsync(async () => (await store.ProgressAsync(id, CancellationToken.None))!.Finished);
+                var rows = new Dictionary<long, float[]>();
+                await foreach (var row in ReadVectorsAsync(database, id))
+                {
+                    rows.Add(row.Index, row.Vector);
+                }
+
+                return rows;
+            }
+
+            float[] Expected(long i, float scale) => [(scale * i) + 1, scale + 1, (2 * scale) + 1, (3 * scale) + 1];
+
+            var first = await RunAsync("first");
+            var second = await RunAsync("second");
+            Assert.All(Enumerable.Range(0, 6), i => Assert.Equal(Expected(i, 2), first[i]));
+            Assert.All(Enumerable.Range(0, 6), i => Assert.Equal(Expected(i, 2), second[i]));
+
+            // The same path, the same size, another model (and a later time).
+            TinyModels.Affine(models, symbolicBatch: true, scale: 3);
+            File.SetLastWriteTimeUtc(model, DateTime.UtcNow.AddMinutes(1));
+            var third = await RunAsync("third");
+            Assert.All(Enumerable.Range(0, 6), i => Assert.Equal(Expected(i, 3), third[i]));
+        }
+        finally
+        {
+            await cluster.StopAllSilosAsync();
+            await cluster.DisposeAsync();
+        }
+    }
+
+    private static async IAsyncEnumerable<(long Index, float[] Vector)> ReadVectorsAsync(NpgsqlDataSource database, string job)
+    {
+        await using var command = database.CreateCommand("SELECT item_index, vector FROM inferpool_results WHERE job_id = @job AND status = 'ok'");
+        command.Parameters.AddWithValue("job", job);
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            yield return (reader.GetInt64(0), reader.GetFieldValue<float[]>(1));
+        }
+    }
+
     [SkippableFact]
     public async Task A_worker_command_runs_on_every_silo_and_a_crashing_item_fails_alone()
     {

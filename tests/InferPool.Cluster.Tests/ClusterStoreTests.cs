@@ -239,6 +239,48 @@ public sealed class ClusterStoreTests(PostgresServer postgres)
         Assert.Equal("cancelled", (await store.ProgressAsync("j", CancellationToken.None))!.State);
     }
 
+    /// <summary>
+    /// Idle nodes wake when a job is submitted or a shard is handed back, and a follower when its own job's progress
+    /// changes, from PostgreSQL's notifications rather than at their next poll. Each wait below is bounded far beyond
+    /// any poll, and a follower of one job is shown not to wake for another's commit (notifications arrive in order).
+    /// </summary>
+    [SkippableFact]
+    public async Task Submitting_handing_back_committing_and_cancelling_signal_the_listeners()
+    {
+        var (store, database) = await NewStoreAsync();
+        await using var _ = database;
+        await using var work = ClusterSignals.ForWork(database);
+        await using var progress = ClusterSignals.ForProgress(database);
+        var bound = TimeSpan.FromSeconds(30);
+
+        // The first look starts listening; the pulse that says "listening now, look again" comes first.
+        Assert.True(await ClusterSignals.WaitAsync(work.Next(), bound, CancellationToken.None));
+        Assert.True(await ClusterSignals.WaitAsync(progress.Next(), bound, CancellationToken.None));
+
+        var submitted = work.Next();
+        await store.CreateJobAsync(new ClusterJob("a", "/in", "resnet18", 1, 2, 4, 30, "running"), CancellationToken.None);
+        await store.CreateJobAsync(new ClusterJob("b", "/in", "resnet18", 1, 2, 4, 30, "running"), CancellationToken.None);
+        Assert.True(await ClusterSignals.WaitAsync(submitted, bound, CancellationToken.None));
+
+        var a = await store.AcquireAsync("a", "node-a", "inferpool", CancellationToken.None);
+        var handedBack = work.Next();
+        Assert.True(await store.ReleaseAsync(a!, "node-a", CancellationToken.None));
+        Assert.True(await ClusterSignals.WaitAsync(handedBack, bound, CancellationToken.None));
+
+        var forA = progress.Next("a");
+        var forB = progress.Next("b");
+        var b = await store.AcquireAsync("b", "node-b", "inferpool", CancellationToken.None);
+        Assert.True(await store.CommitAsync(b!, "node-b", Results(0, 2, "b"), CancellationToken.None));
+        Assert.True(await ClusterSignals.WaitAsync(forB, bound, CancellationToken.None));
+        Assert.False(forA.IsCompleted);
+
+        Assert.True(await store.CancelAsync("a", CancellationToken.None));
+        Assert.True(await ClusterSignals.WaitAsync(forA, bound, CancellationToken.None));
+
+        // Without a signal, the wait ends at its timeout.
+        Assert.False(await ClusterSignals.WaitAsync(progress.Next("a"), TimeSpan.FromMilliseconds(1), CancellationToken.None));
+    }
+
     /// <summary>Every query Orleans reads from OrleansQuery parses and plans (EXPLAIN with typed stand-ins for its parameters).</summary>
     [SkippableFact]
     public async Task Every_Orleans_query_in_the_migration_is_valid_sql()

@@ -14,13 +14,13 @@ internal static class TinyModels
     private const int Float16 = 10;
     private const int Double = 11;
 
-    /// <summary>y = 2x + 1 over [batch, 4]; the batch dimension is fixed at 1 unless <paramref name="symbolicBatch"/>.</summary>
-    public static string Affine(string directory, bool symbolicBatch = false)
+    /// <summary>y = 2x + 1 (or <paramref name="scale"/>·x + 1) over [batch, 4]; the batch dimension is fixed at 1 unless <paramref name="symbolicBatch"/>.</summary>
+    public static string Affine(string directory, bool symbolicBatch = false, float scale = 2f)
     {
         var graph = new GraphProto { Name = "affine" };
         graph.Input.Add(Value("x", Float, symbolicBatch ? null : 1, 4));
         graph.Output.Add(Value("y", Float, symbolicBatch ? null : 1, 4));
-        graph.Initializer.Add(FloatTensor("two", [1], [2f]));
+        graph.Initializer.Add(FloatTensor("two", [1], [scale]));
         graph.Initializer.Add(FloatTensor("one", [1], [1f]));
         graph.Node.Add(Node("Mul", ["x", "two"], ["doubled"]));
         graph.Node.Add(Node("Add", ["doubled", "one"], ["y"]));

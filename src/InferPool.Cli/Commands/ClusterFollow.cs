@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using InferPool.Cluster;
 
@@ -9,42 +10,66 @@ namespace InferPool.Cli.Commands;
 /// </summary>
 internal static class ClusterFollow
 {
-    /// <summary>Polls the job every second until it is done, failed or cancelled.</summary>
+    /// <summary>The least time between two looks at a job's progress.</summary>
+    private static readonly TimeSpan MinimumLook = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// Looks at the job whenever the database signals that its progress changed (a shard committed, failed, handed
+    /// back; the job cancelled), and at least every second, until it is done, failed or cancelled. A line is written
+    /// when the progress changed, at most one a second until the last.
+    /// </summary>
     /// <returns>0 when every item succeeded, 1 when some failed, 2 when the job failed, 130 when it was cancelled.</returns>
     public static async Task<int> FollowAsync(ClusterStore store, string jobId, TextWriter output, ErrorOutput errors, bool quiet, CancellationToken cancellationToken)
     {
-        string? last = null;
-        while (true)
+        var signals = ClusterSignals.ForProgress(store.Database);
+        await using (signals.ConfigureAwait(false))
         {
-            var progress = await store.ProgressAsync(jobId, cancellationToken).ConfigureAwait(false) ?? throw new InvalidOperationException($"Job {jobId} disappeared from the database.");
-            var activity = await store.ActivityAsync(jobId, cancellationToken).ConfigureAwait(false);
-            var line = Describe(progress, activity);
-            if (line != last && !quiet)
+            string? last = null;
+            var written = DateTime.MinValue;
+            while (true)
             {
-                output.WriteLine(line);
-                last = line;
-            }
+                // Taken before looking, so that a commit while this looks is not missed.
+                var changed = signals.Next(jobId);
+                var looked = Stopwatch.StartNew();
+                var progress = await store.ProgressAsync(jobId, cancellationToken).ConfigureAwait(false) ?? throw new InvalidOperationException($"Job {jobId} disappeared from the database.");
+                var ended = progress.Finished || progress.Unaccounted || progress.State is "failed" or "cancelled";
+                if (!quiet && (ended || DateTime.UtcNow - written >= TimeSpan.FromSeconds(1)))
+                {
+                    var line = Describe(progress, ended ? null : await store.ActivityAsync(jobId, cancellationToken).ConfigureAwait(false));
+                    if (line != last)
+                    {
+                        output.WriteLine(line);
+                        (last, written) = (line, DateTime.UtcNow);
+                    }
+                }
 
-            if (progress.Finished)
-            {
-                return progress.Failed > 0 ? ExitCodes.ItemsFailed : ExitCodes.Ok;
-            }
+                if (progress.Finished)
+                {
+                    return progress.Failed > 0 ? ExitCodes.ItemsFailed : ExitCodes.Ok;
+                }
 
-            if (progress.State == "failed" || progress.Unaccounted)
-            {
-                errors.Writer.WriteLine(progress.State == "failed"
-                    ? $"inferpool: {jobId} failed: {progress.Error}; {progress.Committed} of {progress.TotalItems} items are committed."
-                    : $"inferpool: {jobId} ended with {progress.TotalItems - progress.Committed} of its {progress.TotalItems} items unaccounted for.");
-                return ExitCodes.JobFailed;
-            }
+                if (progress.State == "failed" || progress.Unaccounted)
+                {
+                    errors.Writer.WriteLine(progress.State == "failed"
+                        ? $"inferpool: {jobId} failed: {progress.Error}; {progress.Committed} of {progress.TotalItems} items are committed."
+                        : $"inferpool: {jobId} ended with {progress.TotalItems - progress.Committed} of its {progress.TotalItems} items unaccounted for.");
+                    return ExitCodes.JobFailed;
+                }
 
-            if (progress.State == "cancelled")
-            {
-                errors.Writer.WriteLine($"inferpool: {jobId} was cancelled; {progress.Committed} items are committed.");
-                return ExitCodes.Interrupted;
-            }
+                if (progress.State == "cancelled")
+                {
+                    errors.Writer.WriteLine($"inferpool: {jobId} was cancelled; {progress.Committed} items are committed.");
+                    return ExitCodes.Interrupted;
+                }
 
-            await Task.Delay(TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
+                await ClusterSignals.WaitAsync(changed, TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
+
+                // A big job commits many shards a second: look at most ten times a second (the query is O(shards)).
+                if (looked.Elapsed < MinimumLook)
+                {
+                    await Task.Delay(MinimumLook - looked.Elapsed, cancellationToken).ConfigureAwait(false);
+                }
+            }
         }
     }
 
