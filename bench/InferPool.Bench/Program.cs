@@ -51,7 +51,7 @@ if (args.Contains("--memory"))
     }
     else
     {
-        await MemoryBench.RunAsync(work);
+        await MemoryBench.RunAsync(work, args.Contains("--large") ? [10_000, 100_000, 1_000_000] : [10_000, 100_000]);
     }
 
     if (!args.Contains("--keep"))

@@ -438,7 +438,7 @@ internal sealed partial class ClusterNode(ClusterStore store, ClusterSignals sig
             // A shard's items (paths, records: small) are read and checked before any work starts, so that a changed
             // or unreadable input stops the shard before its replicas are busy with it.
             items = manifest.Count == 0
-                ? InputSource.Open(job.Input, forWorker: job.Worker is not null).ReadAsync(lease.First, lease.Count, cancellationToken)
+                ? job.Engine.OpenInput(job.Input, forWorker: job.Worker is not null).ReadAsync(lease.First, lease.Count, cancellationToken)
                 : (await ManifestItemsAsync(job, lease, manifest, failures, cancellationToken).ConfigureAwait(false)).ToAsyncEnumerable();
             loaded = await LoadAsync(job, cancellationToken).ConfigureAwait(false);
         }
@@ -519,7 +519,7 @@ internal sealed partial class ClusterNode(ClusterStore store, ClusterSignals sig
 
             ThrowIfChanged(info, job.InputSize, job.InputModified);
 
-            source = InputSource.Open(job.Input, forWorker: job.Worker is not null);
+            source = job.Engine.OpenInput(job.Input, forWorker: job.Worker is not null);
         }
         catch (UnauthorizedAccessException ex)
         {
@@ -595,7 +595,7 @@ internal sealed partial class ClusterNode(ClusterStore store, ClusterSignals sig
         }
 
         // A warm node keeps its replicas for the next job that runs the same ONNX model file (same size and time) at
-        // the same batch size: the sessions depend on nothing else of a job. Worker jobs always start new workers,
+        // the same batch size with the same engine options (tokenizer, columns): the sessions depend on nothing else. Worker jobs always start new workers,
         // since a worker's script may have changed between jobs with its command line the same.
         var identity = job.Worker is null ? ModelIdentity(job) : null;
         if (_loaded is { } warm && identity is not null && warm.Identity == identity)
@@ -617,7 +617,7 @@ internal sealed partial class ClusterNode(ClusterStore store, ClusterSignals sig
         // The same engines as a local job: a worker command, or an ONNX model every node resolves itself.
         JobEngine engine = job.Worker is { } command
             ? new WorkerEngine(command, jsonOutput: job.Model == ClusterJob.WorkerJson, options.Threads ?? WorkerOptions.ThreadsPerWorker(Environment.ProcessorCount, options.Plan.TotalReplicas))
-            : OnnxEngine.Load(job.Model, logger);
+            : job.Engine.LoadEngine(job.Model, logger);
         var pool = new InferencePoolOptions
         {
             Replicas = options.Plan,
@@ -646,11 +646,11 @@ internal sealed partial class ClusterNode(ClusterStore store, ClusterSignals sig
         return _loaded;
     }
 
-    /// <summary>What an ONNX job's replicas depend on: the model file as it is now (path, size, time) and the batch size.</summary>
+    /// <summary>What an ONNX or text job's replicas depend on: the model file as it is now (path, size, time), the batch size and the engine options.</summary>
     private static string ModelIdentity(ClusterJob job)
     {
-        var file = new FileInfo(ModelChoice.Resolve(job.Model).Path);
-        return string.Create(CultureInfo.InvariantCulture, $"{file.FullName}|{(file.Exists ? file.Length : -1)}|{(file.Exists ? file.LastWriteTimeUtc.Ticks : 0)}|{job.Batch}");
+        var file = new FileInfo(job.Engine.Text ? TextEngine.ModelPath(job.Model) : ModelChoice.Resolve(job.Model).Path);
+        return string.Create(CultureInfo.InvariantCulture, $"{file.FullName}|{(file.Exists ? file.Length : -1)}|{(file.Exists ? file.LastWriteTimeUtc.Ticks : 0)}|{job.Batch}|{job.Engine.Identity()}");
     }
 
     /// <summary>What an export of the job writes: the columns a local run of its engine writes (the first node to load it records them).</summary>

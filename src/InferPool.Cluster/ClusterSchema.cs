@@ -17,7 +17,7 @@ namespace InferPool.Cluster;
 internal static class ClusterSchema
 {
     /// <summary>Bumped when the schema changes; recorded in <c>inferpool_schema</c>.</summary>
-    public const int Version = 3;
+    public const int Version = 4;
 
     private const long MigrationLock = 0x1F_E2_E0_01;
 
@@ -112,6 +112,9 @@ internal static class ClusterSchema
         ALTER TABLE inferpool_jobs ADD COLUMN IF NOT EXISTS columns text NULL;
         ALTER TABLE inferpool_manifest ADD COLUMN IF NOT EXISTS record_offset bigint NULL;
         ALTER TABLE inferpool_manifest ADD COLUMN IF NOT EXISTS lines_before bigint NULL;
+
+        -- Version 4: what the nodes need besides the model (a text model's tokenizer, a table's columns), as JSON.
+        ALTER TABLE inferpool_jobs ADD COLUMN IF NOT EXISTS engine text NULL;
 
         CREATE TABLE IF NOT EXISTS inferpool_refusals (
             job_id text NOT NULL REFERENCES inferpool_jobs (id) ON DELETE CASCADE,

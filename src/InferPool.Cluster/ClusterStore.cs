@@ -35,6 +35,9 @@ public sealed record ClusterJob(string Id, string Input, string Model, int Batch
     /// recorded by the first node that loaded it, or null before that.
     /// </summary>
     public string? Columns { get; init; }
+
+    /// <summary>What the nodes need besides the model to build its engine and read the input (a text model's tokenizer, a table's columns); the default for an image or record model.</summary>
+    public ClusterEngineOptions Engine { get; init; } = new();
 }
 
 /// <summary>One item of a job's manifest: what the submitter found, which every node checks before running it.</summary>
@@ -195,8 +198,8 @@ public sealed class ClusterStore(NpgsqlDataSource database)
         using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
         using (var insert = new NpgsqlCommand(
             """
-            INSERT INTO inferpool_jobs (id, input, model, batch, shard_size, total_items, lease_seconds, worker, input_size, input_modified)
-            VALUES (@id, @input, @model, @batch, @shard, @total, @lease, @worker, @size, @modified)
+            INSERT INTO inferpool_jobs (id, input, model, batch, shard_size, total_items, lease_seconds, worker, input_size, input_modified, engine)
+            VALUES (@id, @input, @model, @batch, @shard, @total, @lease, @worker, @size, @modified, @engine)
             """,
             connection,
             transaction))
@@ -211,6 +214,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
             insert.Parameters.AddWithValue("total", job.TotalItems);
             insert.Parameters.AddWithValue("lease", job.LeaseSeconds);
             insert.Parameters.AddWithValue("worker", (object?)job.Worker ?? DBNull.Value);
+            insert.Parameters.AddWithValue("engine", job.Engine.IsDefault ? DBNull.Value : job.Engine.ToJson());
             await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }
 
@@ -416,7 +420,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
 
     internal async Task<ClusterJob?> GetJobAsync(string id, CancellationToken cancellationToken)
     {
-        using var command = Database.CreateCommand("SELECT id, input, model, batch, shard_size, total_items, lease_seconds, state, worker, input_size, input_modified, error, columns FROM inferpool_jobs WHERE id = @id");
+        using var command = Database.CreateCommand("SELECT id, input, model, batch, shard_size, total_items, lease_seconds, state, worker, input_size, input_modified, error, columns, engine FROM inferpool_jobs WHERE id = @id");
         command.Parameters.AddWithValue("id", id);
         using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? ReadJob(reader) : null;
@@ -427,7 +431,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
     {
         using var command = Database.CreateCommand(
             """
-            SELECT j.id, j.input, j.model, j.batch, j.shard_size, j.total_items, j.lease_seconds, j.state, j.worker, j.input_size, j.input_modified, j.error, j.columns
+            SELECT j.id, j.input, j.model, j.batch, j.shard_size, j.total_items, j.lease_seconds, j.state, j.worker, j.input_size, j.input_modified, j.error, j.columns, j.engine
             FROM inferpool_jobs j
             WHERE j.state = 'running' AND EXISTS (SELECT 1 FROM inferpool_shards s WHERE s.job_id = j.id AND s.state <> 'done')
             ORDER BY j.created
@@ -830,6 +834,7 @@ public sealed class ClusterStore(NpgsqlDataSource database)
             InputModified = reader.IsDBNull(10) ? null : reader.GetDateTime(10),
             Error = reader.IsDBNull(11) ? null : reader.GetString(11),
             Columns = reader.IsDBNull(12) ? null : reader.GetString(12),
+            Engine = ClusterEngineOptions.Parse(reader.IsDBNull(13) ? null : reader.GetString(13)),
         };
 
     private static Task WriteNullableAsync<T>(NpgsqlBinaryImporter import, T? value, NpgsqlDbType type, CancellationToken cancellationToken)

@@ -451,6 +451,65 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
         }
     }
 
+    /// <summary>
+    /// A text model (the built-in MiniLM, tokenized on the node) and a table with its columns mapped to a model's
+    /// input run in a cluster as they run locally: the exported rows are the local run's, key for key.
+    /// </summary>
+    [SkippableFact]
+    public async Task A_text_job_and_a_table_job_run_in_a_cluster_as_they_run_locally()
+    {
+        Requirement.Needs(postgres.Unavailable);
+        var connection = postgres.NewDatabase();
+        Write("texts.txt", string.Join('\n', Enumerable.Range(0, 11).Select(i => $"Sentence {i}: {string.Join(' ', Enumerable.Repeat("inference at scale", 1 + (i % 4)))}.")));
+        Write("table.csv", "id,a,b,c,d\n" + string.Join('\n', Enumerable.Range(0, 9).Select(i => $"row-{i},{i},{i * 0.5},{-i},{i * i}")));
+        var model = Onnx.Tests.TinyModels.Affine(Dir, symbolicBatch: true);
+        var nodes = new List<Node> { Node.Start(Dir, connection, "node-1") };
+        try
+        {
+            var text = await Cli.RunAsync(Dir, "run", "texts.txt", "--model", "minilm", "--cluster", connection, "--shard-size", "4", "--job", "text", "-q");
+            Assert.True(text.ExitCode == 0, text.Out + text.Err);
+            var table = await Cli.RunAsync(Dir, "run", "table.csv", "--model", model, "--key", "id", "--column", "x=a,b,c,d", "--cluster", connection, "--shard-size", "4", "--job", "table", "-q");
+            Assert.True(table.ExitCode == 0, table.Out + table.Err);
+            foreach (var (job, local) in new[] { ("text", new[] { "texts.txt", "--model", "minilm" }), ("table", new[] { "table.csv", "--model", model, "--key", "id", "--column", "x=a,b,c,d" }) })
+            {
+                var export = await Cli.RunAsync(Dir, "export", job, "--cluster", connection, "-o", $"exported-{job}", "--format", "jsonl");
+                Assert.True(export.ExitCode == 0, export.Out + export.Err);
+                string[] arguments = ["run", .. local, "-o", $"local-{job}", "--format", "jsonl", "-q"];
+                var run = await Cli.RunAsync(Dir, arguments);
+                Assert.True(run.ExitCode == 0, run.Err);
+                var exported = ReadJsonlVectors(Path.Combine(Dir, $"exported-{job}"));
+                var expected = ReadJsonlVectors(Path.Combine(Dir, $"local-{job}"));
+                Assert.Equal(job == "text" ? 11 : 9, expected.Count);
+                Assert.Equal(expected.Keys.Order(StringComparer.Ordinal), exported.Keys.Order(StringComparer.Ordinal));
+                foreach (var (key, vector) in expected)
+                {
+                    // Texts are batched by length within a shard on the node and within the whole input locally:
+                    // padding differs, so the floats may differ in their last bits.
+                    Assert.Equal(vector.Length, exported[key].Length);
+                    Assert.All(vector.Zip(exported[key]), p => Assert.Equal(p.First, p.Second, 1e-4));
+                }
+            }
+
+            Assert.Equal([3f, 2f, -1f, 3f], ReadJsonlVectors(Path.Combine(Dir, "exported-table"))["row-1"].Select(v => MathF.Round(v, 3)));
+
+            // A text job's options are part of the job: the same id with another pooling is refused, naming it.
+            var other = await Cli.RunAsync(Dir, "run", "texts.txt", "--model", "minilm", "--pooling", "cls", "--cluster", connection, "--shard-size", "4", "--job", "text");
+            Assert.Equal(2, other.ExitCode);
+            Assert.Contains("\"pooling\":\"cls\"", other.Err, StringComparison.Ordinal);
+        }
+        finally
+        {
+            nodes.ForEach(n => n.Dispose());
+        }
+    }
+
+    /// <summary>Each row's key and its one vector column (whatever its name), from the JSONL parts of a folder.</summary>
+    private static Dictionary<string, float[]> ReadJsonlVectors(string output) =>
+        Directory.GetFiles(output, "part-*.jsonl").SelectMany(File.ReadAllLines).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToDictionary(
+            r => r.GetProperty("key").GetString()!,
+            r => r.EnumerateObject().Single(p => p.Value.ValueKind == System.Text.Json.JsonValueKind.Array).Value.EnumerateArray().Select(e => e.GetSingle()).ToArray(),
+            StringComparer.Ordinal);
+
     /// <summary>Each row's key and its output (any JSON), as text, from the JSONL parts of a folder.</summary>
     private static Dictionary<string, string> ReadJsonlOutputs(string output) =>
         Directory.GetFiles(output, "part-*.jsonl").SelectMany(File.ReadAllLines).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement)

@@ -15,28 +15,25 @@ internal static class ClusterSubmit
 {
     public static async Task<int> RunAsync(RunSettings settings, TextWriter output, ErrorOutput errors, CancellationToken cancellationToken)
     {
-        var inputPath = Path.GetFullPath(settings.Input ?? ToolFiles.SampleImages);
-        var model = settings.Model ?? ModelChoice.BuiltInName;
-        // Every node resolves the model itself: the built-in name, or a path every node can read; or it starts
+        var inputPath = Path.GetFullPath(settings.Input ?? (settings.IsText ? ToolFiles.SampleTexts : ToolFiles.SampleImages));
+        var model = settings.Model ?? (settings.IsText ? TextEngine.BuiltInName : ModelChoice.BuiltInName);
+        // Every node resolves the model itself: a built-in name, or a path every node can read; or it starts
         // the worker command, which must work on every node.
         var modelForNodes = settings.Worker is not null ? (settings.WorkerOutput == "json" ? ClusterJob.WorkerJson : ClusterJob.WorkerVector)
             : string.Equals(model, ModelChoice.BuiltInName, StringComparison.OrdinalIgnoreCase) ? ModelChoice.BuiltInName
+            : TextEngine.IsBuiltIn(model) ? TextEngine.BuiltInName
             : Path.GetFullPath(model);
         try
         {
-            var input = InputSource.Open(inputPath, forWorker: settings.Worker is not null);
-            if (settings.Worker is null)
-            {
-                ModelChoice.Resolve(modelForNodes);
-            }
-
+            var (input, engine) = OpenInput(settings, inputPath, modelForNodes, errors);
+            var engineOptions = EngineOptions(settings, engine);
             input.CheckKeysUnique();
             var file = File.Exists(inputPath) ? new FileInfo(inputPath) : null;
             var job = new ClusterJob(
                 settings.Job ?? string.Create(CultureInfo.InvariantCulture, $"job-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Random.Shared.Next(0x10000):x4}"),
                 inputPath,
                 modelForNodes,
-                settings.Batch ?? 1,
+                settings.Batch ?? (settings.IsText ? TextEngine.DefaultBatch : 1),
                 settings.ShardSize,
                 0,
                 settings.LeaseSeconds,
@@ -45,6 +42,7 @@ internal static class ClusterSubmit
             {
                 InputSize = file?.Length,
                 InputModified = file?.LastWriteTimeUtc,
+                Engine = engineOptions,
             };
 
             var store = await ClusterStore.OpenAsync(settings.Cluster!, cancellationToken).ConfigureAwait(false);
@@ -91,11 +89,54 @@ internal static class ClusterSubmit
         {
             return errors.Fail($"{ex.Message} Keys must be unique in a cluster job; nothing was submitted.");
         }
-        catch (Exception ex) when (ex is FileNotFoundException or NpgsqlException or InvalidOperationException or IOException)
+        catch (Exception ex) when (ex is FileNotFoundException or NpgsqlException or InvalidOperationException or IOException or InvalidDataException or ArgumentException or NotSupportedException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException)
         {
             return errors.Fail(ex.Message);
         }
     }
+
+    /// <summary>
+    /// The input as a local run of the same command opens it. A text model, a table, or padding needs the model here
+    /// too: it is loaded once, so that a missing tokenizer, an unknown input or a column not in the table is refused
+    /// before anything is submitted, and a table's columns are mapped to the model's inputs as the nodes will read them.
+    /// An image or record model is only checked to exist.
+    /// </summary>
+    private static (InputSource Input, JobEngine? Engine) OpenInput(RunSettings settings, string inputPath, string model, ErrorOutput errors)
+    {
+        JobEngine? engine = null;
+        if (settings.Worker is null)
+        {
+            var logger = new ConsoleLogger(errors.Writer, Microsoft.Extensions.Logging.LogLevel.Warning);
+            if (settings.IsText)
+            {
+                engine = RunCommand.LoadTextModel(settings, logger);
+            }
+            else if (InputSource.IsTable(inputPath) || settings.Pad.Length > 0 || settings.MaxBatchTokens is not null)
+            {
+                engine = RunCommand.LoadModel(model, logger, settings.Pad, settings.MaxBatchTokens);
+            }
+            else
+            {
+                ModelChoice.Resolve(model);
+            }
+        }
+
+        return RunCommand.OpenInput(settings, engine);
+    }
+
+    /// <summary>What the nodes need besides the model, from the command line and the engine the input was opened for.</summary>
+    private static ClusterEngineOptions EngineOptions(RunSettings settings, JobEngine? engine) => new()
+    {
+        Text = settings.IsText,
+        Tokenizer = settings.Tokenizer is { } tokenizer ? Path.GetFullPath(tokenizer) : null,
+        Pooling = settings.Pooling,
+        MaxTokens = settings.MaxTokens,
+        MaxBatchTokens = settings.MaxBatchTokens,
+        TextColumn = settings.TextColumn,
+        KeyColumn = settings.Key,
+        InputColumns = (engine as OnnxEngine)?.InputColumns,
+        Pad = engine is OnnxEngine { TensorBatching.PadValues.Count: > 0 } onnx ? onnx.TensorBatching.PadValues : null,
+    };
 
     /// <summary>The input's items as the submitter finds them now, with each file's size and time (a folder's or a list's items).</summary>
     private static async IAsyncEnumerable<ManifestItem> Manifest(InputSource input, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
@@ -137,5 +178,6 @@ internal static class ClusterSubmit
         : stored.Worker != wanted.Worker ? $"it runs {(stored.Worker is null ? "no worker" : $"worker '{stored.Worker}'")}, not {(wanted.Worker is null ? "no worker" : $"worker '{wanted.Worker}'")}"
         : stored.Batch != wanted.Batch ? $"its batch is {stored.Batch}, not {wanted.Batch}"
         : stored.ShardSize != wanted.ShardSize ? $"its shards hold {stored.ShardSize} items, not {wanted.ShardSize}"
+        : stored.Engine.ToJson() != wanted.Engine.ToJson() ? $"it runs with the engine options {stored.Engine.ToJson()}, not {wanted.Engine.ToJson()}"
         : null;
 }

