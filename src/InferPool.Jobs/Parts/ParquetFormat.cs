@@ -152,10 +152,12 @@ internal sealed class ParquetFormat : OutputFormat
         }
 
         // Pooled: a part's column is a large-object-heap array, and fresh ones for every part pile up between full
-        // collections (peak memory grew with the number of parts until these were reused).
-        var flat = ArrayPool<T>.Shared.Rent(total);
-        var definitions = ArrayPool<int>.Shared.Rent(entries);
-        var repetitions = ArrayPool<int>.Shared.Rent(entries);
+        // collections (peak memory grew with the number of parts until these were reused). Not the shared pool:
+        // rented on one thread and returned on another (the writes are async), its arrays ended in other threads'
+        // slots, and about one part in ten rented a new one.
+        var flat = ColumnBuffers<T>.Pool.Rent(total);
+        var definitions = ColumnBuffers<int>.Pool.Rent(entries);
+        var repetitions = ColumnBuffers<int>.Pool.Rent(entries);
         try
         {
             var defined = element.MaxDefinitionLevel;
@@ -182,9 +184,9 @@ internal sealed class ParquetFormat : OutputFormat
         }
         finally
         {
-            ArrayPool<T>.Shared.Return(flat);
-            ArrayPool<int>.Shared.Return(definitions);
-            ArrayPool<int>.Shared.Return(repetitions);
+            ColumnBuffers<T>.Pool.Return(flat);
+            ColumnBuffers<int>.Pool.Return(definitions);
+            ColumnBuffers<int>.Pool.Return(repetitions);
         }
     }
 
@@ -219,4 +221,11 @@ internal sealed class ParquetFormat : OutputFormat
             }
         }
     }
+}
+
+/// <summary>The buffers parts' columns are built in: a pool that any thread returns to, a few arrays of each size.</summary>
+internal static class ColumnBuffers<T>
+{
+    /// <summary>Columns up to 2²⁶ values (a part of 1,000 rows of 65,536 floats) are pooled; larger ones are allocated.</summary>
+    public static readonly ArrayPool<T> Pool = ArrayPool<T>.Create(1 << 26, 4);
 }

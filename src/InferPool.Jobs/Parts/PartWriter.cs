@@ -68,5 +68,6 @@ public sealed class PartWriter : IResultSink
         await _journal.SaveAsync(_directory, cancellationToken).ConfigureAwait(false);
         _parts.Add(final);
         _buffer.Clear();
+        LargeObjectWatch.AfterPart();
     }
 }

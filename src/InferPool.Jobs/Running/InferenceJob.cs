@@ -179,7 +179,7 @@ public sealed partial class InferenceJob
         var firstFailures = new List<(string, string)>();
         var byReason = new Dictionary<string, int>(StringComparer.Ordinal);
         // A source whose keys cannot repeat (a folder's paths, line numbers, row numbers) needs no set of every key seen.
-        var keys = new UniqueKeys(_options.DuplicateKeys);
+        using var keys = new UniqueKeys(_options.DuplicateKeys, _options.OutputDirectory);
         Func<InputItem, InputItem> unique = _options.Input.KeysAreUnique ? static item => item : keys.Apply;
         var input = StopWhen(_options.Input.ReadAsync(cancellationToken), stop.Token).Select(unique).Where(item =>
         {
