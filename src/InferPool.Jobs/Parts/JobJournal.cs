@@ -14,13 +14,16 @@ public sealed class JobJournal
     /// <summary>The journal's file name in an output folder.</summary>
     public const string FileName = "_inferpool_job.json";
 
-    /// <summary>The journal format's version.</summary>
-    public int Version { get; init; } = 1;
+    /// <summary>The journal format's version: 2 writes the parts as runs of consecutive parts of the same size (version 1 listed each; both read).</summary>
+    public int Version { get; init; } = CurrentVersion;
+
+    private const int CurrentVersion = 2;
 
     /// <summary>What the job is.</summary>
     public required JobIdentity Job { get; init; }
 
-    /// <summary>The committed parts, in order.</summary>
+    /// <summary>The committed parts, in order (in the file, as runs: <see cref="CommittedPartRuns"/>).</summary>
+    [JsonConverter(typeof(CommittedPartRuns))]
     public List<CommittedPart> Parts { get; init; } = [];
 
     /// <summary>True once the job went through its whole input.</summary>
@@ -47,8 +50,11 @@ public sealed class JobJournal
 
         try
         {
-            return JsonSerializer.Deserialize(File.ReadAllBytes(path), JobsJson.Default.JobJournal)
+            var journal = JsonSerializer.Deserialize(File.ReadAllBytes(path), JobsJson.Default.JobJournal)
                 ?? throw new JobFolderException(JobFolderProblem.DamagedJournal, directory, $"The job journal {path} is empty.");
+
+            // An older journal is written back in the current format.
+            return journal.Version >= CurrentVersion ? journal : new JobJournal { Version = CurrentVersion, Job = journal.Job, Parts = journal.Parts, Finished = journal.Finished };
         }
         catch (JsonException ex)
         {
