@@ -17,6 +17,21 @@ public sealed class InputSourceTests : TempFolderTest
         Assert.All(items, i => Assert.Equal(Path.Combine(Dir, i.Key), i.Path));
     }
 
+    /// <summary>A long list (more keys than the check holds in memory, so most are on disk) with its fifth key again at its end: both lines are named.</summary>
+    [Fact]
+    public void ListFile_WithAKeyTwice_FarApart_IsRefusedNamingBothLines()
+    {
+        var lines = Enumerable.Range(0, KeyHashSet.DefaultMemoryLimit + 5_000).Select(i => $"f{i}.jpg").Append("f4.jpg");
+        var list = Write("list.txt", string.Join('\n', lines));
+
+        var ex = Assert.Throws<DuplicateKeyException>(() => InputSource.Open(list).CheckKeysUnique(Dir));
+
+        Assert.Equal("f4.jpg", ex.Key);
+        Assert.Contains("line 5 of", ex.Message, StringComparison.Ordinal);
+        Assert.Contains($"line {KeyHashSet.DefaultMemoryLimit + 5_001}", ex.Message, StringComparison.Ordinal);
+        Assert.Single(Directory.GetFiles(Dir)); // the list alone: the spilled keys are gone
+    }
+
     [Fact]
     public async Task Folder_IsWalkedInAStableOrderWithRelativeKeys()
     {

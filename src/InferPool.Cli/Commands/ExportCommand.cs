@@ -77,7 +77,7 @@ internal sealed class ExportCommand(IAnsiConsole console, ErrorOutput errors) : 
             // The columns a local run of the job's engine writes, as the first node that loaded it recorded them.
             var columns = job.Columns is { } stored ? ClusterColumns.Parse(stored) : [new OutputColumn("output")];
             var identity = new JobIdentity(job.Worker ?? job.Model, $"cluster job {job.Id}", job.Input, format.Name, [.. columns.Select(c => c.ToString())]);
-            var start = await OutputFolder.OpenAsync(output, identity, settings.Force, requireResume: false, format, cancellationToken).ConfigureAwait(false);
+            using var start = await OutputFolder.OpenAsync(output, identity, settings.Force, requireResume: false, format, cancellationToken).ConfigureAwait(false);
             var writer = new PartWriter(output, start.Journal, format, columns, settings.PartRows);
             var next = start.Journal.CommittedRows;
             var resumedAt = next;

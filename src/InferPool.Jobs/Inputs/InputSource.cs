@@ -244,29 +244,38 @@ public sealed class InputSource
 
     /// <summary>
     /// Checks a list file whole for a key given twice (a folder's keys, its relative paths, are unique by
-    /// construction; JSONL records are checked as they stream). Holds every key of the list once.
+    /// construction; JSONL records are checked as they stream). Memory does not grow with the list: the keys'
+    /// hashes go to a <see cref="KeyHashSet"/> that spills to <paramref name="spillDirectory"/>; when one repeats,
+    /// the list is read again for the line that gave it first.
     /// </summary>
+    /// <param name="spillDirectory">Where the key hashes of a long list go (null: the system's temporary folder).</param>
     /// <exception cref="DuplicateKeyException">A key occurs twice; the message gives both line numbers.</exception>
-    public void CheckKeysUnique()
+    public void CheckKeysUnique(string? spillDirectory = null)
     {
         if (_kind != Kind.List)
         {
             return;
         }
 
-        var seen = new Dictionary<string, long>(StringComparer.Ordinal);
+        using var seen = new KeyHashSet(spillDirectory ?? Path.GetTempPath());
+        foreach (var (number, key) in ListKeys())
+        {
+            if (!seen.Add(KeyHashSet.Hash(key)))
+            {
+                var first = ListKeys().First(k => k.Key == key).Number;
+                throw new DuplicateKeyException(key, $"line {first} of {_path}", $"line {number}");
+            }
+        }
+    }
+
+    /// <summary>A list file's keys as ReadList gives them, with their line numbers.</summary>
+    private IEnumerable<(long Number, string Key)> ListKeys()
+    {
         foreach (var (number, bytes, _) in ReadRecordLines(_path, 0))
         {
-            if (!TryDecode(bytes, out var text))
+            if (TryDecode(bytes, out var text))
             {
-                continue;
-            }
-
-            // The key as ReadList gives it.
-            var key = text.Trim();
-            if (!seen.TryAdd(key, number))
-            {
-                throw new DuplicateKeyException(key, $"line {seen[key]} of {_path}", $"line {number}");
+                yield return (number, text.Trim());
             }
         }
     }

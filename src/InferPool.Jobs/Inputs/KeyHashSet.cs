@@ -1,4 +1,7 @@
+using System.Buffers;
 using System.Buffers.Binary;
+using System.IO.Hashing;
+using System.Text;
 using Microsoft.Win32.SafeHandles;
 
 namespace InferPool.Jobs.Inputs;
@@ -44,6 +47,29 @@ internal sealed class KeyHashSet : IDisposable
 
     /// <summary>Run files on disk now (for tests).</summary>
     internal int Runs => _runs.Count;
+
+    /// <summary>A key's 128-bit XXH3 hash (of its UTF-8 bytes): what the set holds.</summary>
+    public static UInt128 Hash(string key)
+    {
+        var length = Encoding.UTF8.GetMaxByteCount(key.Length);
+        var rented = length > 512 ? ArrayPool<byte>.Shared.Rent(length) : null;
+        Span<byte> bytes = rented ?? stackalloc byte[512];
+        try
+        {
+            return XxHash128.HashToUInt128(bytes[..Encoding.UTF8.GetBytes(key, bytes)]);
+        }
+        finally
+        {
+            if (rented is not null)
+            {
+                ArrayPool<byte>.Shared.Return(rented);
+            }
+        }
+    }
+
+    /// <summary>True when the hash is in the set.</summary>
+    /// <exception cref="IOException">The keys could not be read from the output folder.</exception>
+    public bool Contains(UInt128 hash) => _recent.Contains(hash) || InRuns(hash);
 
     /// <summary>Adds a key's hash; false when it was already there.</summary>
     /// <exception cref="IOException">The keys could not be written to or read from the output folder.</exception>

@@ -1,7 +1,3 @@
-using System.Buffers;
-using System.IO.Hashing;
-using System.Text;
-
 namespace InferPool.Jobs.Inputs;
 
 /// <summary>
@@ -39,21 +35,5 @@ internal sealed class UniqueKeys(DuplicateKeys policy, string directory) : IDisp
             : InputItem.Unusable(unique, $"Duplicate key: an earlier item already has the key '{item.Key}', so this one is kept as '{unique}' and not run (allow duplicate keys to run it).");
     }
 
-    private static UInt128 Hash(string key)
-    {
-        var length = Encoding.UTF8.GetMaxByteCount(key.Length);
-        var rented = length > 512 ? ArrayPool<byte>.Shared.Rent(length) : null;
-        Span<byte> bytes = rented ?? stackalloc byte[512];
-        try
-        {
-            return XxHash128.HashToUInt128(bytes[..Encoding.UTF8.GetBytes(key, bytes)]);
-        }
-        finally
-        {
-            if (rented is not null)
-            {
-                ArrayPool<byte>.Shared.Return(rented);
-            }
-        }
-    }
+    private static UInt128 Hash(string key) => KeyHashSet.Hash(key);
 }

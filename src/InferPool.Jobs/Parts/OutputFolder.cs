@@ -9,11 +9,15 @@ public static class OutputFolder
 {
     /// <summary>What a run starts from.</summary>
     /// <param name="Journal">The journal to extend.</param>
-    /// <param name="CommittedKeys">Keys already in committed parts: skipped by this run.</param>
+    /// <param name="CommittedKeys">Keys already in committed parts: skipped by this run (disposed with the start).</param>
     /// <param name="Resumed">True when an earlier run of the same job was found.</param>
     /// <param name="Discarded">Leftover files (torn or uncommitted parts) that were removed.</param>
     /// <param name="CommittedFailures">Rows with status failed among the committed parts.</param>
-    public sealed record Start(JobJournal Journal, IReadOnlySet<string> CommittedKeys, bool Resumed, int Discarded, long CommittedFailures = 0);
+    public sealed record Start(JobJournal Journal, CommittedKeys CommittedKeys, bool Resumed, int Discarded, long CommittedFailures = 0) : IDisposable
+    {
+        /// <summary>Gives back what the committed keys hold on disk.</summary>
+        public void Dispose() => CommittedKeys.Dispose();
+    }
 
     /// <summary>Opens <paramref name="directory"/> for the job <paramref name="identity"/>, creating it if needed.</summary>
     /// <param name="directory">The output folder.</param>
@@ -57,7 +61,7 @@ public static class OutputFolder
             var fresh = new JobJournal { Job = identity };
             var removed = Discard(directory, committed: None);
             await fresh.SaveAsync(directory, cancellationToken).ConfigureAwait(false);
-            return new Start(fresh, new HashSet<string>(StringComparer.Ordinal), Resumed: false, removed);
+            return new Start(fresh, new CommittedKeys(directory), Resumed: false, removed);
         }
 
         var difference = journal.Job.Difference(identity);
@@ -76,7 +80,7 @@ public static class OutputFolder
 
         var committed = journal.Parts.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
         var discarded = Discard(directory, committed);
-        var keys = new HashSet<string>(StringComparer.Ordinal);
+        var keys = new CommittedKeys(directory);
         long failures = 0;
         foreach (var part in journal.Parts)
         {
@@ -96,6 +100,7 @@ public static class OutputFolder
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
+                keys.Dispose();
                 throw new JobFolderException(JobFolderProblem.DamagedPart, directory, $"Committed part {path} cannot be read ({ex.Message}).", ex);
             }
         }

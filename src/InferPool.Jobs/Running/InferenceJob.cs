@@ -100,11 +100,11 @@ public sealed partial class InferenceJob
 
         if (_options.DuplicateKeys == DuplicateKeys.Fail)
         {
-            _options.Input.CheckKeysUnique();
+            _options.Input.CheckKeysUnique(_options.OutputDirectory is { } folder && Directory.Exists(folder) ? folder : null);
         }
 
         var identity = new JobIdentity(engine.Name, engine.Fingerprint, _options.Input.FullPath, _options.Format.Name, [.. engine.Columns.Select(c => c.ToString())]);
-        var start = await OutputFolder.OpenAsync(_options.OutputDirectory, identity, _options.Force, _options.RequireResume, _options.Format, cancellationToken).ConfigureAwait(false);
+        using var start = await OutputFolder.OpenAsync(_options.OutputDirectory, identity, _options.Force, _options.RequireResume, _options.Format, cancellationToken).ConfigureAwait(false);
         Phase("output folder ready");
         if (start.Journal.Finished)
         {
