@@ -511,6 +511,24 @@ public sealed class ClusterProcessTests(PostgresServer postgres) : TempFolderTes
         }
     }
 
+    /// <summary>A key given twice is refused at submit, naming both items, and nothing is submitted.</summary>
+    [SkippableFact]
+    public async Task A_repeated_key_is_refused_at_submit_naming_both_items()
+    {
+        Requirement.Needs(postgres.Unavailable);
+        var connection = postgres.NewDatabase();
+        Write("dup.jsonl", string.Join('\n', new[] { "a", "b", "c", "b" }.Select(k => $$"""{"key": "{{k}}", "input": [1, 2, 3, 4]}""")));
+
+        var run = await Cli.RunAsync(Dir, "run", "dup.jsonl", "--cluster", connection, "--job", "dup", "--detach");
+
+        Assert.Equal(2, run.ExitCode);
+        Assert.Contains("item 1 of JSONL file", run.Err, StringComparison.Ordinal);
+        Assert.Contains("item 3", run.Err, StringComparison.Ordinal);
+        Assert.Contains("nothing was submitted", run.Err, StringComparison.Ordinal);
+        await using var database = NpgsqlDataSource.Create(connection);
+        Assert.Equal(0L, await ScalarAsync(database, "SELECT count(*) FROM inferpool_jobs"));
+    }
+
     /// <summary>Each row's key and its one vector column (whatever its name), from the JSONL parts of a folder.</summary>
     private static Dictionary<string, float[]> ReadJsonlVectors(string output) =>
         Directory.GetFiles(output, "part-*.jsonl").SelectMany(File.ReadAllLines).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToDictionary(

@@ -138,16 +138,21 @@ internal static class ClusterSubmit
         Pad = engine is OnnxEngine { TensorBatching.PadValues.Count: > 0 } onnx ? onnx.TensorBatching.PadValues : null,
     };
 
-    /// <summary>The input's items as the submitter finds them now, with each file's size and time (a folder's or a list's items).</summary>
+    /// <summary>
+    /// The input's items as the submitter finds them now, with each file's size and time (a folder's or a list's
+    /// items). Keys that may repeat are checked in a <see cref="KeyHashSet"/> (memory that does not grow with the
+    /// input); on a repeat the input is read again for the first item with that key, to name both.
+    /// </summary>
     private static async IAsyncEnumerable<ManifestItem> Manifest(InputSource input, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var seen = input.KeysAreUnique ? null : new Dictionary<string, long>(StringComparer.Ordinal);
+        using var seen = input.KeysAreUnique ? null : new KeyHashSet(Path.GetTempPath());
         long index = 0;
         await foreach (var item in input.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            if (seen is not null && !seen.TryAdd(item.Key, index))
+            if (seen is not null && !seen.Add(KeyHashSet.Hash(item.Key)))
             {
-                throw new DuplicateKeyException(item.Key, $"item {seen[item.Key]} of {input.Description}", $"item {index}");
+                var first = await FirstIndexOfAsync(input, item.Key, cancellationToken).ConfigureAwait(false);
+                throw new DuplicateKeyException(item.Key, $"item {first} of {input.Description}", $"item {index}");
             }
 
             var file = input.ItemsAreFiles && item.Path is { } path ? new FileInfo(path) : null;
@@ -156,6 +161,22 @@ internal static class ClusterSubmit
                 : new ManifestItem(index, item.Key, file?.FullName, null, null)) with { Position = item.Position };
             index++;
         }
+    }
+
+    private static async Task<long> FirstIndexOfAsync(InputSource input, string key, CancellationToken cancellationToken)
+    {
+        long index = 0;
+        await foreach (var item in input.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            if (item.Key == key)
+            {
+                return index;
+            }
+
+            index++;
+        }
+
+        return -1;
     }
 
     private static async Task<int> FollowAsync(ClusterStore store, string jobId, RunSettings settings, TextWriter output, ErrorOutput errors, CancellationToken cancellationToken)

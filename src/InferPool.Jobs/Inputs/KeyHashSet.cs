@@ -19,7 +19,7 @@ namespace InferPool.Jobs.Inputs;
 /// about 45 MB of memory for a hash set of them all. The run files are unlinked as soon as they are created where
 /// the system allows it (Linux, macOS), so a crash leaves none behind; elsewhere they go when the set is disposed.
 /// </remarks>
-internal sealed class KeyHashSet : IDisposable
+public sealed class KeyHashSet : IDisposable
 {
     /// <summary>Keys held in memory before they go to disk.</summary>
     public const int DefaultMemoryLimit = 1 << 16;
@@ -31,6 +31,7 @@ internal sealed class KeyHashSet : IDisposable
     private readonly HashSet<UInt128> _recent;
     private readonly List<Run> _runs = [];
 
+    /// <summary>An empty set whose older hashes go to run files in <paramref name="directory"/>.</summary>
     /// <param name="directory">Where run files go (the job's output folder: it has room for the results, which are larger).</param>
     /// <param name="memoryLimit">Keys held in memory before they go to disk.</param>
     public KeyHashSet(string directory, int memoryLimit = DefaultMemoryLimit)
@@ -49,8 +50,11 @@ internal sealed class KeyHashSet : IDisposable
     internal int Runs => _runs.Count;
 
     /// <summary>A key's 128-bit XXH3 hash (of its UTF-8 bytes): what the set holds.</summary>
+    /// <param name="key">The key.</param>
+    /// <returns>Its hash.</returns>
     public static UInt128 Hash(string key)
     {
+        ArgumentNullException.ThrowIfNull(key);
         var length = Encoding.UTF8.GetMaxByteCount(key.Length);
         var rented = length > 512 ? ArrayPool<byte>.Shared.Rent(length) : null;
         Span<byte> bytes = rented ?? stackalloc byte[512];
@@ -68,10 +72,12 @@ internal sealed class KeyHashSet : IDisposable
     }
 
     /// <summary>True when the hash is in the set.</summary>
+    /// <param name="hash">A key's <see cref="Hash"/>.</param>
     /// <exception cref="IOException">The keys could not be read from the output folder.</exception>
     public bool Contains(UInt128 hash) => _recent.Contains(hash) || InRuns(hash);
 
     /// <summary>Adds a key's hash; false when it was already there.</summary>
+    /// <param name="hash">A key's <see cref="Hash"/>.</param>
     /// <exception cref="IOException">The keys could not be written to or read from the output folder.</exception>
     public bool Add(UInt128 hash)
     {
@@ -90,6 +96,7 @@ internal sealed class KeyHashSet : IDisposable
         return true;
     }
 
+    /// <summary>Closes (and so deletes) the run files.</summary>
     public void Dispose()
     {
         foreach (var run in _runs)
