@@ -27,11 +27,7 @@ public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderT
         await ClusterSchema.EnsureAsync(database, CancellationToken.None);
         var store = new ClusterStore(database);
 
-        var builder = new TestClusterBuilder(3);
-        builder.Properties[Silo.ConnectionKey] = connection;
-        builder.AddSiloBuilderConfigurator<Silo>();
-        var cluster = builder.Build();
-        await cluster.DeployAsync();
+        var cluster = await DeployAsync(3, connection);
         try
         {
             await store.CreateJobAsync(new ClusterJob("inproc", Path.Combine(Dir, "in.jsonl"), model, 4, 10, Items, 2, "running"), CancellationToken.None);
@@ -105,11 +101,7 @@ public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderT
         await using var database = NpgsqlDataSource.Create(connection);
         await ClusterSchema.EnsureAsync(database, CancellationToken.None);
         var store = new ClusterStore(database);
-        var builder = new TestClusterBuilder(1);
-        builder.Properties[Silo.ConnectionKey] = connection;
-        builder.AddSiloBuilderConfigurator<Silo>();
-        var cluster = builder.Build();
-        await cluster.DeployAsync();
+        var cluster = await DeployAsync(1, connection);
         try
         {
             async Task<Dictionary<long, float[]>> RunAsync(string id)
@@ -204,13 +196,7 @@ public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderT
         await using var database = NpgsqlDataSource.Create(connection);
         await ClusterSchema.EnsureAsync(database, CancellationToken.None);
         var store = new ClusterStore(database);
-        var builder = new TestClusterBuilder(2);
-        builder.Properties[Silo.ConnectionKey] = connection;
-        builder.Properties[Silo.AllowOnKey] = allowOn;
-        builder.Properties[Silo.AllowPatternKey] = $"python3 {Path.Combine(TestFiles.Directory, "workers")}/*.py";
-        builder.AddSiloBuilderConfigurator<Silo>();
-        var cluster = builder.Build();
-        await cluster.DeployAsync();
+        var cluster = await DeployAsync(2, connection, (Silo.AllowOnKey, allowOn), (Silo.AllowPatternKey, $"python3 {Path.Combine(TestFiles.Directory, "workers")}/*.py"));
         try
         {
             await store.CreateJobAsync(new ClusterJob("workers", Path.Combine(Dir, "in"), "worker", 3, 4, 31, 10, "running", worker), CancellationToken.None);
@@ -237,6 +223,22 @@ public sealed class ClusterInProcessTests(PostgresServer postgres) : TempFolderT
             await cluster.StopAllSilosAsync();
             await cluster.DisposeAsync();
         }
+    }
+
+    /// <summary>An in-process test cluster of <paramref name="silos"/> InferPool nodes on <paramref name="connection"/>, deployed; stop and dispose it when done.</summary>
+    private static async Task<TestCluster> DeployAsync(short silos, string connection, params (string Key, string Value)[] properties)
+    {
+        var builder = new TestClusterBuilder(silos);
+        builder.Properties[Silo.ConnectionKey] = connection;
+        foreach (var (key, value) in properties)
+        {
+            builder.Properties[key] = value;
+        }
+
+        builder.AddSiloBuilderConfigurator<Silo>();
+        var cluster = builder.Build();
+        await cluster.DeployAsync();
+        return cluster;
     }
 
     private static async Task WaitForAsync(Func<Task<bool>> condition)

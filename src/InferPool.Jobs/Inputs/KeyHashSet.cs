@@ -81,7 +81,7 @@ public sealed class KeyHashSet : IDisposable
     /// <exception cref="IOException">The keys could not be written to or read from the output folder.</exception>
     public bool Add(UInt128 hash)
     {
-        if (_recent.Contains(hash) || InRuns(hash))
+        if (Contains(hash))
         {
             return false;
         }
@@ -251,30 +251,34 @@ public sealed class KeyHashSet : IDisposable
             return file;
         }
 
-        /// <summary>The filter's probes: double hashing over the key's two (already uniform) 64-bit halves.</summary>
         private void Remember(UInt128 hash)
         {
-            var (h1, h2) = ((ulong)hash, (ulong)(hash >> 64) | 1);
-            for (ulong i = 0; i < Probes; i++)
+            for (var i = 0; i < Probes; i++)
             {
-                var bit = (h1 + (i * h2)) % _bits;
-                _filter[bit / 64] |= 1UL << (int)(bit % 64);
+                var (word, mask) = Probe(hash, i);
+                _filter[word] |= mask;
             }
         }
 
         private bool MayContain(UInt128 hash)
         {
-            var (h1, h2) = ((ulong)hash, (ulong)(hash >> 64) | 1);
-            for (ulong i = 0; i < Probes; i++)
+            for (var i = 0; i < Probes; i++)
             {
-                var bit = (h1 + (i * h2)) % _bits;
-                if ((_filter[bit / 64] & (1UL << (int)(bit % 64))) == 0)
+                var (word, mask) = Probe(hash, i);
+                if ((_filter[word] & mask) == 0)
                 {
                     return false;
                 }
             }
 
             return true;
+        }
+
+        /// <summary>The filter's <paramref name="i"/>th probe: double hashing over the key's two (already uniform) 64-bit halves.</summary>
+        private (ulong Word, ulong Mask) Probe(UInt128 hash, int i)
+        {
+            var bit = ((ulong)hash + ((ulong)i * ((ulong)(hash >> 64) | 1))) % _bits;
+            return (bit / 64, 1UL << (int)(bit % 64));
         }
 
         /// <summary>Writes a new run's hashes in order, a buffer at a time, and fills its filter.</summary>

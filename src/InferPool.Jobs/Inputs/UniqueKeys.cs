@@ -18,14 +18,14 @@ internal sealed class UniqueKeys(DuplicateKeys policy, string directory) : IDisp
 
     public InputItem Apply(InputItem item)
     {
-        if (_seen.Add(Hash(item.Key)))
+        if (_seen.Add(KeyHashSet.Hash(item.Key)))
         {
             return item;
         }
 
         var n = 2;
         string unique;
-        while (!_seen.Add(Hash(unique = $"{item.Key}#{n}")))
+        while (!_seen.Add(KeyHashSet.Hash(unique = $"{item.Key}#{n}")))
         {
             n++;
         }
@@ -34,6 +34,4 @@ internal sealed class UniqueKeys(DuplicateKeys policy, string directory) : IDisp
             ? item with { Key = unique }
             : InputItem.Unusable(unique, $"Duplicate key: an earlier item already has the key '{item.Key}', so this one is kept as '{unique}' and not run (allow duplicate keys to run it).");
     }
-
-    private static UInt128 Hash(string key) => KeyHashSet.Hash(key);
 }

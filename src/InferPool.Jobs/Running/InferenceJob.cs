@@ -179,8 +179,8 @@ public sealed partial class InferenceJob
         var firstFailures = new List<(string, string)>();
         var byReason = new Dictionary<string, int>(StringComparer.Ordinal);
         // A source whose keys cannot repeat (a folder's paths, line numbers, row numbers) needs no set of every key seen.
-        using var keys = new UniqueKeys(_options.DuplicateKeys, _options.OutputDirectory);
-        Func<InputItem, InputItem> unique = _options.Input.KeysAreUnique ? static item => item : keys.Apply;
+        using var keys = _options.Input.KeysAreUnique ? null : new UniqueKeys(_options.DuplicateKeys, _options.OutputDirectory);
+        Func<InputItem, InputItem> unique = keys is null ? static item => item : keys.Apply;
         var input = StopWhen(_options.Input.ReadAsync(cancellationToken), stop.Token).Select(unique).Where(item =>
         {
             // Resuming: what an earlier run committed is not done again.
