@@ -88,6 +88,54 @@ public sealed class ModelCheckCacheTests : IDisposable
     }
 
     [Fact]
+    public void Load_Cached_ReadsTheFileWhenASessionFirstNeedsIt_AndRefusesOneChangedSinceTheLoad()
+    {
+        var path = TinyModels.Affine(_dir, symbolicBatch: false);
+        var first = OnnxModel.Load(path, cacheDirectory: Cache);
+        var unchanged = OnnxModel.Load(path, cacheDirectory: Cache);
+        var changed = OnnxModel.Load(path, cacheDirectory: Cache);
+        Assert.True(changed.CheckWasCached);
+        Assert.Equal(first.SessionBytes, unchanged.SessionBytes); // read and rewritten on demand, as the check rewrote it
+
+        // y = 3x + 1 at the same path after the load: the load's sessions must not quietly get another model.
+        TinyModels.Affine(_dir, symbolicBatch: false, scale: 3f);
+        File.SetLastWriteTimeUtc(path, File.GetLastWriteTimeUtc(path).AddSeconds(1));
+        var error = Assert.Throws<InvalidDataException>(() => changed.SessionBytes);
+        Assert.Contains(path, error.Message, StringComparison.Ordinal);
+        Assert.Contains("changed after it was loaded", error.Message, StringComparison.Ordinal);
+
+        // The same bytes written again (a new time, the same content) are still the checked model.
+        var rewrittenIdentically = OnnxModel.Load(path, cacheDirectory: Cache);
+        TinyModels.Affine(_dir, symbolicBatch: false, scale: 3f);
+        File.SetLastWriteTimeUtc(path, File.GetLastWriteTimeUtc(path).AddSeconds(2));
+        Assert.NotEmpty(rewrittenIdentically.SessionBytes);
+    }
+
+    [Fact]
+    public async Task CpuSessions_FromTheSavedGraph_AreBuiltSideBySide_EachMeasured()
+    {
+        var path = TinyModels.Affine(_dir, symbolicBatch: true);
+        var plan = ReplicaPlan.Cpu(3);
+        using (var saving = new OnnxReplicaFactory(OnnxModel.Load(path, cacheDirectory: Cache)))
+        {
+            await using var replica = await saving.CreateAsync(plan.Slots[0]);
+        }
+
+        using var factory = new OnnxReplicaFactory(OnnxModel.Load(path, cacheDirectory: Cache));
+        var replicas = await Task.WhenAll(plan.Slots.Select(slot => factory.CreateAsync(slot).AsTask()));
+        foreach (var replica in replicas)
+        {
+            var outcome = Assert.Single(await replica.InferAsync([[1, -2, 3.5f, 0]]));
+            Assert.Equal(new[] { 3f, -3, 8, 1 }, outcome.Value![0]);
+            await replica.DisposeAsync();
+        }
+
+        Assert.Equal(plan.Slots.Select(s => s.Name), factory.Replicas.Select(r => r.Replica));
+        Assert.All(factory.Replicas, r => Assert.True(r.FromOptimizedGraph));
+        Assert.All(factory.Replicas, r => Assert.True(r.ResidentBytes >= 0));
+    }
+
+    [Fact]
     public async Task CpuSessions_WhoseGraphCannotBeSaved_AreBuiltAllTheSame()
     {
         var path = TinyModels.Affine(_dir, symbolicBatch: true);

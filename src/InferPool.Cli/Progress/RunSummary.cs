@@ -49,7 +49,7 @@ internal sealed class RunSummary(IAnsiConsole console, TextWriter errors)
         if (s.Replicas.Count > 0)
         {
             var each = string.Join(", ", s.Replicas.Select(r => r.ResidentBytes is { } bytes ? string.Create(CultureInfo.InvariantCulture, $"{r.Replica} {bytes / (1024.0 * 1024):F0} MB") : $"{r.Replica} unknown"));
-            var how = onnx ? "pre-packed weights shared between CPU replicas" : "each worker process with its children once its model was loaded, shared pages divided among their sharers (PSS)";
+            var how = onnx ? "pre-packed weights shared between CPU replicas; what replicas built side by side took is divided among them" : "each worker process with its children once its model was loaded, shared pages divided among their sharers (PSS)";
             console.WriteLine($"  Resident memory per replica: {each} ({how}).");
         }
 
