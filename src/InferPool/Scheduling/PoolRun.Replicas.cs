@@ -75,6 +75,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
                     startFailures = 0;
                     limit = new BatchLimit(_options.MaxBatchSize);
                     Raise(new ReplicaEvent(slot, ReplicaEventKind.Started, $"Replica {slot} started."));
+                    _firstReplicaStarted.TrySetResult();
                     if (measuring && await WarmUpAsync(slot, replica, limit).ConfigureAwait(false))
                     {
                         measuring = false;

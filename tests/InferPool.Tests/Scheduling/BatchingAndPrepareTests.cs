@@ -133,6 +133,75 @@ public class BatchingAndPrepareTests
     }
 
     [Fact]
+    public async Task Run_WhileNoReplicaHasStarted_OnePrepareWorkerRuns_AndTheOthersJoinWhenOneStarts()
+    {
+        // Item 0's prepare waits (bounded) for a second prepare to run beside it; the replica is built only after that
+        // wait. Before the first replica starts, no second worker may join; once it has, item 10's prepare must see one.
+        var replicaReleased = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var secondEntered = new SemaphoreSlim(0);
+        var inPrepare = 0;
+        var mostBeforeStart = 0;
+        var overlapAfterStart = false;
+        var window = TimeSpan.FromMilliseconds(500);
+
+        var results = await CollectBoundedAsync(InferencePool.RunAsync(
+            AsyncRange(20),
+            async (item, ct) =>
+            {
+                var now = Interlocked.Increment(ref inPrepare);
+                if (!replicaReleased.Task.IsCompleted)
+                {
+                    InterlockedMax(ref mostBeforeStart, now);
+                }
+
+                if (now >= 2)
+                {
+                    secondEntered.Release();
+                }
+
+                if (item == 0)
+                {
+                    await secondEntered.WaitAsync(window, ct);
+                    replicaReleased.TrySetResult();
+                }
+                else if (item == 10)
+                {
+                    overlapAfterStart = now >= 2 || await secondEntered.WaitAsync(Bound, ct);
+                }
+
+                Interlocked.Decrement(ref inPrepare);
+                return item;
+            },
+            ReplicaFactory.FromAsync<int, int, int>(
+                async (_, ct) =>
+                {
+                    await replicaReleased.Task.WaitAsync(ct);
+                    return 0;
+                },
+                (_, batch, _) => ValueTask.FromResult<IReadOnlyList<int>>(batch)),
+            new InferencePoolOptions { PrepareParallelism = 2, MaxInFlight = 8, Replicas = Plan(("cpu", 1)) }));
+
+        Assert.Equal(Enumerable.Range(0, 20), results.Select(r => r.Value));
+        Assert.Equal(1, mostBeforeStart);
+        Assert.True(overlapAfterStart, "the second prepare worker never joined after the replica started");
+    }
+
+    private static void InterlockedMax(ref int target, int value)
+    {
+        var seen = Volatile.Read(ref target);
+        while (value > seen)
+        {
+            var was = Interlocked.CompareExchange(ref target, value, seen);
+            if (was == seen)
+            {
+                return;
+            }
+
+            seen = was;
+        }
+    }
+
+    [Fact]
     public async Task Run_PrepareThrows_ItemFailsInPrepareStageAndOthersGoOn()
     {
         var results = await CollectBoundedAsync(InferencePool.RunAsync(
