@@ -30,6 +30,7 @@ public sealed class KeyHashSet : IDisposable
     private readonly int _memoryLimit;
     private readonly HashSet<UInt128> _recent;
     private readonly List<Run> _runs = [];
+    private UInt128[]? _sortBuffer;
 
     /// <summary>An empty set whose older hashes go to run files in <paramref name="directory"/>.</summary>
     /// <param name="directory">Where run files go (the job's output folder: it has room for the results, which are larger).</param>
@@ -124,13 +125,16 @@ public sealed class KeyHashSet : IDisposable
     /// <summary>The keys in memory go to a new run, and the last runs merge while the one before is at most twice the size.</summary>
     private void Spill()
     {
-        var sorted = new UInt128[_recent.Count];
-        _recent.CopyTo(sorted);
-        Array.Sort(sorted);
+        // One buffer for every spill: a new one each time was a large-object array (1 MB at the default limit) left for a
+        // full collection, 15 of them over a million keys.
+        var count = _recent.Count;
+        _sortBuffer ??= new UInt128[_memoryLimit];
+        _recent.CopyTo(_sortBuffer);
+        Array.Sort(_sortBuffer, 0, count);
         _recent.Clear(); // keeps its capacity: the set does not grow again
         try
         {
-            _runs.Add(Run.Write(_directory, sorted));
+            _runs.Add(Run.Write(_directory, _sortBuffer.AsSpan(0, count)));
             while (_runs.Count >= 2 && _runs[^2].Count <= 2 * _runs[^1].Count)
             {
                 var (older, newer) = (_runs[^2], _runs[^1]);
@@ -166,7 +170,7 @@ public sealed class KeyHashSet : IDisposable
 
         public long Count { get; }
 
-        public static Run Write(string directory, UInt128[] sorted)
+        public static Run Write(string directory, ReadOnlySpan<UInt128> sorted)
         {
             var run = new Run(Create(directory), sorted.Length);
             var writer = new Writer(run);
