@@ -139,6 +139,7 @@ public class BatchingAndPrepareTests
         // wait. Before the first replica starts, no second worker may join; once it has, item 10's prepare must see one.
         var replicaReleased = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var secondEntered = new SemaphoreSlim(0);
+        var gate = new Lock();
         var inPrepare = 0;
         var mostBeforeStart = 0;
         var overlapAfterStart = false;
@@ -151,7 +152,10 @@ public class BatchingAndPrepareTests
                 var now = Interlocked.Increment(ref inPrepare);
                 if (!replicaReleased.Task.IsCompleted)
                 {
-                    InterlockedMax(ref mostBeforeStart, now);
+                    lock (gate)
+                    {
+                        mostBeforeStart = Math.Max(mostBeforeStart, now);
+                    }
                 }
 
                 if (now >= 2)
@@ -184,21 +188,6 @@ public class BatchingAndPrepareTests
         Assert.Equal(Enumerable.Range(0, 20), results.Select(r => r.Value));
         Assert.Equal(1, mostBeforeStart);
         Assert.True(overlapAfterStart, "the second prepare worker never joined after the replica started");
-    }
-
-    private static void InterlockedMax(ref int target, int value)
-    {
-        var seen = Volatile.Read(ref target);
-        while (value > seen)
-        {
-            var was = Interlocked.CompareExchange(ref target, value, seen);
-            if (was == seen)
-            {
-                return;
-            }
-
-            seen = was;
-        }
     }
 
     [Fact]
