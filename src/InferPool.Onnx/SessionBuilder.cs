@@ -48,7 +48,10 @@ internal sealed class SessionBuilder : IDisposable
         var optimized = !slot.Device.IsGpu && _model.CacheDirectory.Length > 0 && _options.OptimizationLevel != GraphOptimizationLevel.ORT_DISABLE_ALL
             ? ModelCheckCache.OptimizedGraphFile(_model.CacheDirectory, _model.Sha256)
             : null;
-        if (optimized is not null && File.Exists(optimized) && TryBuildFromOptimized(slot, threads, optimized, sessionOptions) is { } fromOptimized)
+        InferenceSession? FromSavedGraph() =>
+            optimized is not null && File.Exists(optimized) ? TryBuildFromOptimized(slot, threads, optimized, sessionOptions) : null;
+
+        if (FromSavedGraph() is { } fromOptimized)
         {
             return fromOptimized;
         }
@@ -59,7 +62,7 @@ internal sealed class SessionBuilder : IDisposable
         // optimized graph, the others waiting here load that instead.
         lock (_buildLock)
         {
-            if (optimized is not null && File.Exists(optimized) && TryBuildFromOptimized(slot, threads, optimized, sessionOptions) is { } built)
+            if (FromSavedGraph() is { } built)
             {
                 return built;
             }
