@@ -52,7 +52,11 @@ public sealed class InferencePoolOptions
     /// </summary>
     public int? MaxInFlight { get; set; }
 
-    /// <summary>Workers for the prepare stage (decode, resize, …), which overlaps inference.</summary>
+    /// <summary>
+    /// The most workers the prepare stage (decode, resize, …), which overlaps inference, runs at once. One runs while the
+    /// replicas are built; more join while replicas wait on preparation and park again when it is ahead (the prepared
+    /// queue is full), so a CPU-bound job keeps its cores for inference and a preparation-bound one uses them all.
+    /// </summary>
     public int PrepareParallelism { get; set; } = Environment.ProcessorCount;
 
     /// <summary>The order in which results are streamed.</summary>

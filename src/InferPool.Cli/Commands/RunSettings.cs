@@ -117,7 +117,7 @@ internal sealed class RunSettings : CommandSettings
     public string Format { get; init; } = "parquet";
 
     [CommandOption("--prepare-workers <N>")]
-    [Description("Parallel image decoders. Default: the core count")]
+    [Description("The most items prepared at once (images decoded, texts tokenized); as many run as keep the replicas fed. Default: the core count")]
     public int? PrepareWorkers { get; init; }
 
     [CommandOption("--batch-timeout <SECONDS>")]

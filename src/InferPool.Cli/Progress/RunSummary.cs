@@ -46,6 +46,14 @@ internal sealed class RunSummary(IAnsiConsole console, TextWriter errors)
             console.WriteLine($"  {d.Device}: {d.Items} items ({share:P0}), {d.ReplicasPlanned} replica(s){threads}, busy {d.BusyFraction:P0}{(d.Faults > 0 ? $", {d.Faults} replica fault(s)" : "")}{(d.Removed ? ", removed" : "")}");
         }
 
+        if (s.Final.Prepare is { } prepare)
+        {
+            var waited = prepare.ReplicaWaits == 0
+                ? "the replicas never waited on it"
+                : string.Create(CultureInfo.InvariantCulture, $"the replicas waited on it {prepare.ReplicaWaits} time(s), {ProgressDisplay.Duration(prepare.ReplicaWaitTime)} in all");
+            console.WriteLine($"  Preparation: at most {prepare.MostWorkers} of {prepare.WorkerLimit} worker(s) ran at once; {waited}; it was ahead (queue full) {prepare.QueueFull} time(s).");
+        }
+
         if (s.Replicas.Count > 0)
         {
             var each = string.Join(", ", s.Replicas.Select(r => r.ResidentBytes is { } bytes ? string.Create(CultureInfo.InvariantCulture, $"{r.Replica} {bytes / (1024.0 * 1024):F0} MB") : $"{r.Replica} unknown"));

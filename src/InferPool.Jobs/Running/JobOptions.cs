@@ -47,7 +47,10 @@ public sealed record JobOptions
     /// <summary>How parts are encoded.</summary>
     public OutputFormat Format { get; init; } = OutputFormat.Parquet;
 
-    /// <summary>Parallel preparation workers (image decoding), or null for the core count.</summary>
+    /// <summary>
+    /// The most preparation workers (image decoding, tokenizing) that run at once, or null for the core count; as many
+    /// run as keep the replicas fed (see <see cref="InferencePoolOptions.PrepareParallelism"/>).
+    /// </summary>
     public int? PrepareWorkers { get; init; }
 
     /// <summary>A model call taking longer is treated as hung.</summary>

@@ -17,6 +17,7 @@ public sealed class PoolMonitor
     private long _failed;
     private long _released;
     private long _peakInFlight;
+    private Func<PrepareSnapshot>? _prepare;
 
     /// <summary>Creates a monitor.</summary>
     /// <param name="timeProvider">The clock for elapsed time and rates; defaults to the system clock.</param>
@@ -63,11 +64,15 @@ public sealed class PoolMonitor
             admitted - Volatile.Read(ref _released),
             Volatile.Read(ref _peakInFlight),
             (succeeded + failed) / seconds,
-            deviceSnapshots);
+            deviceSnapshots)
+        {
+            Prepare = Volatile.Read(ref _prepare)?.Invoke(),
+        };
     }
 
-    internal void Start(ReplicaPlan plan)
+    internal void Start(ReplicaPlan plan, Func<PrepareSnapshot>? prepare)
     {
+        Volatile.Write(ref _prepare, prepare);
         Volatile.Write(ref _devices, [.. plan.Devices.Select(d => new DeviceCounters(d.Device, d.Replicas))]);
         Volatile.Write(ref _startTimestamp, _timeProvider.GetTimestamp());
     }

@@ -19,6 +19,9 @@ public sealed record PoolSnapshot(
     double ItemsPerSecond,
     IReadOnlyList<DeviceSnapshot> Devices)
 {
+    /// <summary>The prepare stage and queues; null for a job without a prepare stage, or before it starts.</summary>
+    public PrepareSnapshot? Prepare { get; init; }
+
     /// <summary>Items finished, ok or failed.</summary>
     public long Completed => Succeeded + Failed;
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Threading.Channels;
 using InferPool.Devices;
 using InferPool.Diagnostics;
 using InferPool.Replicas;
@@ -75,7 +76,6 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
                     startFailures = 0;
                     limit = new BatchLimit(_options.MaxBatchSize);
                     Raise(new ReplicaEvent(slot, ReplicaEventKind.Started, $"Replica {slot} started."));
-                    _firstReplicaStarted.TrySetResult();
                     if (measuring && await WarmUpAsync(slot, replica, limit).ConfigureAwait(false))
                     {
                         measuring = false;
@@ -88,7 +88,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
 
                 if (!reader.TryRead(out var batch))
                 {
-                    if (!await reader.WaitToReadAsync(Token).ConfigureAwait(false))
+                    if (!await WaitForBatchAsync(reader).ConfigureAwait(false))
                     {
                         return;
                     }
@@ -167,6 +167,31 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
     /// pieces of that size. A replica fault (or running out of memory on one item) puts the batch back in the
     /// queue in halves and returns false.
     /// </summary>
+
+    /// <summary>
+    /// Waits for a batch; false when no more will come. A wait with nothing prepared either is a wait on preparation:
+    /// it is counted and timed, and it calls in another prepare worker.
+    /// </summary>
+    private async ValueTask<bool> WaitForBatchAsync(ChannelReader<WorkBatch<TIn, TPrepared>> reader)
+    {
+        if (_prepareWorkers is not { } workers)
+        {
+            return await reader.WaitToReadAsync(Token).ConfigureAwait(false);
+        }
+
+        var onPreparation = _ready.Reader.Count == 0;
+        var started = _time.GetTimestamp();
+        workers.ReplicaWaiting(onPreparation);
+        try
+        {
+            return await reader.WaitToReadAsync(Token).ConfigureAwait(false);
+        }
+        finally
+        {
+            workers.ReplicaFed(onPreparation ? _time.GetElapsedTime(started) : TimeSpan.Zero);
+        }
+    }
+
     private async Task<bool> ProcessAsync(ReplicaSlot slot, IReplica<TPrepared, TOut> replica, WorkItem<TIn, TPrepared>[] items, BatchLimit limit)
     {
         var pending = new Stack<ArraySegment<WorkItem<TIn, TPrepared>>>();

@@ -42,7 +42,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
     private readonly Dictionary<Device, int> _liveSlotsPerDevice = [];
     private readonly List<string> _removalReasons = [];
     private readonly Dictionary<Device, GpuCapGate> _gpuGates = [];
-    private readonly TaskCompletionSource _firstReplicaStarted = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly PrepareWorkers? _prepareWorkers;
     private int _liveSlots;
 
     // Admitted items not yet written to the results channel, plus one held by the reader until the input ends.
@@ -79,6 +79,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
             {
                 SingleWriter = true,
             });
+            _prepareWorkers = new PrepareWorkers(options.PrepareParallelism);
         }
 
         _ready = Channel.CreateBounded<WorkItem<TIn, TPrepared>>(new BoundedChannelOptions(readyCapacity)
@@ -105,7 +106,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
     public async IAsyncEnumerable<InferenceResult<TIn, TOut>> RunAsync([EnumeratorCancellation] CancellationToken cancellationToken)
     {
         using var link = cancellationToken.Register(static s => ((CancellationTokenSource)s!).Cancel(), _cts);
-        _monitor?.Start(_options.Replicas);
+        _monitor?.Start(_options.Replicas, _prepareWorkers is { } workers ? () => PrepareSnapshot(workers) : null);
         var tasks = StartStages();
         try
         {
@@ -258,18 +259,19 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
 
     private async Task PrepareStageAsync()
     {
+        var control = _prepareWorkers!;
         try
         {
-            // One worker prepares while the replicas are built; the others join when the first replica starts. Builds and
-            // preparation both want every core at the start, and a replica that starts sooner is busy sooner; one worker
-            // keeps the first batches ready (ResNet-18 on two cores: a build takes ~100 ms, an image ~8 ms).
-            var workers = new Task[_options.PrepareParallelism];
+            // One worker prepares while the replicas are built; the others are parked until a started replica waits on
+            // preparation, and park again when the prepared queue is full (PrepareWorkers). Builds and preparation both
+            // want every core at the start, and a replica that starts sooner is busy sooner.
+            var workers = new Task[control.Limit];
             workers[0] = Task.Run(PrepareWorkerAsync);
             for (var i = 1; i < workers.Length; i++)
             {
                 workers[i] = Task.Run(async () =>
                 {
-                    await _firstReplicaStarted.Task.WaitAsync(Token).ConfigureAwait(false);
+                    await control.WaitToBeCalledAsync(Token).ConfigureAwait(false);
                     await PrepareWorkerAsync().ConfigureAwait(false);
                 });
             }
@@ -288,12 +290,14 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
 
     private async Task PrepareWorkerAsync()
     {
+        var control = _prepareWorkers!;
         var reader = _toPrepare!.Reader;
         var writer = _ready.Writer;
         while (await reader.WaitToReadAsync(Token).ConfigureAwait(false))
         {
             while (reader.TryRead(out var work))
             {
+                control.Preparing(nothingPrepared: _ready.Reader.Count == 0);
                 try
                 {
                     work.Prepared = await _prepare!(work.Item, Token).ConfigureAwait(false);
@@ -310,11 +314,30 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
 
                 if (!writer.TryWrite(work))
                 {
+                    // Preparation is ahead: this worker hands its item over when there is room, then parks unless it is
+                    // the last one running.
+                    var park = control.QueueWasFull();
                     await writer.WriteAsync(work, Token).ConfigureAwait(false);
+                    if (park)
+                    {
+                        await control.WaitToBeCalledAsync(Token).ConfigureAwait(false);
+                    }
                 }
             }
         }
+
+        control.Finish(); // the input is used up: parked workers end too
     }
+
+    private PrepareSnapshot PrepareSnapshot(PrepareWorkers workers) => new(
+        workers.Running,
+        workers.Limit,
+        workers.MostRunning,
+        _ready.Reader.Count,
+        (int)Math.Max(0, Interlocked.Read(ref _queued)),
+        workers.ReplicaWaits,
+        workers.ReplicaWaitTime,
+        workers.QueueFull);
 
     // ---- batching -------------------------------------------------------------------------------------
 

@@ -133,10 +133,10 @@ public class BatchingAndPrepareTests
     }
 
     [Fact]
-    public async Task Run_WhileNoReplicaHasStarted_OnePrepareWorkerRuns_AndTheOthersJoinWhenOneStarts()
+    public async Task Run_WhileNoReplicaHasStarted_OnePrepareWorkerRuns_AndAnotherJoinsWhenAReplicaWaitsOnPreparation()
     {
         // Item 0's prepare waits (bounded) for a second prepare to run beside it; the replica is built only after that
-        // wait. Before the first replica starts, no second worker may join; once it has, item 10's prepare must see one.
+        // wait. Before the first replica starts, no second worker may join; once it waits on item 10, a second must run.
         var replicaReleased = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var secondEntered = new SemaphoreSlim(0);
         var gate = new Lock();
