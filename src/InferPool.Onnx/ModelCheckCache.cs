@@ -100,9 +100,40 @@ internal static class ModelCheckCache
             ? known.Sha256
             : null;
 
-    /// <summary>Remembers <paramref name="file"/>'s SHA-256 with its path, size and time (best effort: else the next run hashes it again).</summary>
-    public static void RememberSha256(string directory, FileInfo file, string sha256) =>
+    /// <summary>The most remembered hashes kept; past it the older half is dropped (those files are hashed again if loaded).</summary>
+    public const int RememberedFilesKept = 1000;
+
+    /// <summary>
+    /// Remembers <paramref name="file"/>'s SHA-256 with its path, size and time (best effort: else the next run hashes it
+    /// again). One small file per model path, so past <see cref="RememberedFilesKept"/> of them the older half is
+    /// deleted: model files in temporary folders would otherwise pile up for ever.
+    /// </summary>
+    public static void RememberSha256(string directory, FileInfo file, string sha256)
+    {
         TryWriteJson(HashFileFor(directory, file.FullName), new FileHash(file.FullName, file.Length, file.LastWriteTimeUtc.Ticks, sha256), CacheJson.Default.FileHash);
+        TrimRememberedFiles(Path.Combine(directory, "files"));
+    }
+
+    private static void TrimRememberedFiles(string folder)
+    {
+        try
+        {
+            var entries = new DirectoryInfo(folder).GetFiles("*.json");
+            if (entries.Length <= RememberedFilesKept)
+            {
+                return;
+            }
+
+            foreach (var old in entries.OrderByDescending(e => e.LastWriteTimeUtc).Skip(RememberedFilesKept / 2))
+            {
+                old.Delete();
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // Another process trimmed first, or the folder is read-only: left for a later run.
+        }
+    }
 
     private static string HashFileFor(string directory, string fullPath) =>
         Path.Combine(directory, "files", $"{Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(fullPath)))[..32]}.json");

@@ -177,4 +177,28 @@ public sealed class ModelCheckCacheTests : IDisposable
         Assert.True(OnnxModel.Load(path, cacheDirectory: Cache).CheckWasCached);
         Assert.Equal(["x", "n"], damaged.Inputs.Select(i => i.Name));
     }
+
+    [Fact]
+    public void RememberedHashes_PastTheLimit_TheOlderHalfIsDropped_AndTheNewestKept()
+    {
+        // A thousand entries for model paths that are long gone (temporary folders), the oldest first; loading one more
+        // model remembers its hash and trims the folder to the newest half.
+        var files = Directory.CreateDirectory(Path.Combine(Cache, "files"));
+        var start = new DateTime(2020, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+        for (var i = 0; i < ModelCheckCache.RememberedFilesKept; i++)
+        {
+            var entry = Path.Combine(files.FullName, $"old-{i:D4}.json");
+            File.WriteAllText(entry, "{}");
+            File.SetLastWriteTimeUtc(entry, start.AddMinutes(i));
+        }
+
+        var path = TinyModels.Affine(_dir, symbolicBatch: false);
+        var model = OnnxModel.Load(path, cacheDirectory: Cache);
+
+        var left = files.GetFiles("*.json").Select(f => f.Name).ToHashSet();
+        Assert.Equal(ModelCheckCache.RememberedFilesKept / 2, left.Count);
+        Assert.DoesNotContain("old-0000.json", left);
+        Assert.Contains($"old-{ModelCheckCache.RememberedFilesKept - 1:D4}.json", left);
+        Assert.Equal(model.Sha256, ModelCheckCache.RememberedSha256(Cache, new FileInfo(path)));
+    }
 }
