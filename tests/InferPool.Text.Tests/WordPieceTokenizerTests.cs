@@ -71,4 +71,36 @@ public sealed class WordPieceTokenizerTests : IDisposable
             File.Delete(path);
         }
     }
+
+    [Fact]
+    public void Tokenize_OnManyThreadsOneAfterAnother_LoadsTheVocabularyOnce()
+    {
+        // A long job's prepare workers run on whichever thread-pool thread is free; a copy of the vocabulary per thread
+        // grew memory with the job. Twenty threads, one at a time, share the one copy.
+        for (var i = 0; i < 20; i++)
+        {
+            var thread = new Thread(() => Assert.Equal(6, _tokenizer.Tokenize("Hello, world!", 256).Ids.Length));
+            thread.Start();
+            thread.Join();
+        }
+
+        Assert.Equal(1, _tokenizer.TokenizersLoaded);
+    }
+
+    [Fact]
+    public async Task Tokenize_CallsAtTheSameTime_EachGetsItsOwnCopy_AndAllAgree()
+    {
+        var texts = Enumerable.Range(0, 400).Select(i => $"Sentence number {i} about café naïve tokenizers.").ToArray();
+        var expected = texts.Select(t => _tokenizer.Tokenize(t, 64).Ids).ToArray();
+
+        var results = new long[texts.Length][];
+        await Parallel.ForAsync(0, texts.Length, new ParallelOptions { MaxDegreeOfParallelism = 4 }, (i, _) =>
+        {
+            results[i] = _tokenizer.Tokenize(texts[i], 64).Ids;
+            return ValueTask.CompletedTask;
+        });
+
+        Assert.Equal(expected, results);
+        Assert.InRange(_tokenizer.TokenizersLoaded, 1, 4);
+    }
 }
