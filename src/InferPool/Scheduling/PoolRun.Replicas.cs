@@ -162,13 +162,6 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
     }
 
     /// <summary>
-    /// Runs one batch. A batch that throws an item fault is split in halves on this replica until the bad
-    /// item is alone. A batch that runs out of device memory halves the replica's batch limit and is run in
-    /// pieces of that size. A replica fault (or running out of memory on one item) puts the batch back in the
-    /// queue in halves and returns false.
-    /// </summary>
-
-    /// <summary>
     /// Waits for a batch; false when no more will come. A wait with nothing prepared either is a wait on preparation:
     /// it is counted and timed, and it calls in another prepare worker.
     /// </summary>
@@ -192,6 +185,12 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
         }
     }
 
+    /// <summary>
+    /// Runs one batch. A batch that throws an item fault is split in halves on this replica until the bad
+    /// item is alone. A batch that runs out of device memory halves the replica's batch limit and is run in
+    /// pieces of that size. A replica fault (or running out of memory on one item) puts the batch back in the
+    /// queue in halves and returns false.
+    /// </summary>
     private async Task<bool> ProcessAsync(ReplicaSlot slot, IReplica<TPrepared, TOut> replica, WorkItem<TIn, TPrepared>[] items, BatchLimit limit)
     {
         var pending = new Stack<ArraySegment<WorkItem<TIn, TPrepared>>>();

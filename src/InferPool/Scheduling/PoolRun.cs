@@ -106,7 +106,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
     public async IAsyncEnumerable<InferenceResult<TIn, TOut>> RunAsync([EnumeratorCancellation] CancellationToken cancellationToken)
     {
         using var link = cancellationToken.Register(static s => ((CancellationTokenSource)s!).Cancel(), _cts);
-        _monitor?.Start(_options.Replicas, _prepareWorkers is { } workers ? () => PrepareSnapshot(workers) : null);
+        _monitor?.Start(_options.Replicas, _prepareWorkers is { } workers ? () => SnapshotPreparation(workers) : null);
         var tasks = StartStages();
         try
         {
@@ -329,7 +329,7 @@ internal sealed partial class PoolRun<TIn, TPrepared, TOut>
         control.Finish(); // the input is used up: parked workers end too
     }
 
-    private PrepareSnapshot PrepareSnapshot(PrepareWorkers workers) => new(
+    private PrepareSnapshot SnapshotPreparation(PrepareWorkers workers) => new(
         workers.Running,
         workers.Limit,
         workers.MostRunning,

@@ -64,6 +64,9 @@ internal sealed class PrepareWorkers
     /// <summary>Times a started replica found nothing to run and nothing prepared.</summary>
     public long ReplicaWaits => Interlocked.Read(ref _replicaWaits);
 
+    /// <summary>The time replicas spent waiting on preparation, all together.</summary>
+    public TimeSpan ReplicaWaitTime => TimeSpan.FromTicks(Interlocked.Read(ref _replicaWaitTicks));
+
     /// <summary>Times a worker found the prepared-items queue full.</summary>
     public long QueueFull => Interlocked.Read(ref _queueFull);
 
@@ -86,9 +89,6 @@ internal sealed class PrepareWorkers
         Interlocked.Decrement(ref _waitingReplicas);
         Interlocked.Add(ref _replicaWaitTicks, onPreparation.Ticks);
     }
-
-    /// <summary>The time replicas spent waiting on preparation, all together.</summary>
-    public TimeSpan ReplicaWaitTime => TimeSpan.FromTicks(Interlocked.Read(ref _replicaWaitTicks));
 
     /// <summary>A worker starts preparing an item.</summary>
     /// <param name="nothingPrepared">Nothing is prepared: a replica that waits now waits on this item.</param>
