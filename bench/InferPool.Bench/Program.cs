@@ -10,6 +10,7 @@ using InferPool.Jobs;
 using InferPool.Jobs.Engines;
 using InferPool.Jobs.Inputs;
 using InferPool.Jobs.Parts;
+using InferPool.Jobs.Tuning;
 using InferPool.Devices;
 using InferPool.Onnx;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -168,7 +169,7 @@ for (var round = 0; round < rounds; round++)
     Record($"inferpool run (decode + infer + write parquet), batch {batchSize}", await EndToEndAsync());
     if (cli is not null)
     {
-        Record("inferpool run as a command, process start to exit (CLI defaults)", await WholeCommandAsync(cli));
+        Record($"inferpool run as a command, process start to exit ({CommandConfiguration(cli)})", await WholeCommandAsync(cli));
     }
 }
 
@@ -239,6 +240,19 @@ async Task<double> WholeCommandAsync(string tool)
     }
 
     return items / elapsed;
+}
+
+// What the command runs with: a configuration 'inferpool tune' saved beside the built-in model wins over the defaults.
+static string CommandConfiguration(string tool)
+{
+    var path = TunedConfig.BesideModel(Path.Combine(Path.GetDirectoryName(tool)!, "models", "resnet18", "ResNet18.onnx"));
+    if (!File.Exists(path))
+    {
+        return "CLI defaults";
+    }
+
+    var tuned = TunedConfig.Load(path);
+    return string.Create(CultureInfo.InvariantCulture, $"tuned: {tuned.Devices}, {tuned.Threads} thread(s), batch {tuned.Batch}");
 }
 
 static string FindCli()

@@ -15,14 +15,15 @@ namespace InferPool.Jobs.Inputs;
 /// there: for a new key, in about 1 % of the runs.
 /// </summary>
 /// <remarks>
-/// A million keys: the set's limit (65,536 keys, about 2.5 MB) plus 1.2 MB of filters, and 16 MB on disk, against
-/// about 45 MB of memory for a hash set of them all. The run files are unlinked as soon as they are created where
+/// A million keys: the set's limit (16,384 keys, 0.5 MB, allocated once at its full size so that it neither grows nor
+/// leaves resized copies behind) plus 1.2 MB of filters, and 16 MB on disk, against about 45 MB of memory for a hash
+/// set of them all. The run files are unlinked as soon as they are created where
 /// the system allows it (Linux, macOS), so a crash leaves none behind; elsewhere they go when the set is disposed.
 /// </remarks>
 public sealed class KeyHashSet : IDisposable
 {
     /// <summary>Keys held in memory before they go to disk.</summary>
-    public const int DefaultMemoryLimit = 1 << 16;
+    public const int DefaultMemoryLimit = 1 << 14;
 
     private const int KeyBytes = 16;
 
@@ -34,14 +35,14 @@ public sealed class KeyHashSet : IDisposable
 
     /// <summary>An empty set whose older hashes go to run files in <paramref name="directory"/>.</summary>
     /// <param name="directory">Where run files go (the job's output folder: it has room for the results, which are larger).</param>
-    /// <param name="memoryLimit">Keys held in memory before they go to disk.</param>
+    /// <param name="memoryLimit">Keys held in memory before they go to disk; the set for them is allocated at once.</param>
     public KeyHashSet(string directory, int memoryLimit = DefaultMemoryLimit)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         ArgumentOutOfRangeException.ThrowIfLessThan(memoryLimit, 1);
         _directory = directory;
         _memoryLimit = memoryLimit;
-        _recent = new HashSet<UInt128>(Math.Min(memoryLimit, 1 << 12));
+        _recent = new HashSet<UInt128>(memoryLimit);
     }
 
     /// <summary>Keys in the set.</summary>
@@ -125,8 +126,8 @@ public sealed class KeyHashSet : IDisposable
     /// <summary>The keys in memory go to a new run, and the last runs merge while the one before is at most twice the size.</summary>
     private void Spill()
     {
-        // One buffer for every spill: a new one each time was a large-object array (1 MB at the default limit) left for a
-        // full collection, 15 of them over a million keys.
+        // One buffer for every spill: a new one each time was a large-object array left for a full collection (at the
+        // old limit of 65,536 keys, 15 arrays of 1 MB over a million keys).
         var count = _recent.Count;
         _sortBuffer ??= new UInt128[_memoryLimit];
         _recent.CopyTo(_sortBuffer);

@@ -3,11 +3,12 @@ namespace InferPool.Jobs.Parts;
 /// <summary>
 /// Keeps a long job's memory flat: after each part, when the large-object heap has grown by more than
 /// <see cref="Growth"/> since the last full collection, it is collected. Encoding a part leaves large buffers behind
-/// (Parquet.Net's level encoder allocates one per column and part), and the runtime, seeing no memory pressure, can
-/// let them pile up for the whole job: measured over a million items, the large-object heap went from 18 to 62 MB
-/// and the process from 212 to 261 MB, with not one full collection. The live heap of a job is small (a part's rows
-/// and the pools), so a full collection takes a few milliseconds. At 8 MB (24 before) a job's peak stops rising
-/// after its first seconds: 10,000 to 1,000,000 inputs, 190 → 227 MB at 24 MB, 194 → 218 MB at 8 MB.
+/// (Parquet.Net's level encoder allocated one per column and part before parts were cut into bounded row groups), and
+/// the runtime, seeing no memory pressure, can let them pile up for the whole job: measured over a million items, the
+/// large-object heap went from 18 to 62 MB and the process from 212 to 261 MB, with not one full collection. The live
+/// heap of a job is small (a part's rows and the pools), so a full collection takes a few milliseconds. At 8 MB (24
+/// before) a job's peak stops rising after its first seconds: 10,000 to 1,000,000 inputs, 190 → 227 MB at 24 MB,
+/// 194 → 218 MB at 8 MB.
 /// </summary>
 internal static class LargeObjectWatch
 {

@@ -20,6 +20,9 @@ namespace InferPool.Jobs.Parts;
 /// </summary>
 internal sealed class ParquetFormat : OutputFormat
 {
+    /// <summary>The most values of one output column in a row group (see <see cref="RowGroups"/>).</summary>
+    internal const int GroupValues = 1 << 16;
+
     public override string Name => "parquet";
 
     public override string Extension => ".parquet";
@@ -78,11 +81,55 @@ internal sealed class ParquetFormat : OutputFormat
         await using (writer.ConfigureAwait(false))
         {
             writer.CustomMetadata = columns.Where(c => c.ItemShape is not null).ToDictionary(c => ShapeKey(c.Name), c => ShapeText(c.ItemShape!));
-            await WriteGroupAsync(writer, fields, rows, columns, cancellationToken).ConfigureAwait(false);
+            foreach (var (start, count) in RowGroups(rows, columns.Count))
+            {
+                await WriteGroupAsync(writer, fields, new RowRange(rows, start, count), columns, cancellationToken).ConfigureAwait(false);
+            }
         }
     }
 
-    private static async Task WriteGroupAsync(ParquetWriter writer, DataField[] fields, IReadOnlyList<ResultRow> rows, IReadOnlyList<OutputColumn> columns, CancellationToken cancellationToken)
+    /// <summary>
+    /// The part's rows cut into row groups of at most <see cref="GroupValues"/> values in any output column (a group
+    /// always has at least one row). A list column's buffers, and the level arrays Parquet.Net encodes from them, grow
+    /// with a group's values: one group per part made them a function of the output's width (a part of 1,000 rows of 256
+    /// floats: 1 MB each, and a 2 MB encoding buffer that the shared array pool keeps for every thread that ever wrote a
+    /// part: 15 MB over a long job). Bounded here (a level array 256 KB, the encoding buffer 512 KB), they no longer
+    /// depend on the output's width or the part's size. A row wider than the bound is a group of its own.
+    /// </summary>
+    internal static IEnumerable<(int Start, int Count)> RowGroups(IReadOnlyList<ResultRow> rows, int outputs)
+    {
+        var totals = new long[outputs];
+        var start = 0;
+        for (var r = 0; r < rows.Count; r++)
+        {
+            var fits = true;
+            for (var c = 0; c < outputs && fits; c++)
+            {
+                fits = totals[c] + Width(rows[r], c) <= GroupValues;
+            }
+
+            if (!fits && r > start)
+            {
+                yield return (start, r - start);
+                start = r;
+                Array.Clear(totals);
+            }
+
+            for (var c = 0; c < outputs; c++)
+            {
+                totals[c] += Width(rows[r], c);
+            }
+        }
+
+        if (rows.Count > start || rows.Count == 0)
+        {
+            yield return (start, rows.Count - start);
+        }
+
+        static long Width(ResultRow row, int column) => row.Outputs is { } outputs && column < outputs.Count ? outputs[column].Length : 0;
+    }
+
+    private static async Task WriteGroupAsync(ParquetWriter writer, DataField[] fields, RowRange rows, IReadOnlyList<OutputColumn> columns, CancellationToken cancellationToken)
     {
         using var group = writer.CreateRowGroup();
         var f = 0;
@@ -118,7 +165,7 @@ internal sealed class ParquetFormat : OutputFormat
         group.CompleteValidate();
     }
 
-    private static Task WriteListAsync(ParquetRowGroupWriter group, DataField element, IReadOnlyList<ResultRow> rows, int column, TensorElementType type, CancellationToken cancellationToken) => type switch
+    private static Task WriteListAsync(ParquetRowGroupWriter group, DataField element, RowRange rows, int column, TensorElementType type, CancellationToken cancellationToken) => type switch
     {
         TensorElementType.Double => WriteListAsync<double>(group, element, rows, column, static t => (double[])t.Values, cancellationToken),
         TensorElementType.Int64 => WriteListAsync<long>(group, element, rows, column, static t => (long[])t.Values, cancellationToken),
@@ -137,7 +184,7 @@ internal sealed class ParquetFormat : OutputFormat
     /// row's list starts and 1 inside it; its definition level is the maximum. A failed row is an empty list: one entry
     /// with no value, defined up to the list but not its element.
     /// </summary>
-    private static async Task WriteListAsync<T>(ParquetRowGroupWriter group, DataField element, IReadOnlyList<ResultRow> rows, int column, Func<TensorData, T[]> values, CancellationToken cancellationToken)
+    private static async Task WriteListAsync<T>(ParquetRowGroupWriter group, DataField element, RowRange rows, int column, Func<TensorData, T[]> values, CancellationToken cancellationToken)
         where T : struct
     {
         var lists = new T[]?[rows.Count];
@@ -190,7 +237,7 @@ internal sealed class ParquetFormat : OutputFormat
         }
     }
 
-    private static string?[] Strings(IReadOnlyList<ResultRow> rows, Func<ResultRow, string?> get)
+    private static string?[] Strings(RowRange rows, Func<ResultRow, string?> get)
     {
         var values = new string?[rows.Count];
         for (var i = 0; i < values.Length; i++)
@@ -223,9 +270,27 @@ internal sealed class ParquetFormat : OutputFormat
     }
 }
 
+/// <summary>Rows <c>start</c> to <c>start + count</c> of a part, as a list of their own.</summary>
+internal sealed class RowRange(IReadOnlyList<ResultRow> rows, int start, int count) : IReadOnlyList<ResultRow>
+{
+    public int Count => count;
+
+    public ResultRow this[int index] => (uint)index < (uint)count ? rows[start + index] : throw new ArgumentOutOfRangeException(nameof(index));
+
+    public IEnumerator<ResultRow> GetEnumerator()
+    {
+        for (var i = 0; i < count; i++)
+        {
+            yield return rows[start + i];
+        }
+    }
+
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+}
+
 /// <summary>The buffers parts' columns are built in: a pool that any thread returns to, a few arrays of each size.</summary>
 internal static class ColumnBuffers<T>
 {
-    /// <summary>Columns up to 2²⁶ values (a part of 1,000 rows of 65,536 floats) are pooled; larger ones are allocated.</summary>
+    /// <summary>Columns up to 2²⁶ values are pooled (a row group holds at most <see cref="ParquetFormat.GroupValues"/> unless one row is wider); larger ones are allocated.</summary>
     public static readonly ArrayPool<T> Pool = ArrayPool<T>.Create(1 << 26, 4);
 }
