@@ -80,6 +80,24 @@ public sealed class ImagePreparationTests
         Assert.All(plane, v => Assert.InRange(v, 0.40f, 0.60f));
     }
 
+    [Theory]
+    [InlineData(300)] // one bilinear step
+    [InlineData(1000)] // halvings first
+    public void Prepare_HalfTransparentImage_IsItsColourOverBlack(int side)
+    {
+        // Transparent pixels come out as if laid over black (their colour times their opacity), whatever path the
+        // resize takes: draws replace what is under them rather than blend with it.
+        using var bitmap = new SKBitmap(new SKImageInfo(side, side, SKColorType.Rgba8888, SKAlphaType.Unpremul));
+        bitmap.Erase(new SKColor(200, 100, 50, 128));
+
+        var raw = new ImagePreprocessor(new RawRgb()).Prepare(EncodePng(bitmap));
+
+        var plane = 224 * 224;
+        Assert.All(raw.AsSpan(0, plane).ToArray(), v => Assert.InRange(v, 99 / 255f, 102 / 255f));
+        Assert.All(raw.AsSpan(plane, plane).ToArray(), v => Assert.InRange(v, 49 / 255f, 52 / 255f));
+        Assert.All(raw.AsSpan(2 * plane, plane).ToArray(), v => Assert.InRange(v, 24 / 255f, 27 / 255f));
+    }
+
     private static byte[] EncodePng(SKBitmap bitmap)
     {
         using var image = SKImage.FromBitmap(bitmap);
