@@ -270,22 +270,12 @@ internal sealed class ParquetFormat : OutputFormat
     }
 }
 
-/// <summary>Rows <c>start</c> to <c>start + count</c> of a part, as a list of their own.</summary>
-internal sealed class RowRange(IReadOnlyList<ResultRow> rows, int start, int count) : IReadOnlyList<ResultRow>
+/// <summary>Rows <c>start</c> to <c>start + count</c> of a part: the rows of one row group.</summary>
+internal readonly struct RowRange(IReadOnlyList<ResultRow> rows, int start, int count)
 {
     public int Count => count;
 
     public ResultRow this[int index] => (uint)index < (uint)count ? rows[start + index] : throw new ArgumentOutOfRangeException(nameof(index));
-
-    public IEnumerator<ResultRow> GetEnumerator()
-    {
-        for (var i = 0; i < count; i++)
-        {
-            yield return rows[start + i];
-        }
-    }
-
-    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
 }
 
 /// <summary>The buffers parts' columns are built in: a pool that any thread returns to, a few arrays of each size.</summary>
