@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The 20-image default job as a new user runs it (`inferpool run`), N times (default 10) after one run that fills the
 # model cache: the replicas' busy share and the whole command's wall time for each run, then the mean, the worst and how
-# many runs were under the 50% target. Usage: bash bench/default-job.sh [N]
+# many runs were under the 50% target. Usage: bash bench/default-job.sh [N] [TOOL]
+# TOOL: an inferpool to run (an installed tool package, say); the built CLI by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10}
-dotnet build src/InferPool.Cli -c Release -v quiet -nologo >/dev/null
-tool=src/InferPool.Cli/bin/Release/net10.0/inferpool
+tool=${2:-}
+if [ -z "$tool" ]; then
+  dotnet build src/InferPool.Cli -c Release -v quiet -nologo >/dev/null
+  tool=src/InferPool.Cli/bin/Release/net10.0/inferpool
+fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$tool" run -o "$out/job" --force -q >/dev/null

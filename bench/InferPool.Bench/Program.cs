@@ -1,7 +1,8 @@
 // Whole-job benchmark: `inferpool run` end to end (decode included) against raw ONNX Runtime loops over the
 // same images already decoded, all measured in this one process, alternating, so the ratio is fair on a
-// noisy machine. Usage: dotnet run -c Release --project bench/InferPool.Bench -- [--repeat 10] [--rounds 3] [--command]
-// (--command: also the built CLI as a new process, start to exit; --repeat 50 is the 1,000-image job)
+// noisy machine. Usage: dotnet run -c Release --project bench/InferPool.Bench -- [--repeat 10] [--rounds 3] [--command | --tool PATH]
+// (--command: also the built CLI as a new process, start to exit; --tool: an inferpool installed from its package instead;
+// --repeat 50 is the 1,000-image job)
 using System.Diagnostics;
 using System.Globalization;
 using InferPool.Bench;
@@ -141,8 +142,9 @@ if (args.Contains("--prepare-cost"))
 Console.WriteLine($"{items} images ({files.Length} samples x {repeat}), {cores} cores, ResNet-18 on ONNX Runtime CPU, {rounds} rounds");
 
 var batchSize = Arg("--batch", 1);
-// --command: also time the built CLI as a user runs it (a new process: runtime start, model check, replica builds).
-var cli = args.Contains("--command") ? FindCli() : null;
+// --command: also time the built CLI as a user runs it (a new process: runtime start, model check, replica builds);
+// --tool PATH: time that inferpool instead (an installed tool package, which ships precompiled code).
+var cli = args.Contains("--tool") ? Path.GetFullPath(args[Array.IndexOf(args, "--tool") + 1]) : args.Contains("--command") ? FindCli() : null;
 var raw = new List<RawLoop>();
 for (var sessions = 1; sessions <= cores; sessions++)
 {
@@ -169,7 +171,7 @@ for (var round = 0; round < rounds; round++)
     Record($"inferpool run (decode + infer + write parquet), batch {batchSize}", await EndToEndAsync());
     if (cli is not null)
     {
-        Record($"inferpool run as a command, process start to exit ({CommandConfiguration(cli)})", await WholeCommandAsync(cli));
+        Record($"inferpool run as a command, process start to exit ({(args.Contains("--tool") ? "the tool at --tool, " : "")}{CommandConfiguration(cli)})", await WholeCommandAsync(cli));
     }
 }
 
@@ -243,9 +245,16 @@ async Task<double> WholeCommandAsync(string tool)
 }
 
 // What the command runs with: a configuration 'inferpool tune' saved beside the built-in model wins over the defaults.
+// An installed tool's command is a launcher; its model lies in the tool store under the same folder.
 static string CommandConfiguration(string tool)
 {
-    var path = TunedConfig.BesideModel(Path.Combine(Path.GetDirectoryName(tool)!, "models", "resnet18", "ResNet18.onnx"));
+    var model = Path.Combine(Path.GetDirectoryName(tool)!, "models", "resnet18", "ResNet18.onnx");
+    if (!File.Exists(model) && Directory.Exists(Path.Combine(Path.GetDirectoryName(tool)!, ".store")))
+    {
+        model = Directory.EnumerateFiles(Path.Combine(Path.GetDirectoryName(tool)!, ".store"), "ResNet18.onnx", SearchOption.AllDirectories).FirstOrDefault() ?? model;
+    }
+
+    var path = TunedConfig.BesideModel(model);
     if (!File.Exists(path))
     {
         return "CLI defaults";

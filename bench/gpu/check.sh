@@ -13,7 +13,7 @@ case "${1:-run}" in
   publish)
     rm -rf "$out/cli"
     dotnet publish src/InferPool.Cli -c Release -r linux-x64 --self-contained \
-      -p:PublishTrimmed=true -p:TrimMode=partial -p:SuppressTrimAnalysisWarnings=true -p:InferPoolBundleModel=false -o "$out/cli" -v quiet -nologo
+      -p:PublishTrimmed=true -p:PublishReadyToRun=false -p:TrimMode=partial -p:SuppressTrimAnalysisWarnings=true -p:InferPoolBundleModel=false -o "$out/cli" -v quiet -nologo
     tar -C "$out" -czf "$out/inferpool-cli.tar.gz" cli
     du -h "$out/inferpool-cli.tar.gz"
     ;;
