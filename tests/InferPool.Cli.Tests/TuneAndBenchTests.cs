@@ -25,9 +25,9 @@ public sealed class TuneAndBenchTests : TempFolderTest
         Assert.True(tune.ExitCode == 0, tune.Out + tune.Err);
         var config = TunedConfig.Load(Path.Combine(Dir, "tuned.json"));
         Assert.NotEmpty(config.Trials);
-        // The winner is the fastest measured, so an oversubscribed split never wins over a faster one that is not.
-        var fastest = config.Trials.MaxBy(t => t.ItemsPerSecond)!;
-        Assert.Equal((fastest.Devices, fastest.Threads, fastest.Batch), (config.Devices, config.Threads, config.Batch));
+        // The winner is the fastest measured (or the defaults, when it beat them by 5% or less), so an oversubscribed
+        // split never wins over a faster one that is not.
+        AssertChosen(config, maxModelBatch: null);
         Assert.Matches("^cpu=[0-9]+$", config.Devices);
         // Each trial is marked oversubscribed exactly when its replicas × threads exceed the cores.
         var cores = Environment.ProcessorCount;
@@ -61,8 +61,7 @@ public sealed class TuneAndBenchTests : TempFolderTest
         Assert.True(tune.ExitCode == 0, tune.Out + tune.Err);
         Assert.Contains("images decoded as a job decodes them", tune.Out, StringComparison.Ordinal);
         var config = TunedConfig.Load(Path.Combine(Dir, "tuned.json"));
-        var fastest = config.Trials.MaxBy(t => t.ItemsPerSecond)!;
-        Assert.Equal((fastest.Devices, fastest.Threads, fastest.Batch, fastest.PrepareWorkers), (config.Devices, config.Threads, config.Batch, config.PrepareWorkers));
+        AssertChosen(config, maxModelBatch: null);
         var cores = Environment.ProcessorCount;
         if (cores > 1)
         {
@@ -190,6 +189,43 @@ public sealed class TuneAndBenchTests : TempFolderTest
 
         var png = File.ReadAllBytes(Path.Combine(Dir, "bench.png"));
         Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], png[..4]);
+    }
+
+    [Fact]
+    public void Choose_keeps_the_defaults_unless_another_is_faster_by_more_than_the_margin()
+    {
+        var model = InferPool.Onnx.OnnxModel.Load(TinyModels.Affine(Dir, symbolicBatch: true));
+        var defaults = new Candidate(ReplicaPlan.Cpu(2), 1, 1);
+        var batched = new Candidate(ReplicaPlan.Cpu(2), 1, 4);
+        var fewerWorkers = defaults with { PrepareWorkers = 1 };
+        var tuner = new Tuner(model, TimeProvider.System) { Baseline = new Candidate(ReplicaPlan.Cpu(2), 1, 1) };
+        TrialResult Trial(Candidate c, double rate, bool early = false) => new(c, rate, 2, early);
+
+        // 4% faster: within what short trials differ by, so the defaults stay (matched by value, not by instance).
+        var close = new[] { Trial(batched, 52), Trial(defaults, 50) };
+        Assert.Same(close[1], tuner.Choose(close));
+        // 10% faster: a clear win.
+        var clear = new[] { Trial(batched, 55), Trial(defaults, 50) };
+        Assert.Same(clear[0], tuner.Choose(clear));
+        // The same plan with fewer prepare workers is another configuration: it too must win by the margin.
+        var workers = new[] { Trial(fewerWorkers, 51), Trial(defaults, 50) };
+        Assert.Same(workers[1], tuner.Choose(workers));
+        // Defaults stopped early for being clearly slower, or not measured at all, or no baseline: the fastest.
+        Assert.Same(close[0], tuner.Choose([close[0], Trial(defaults, 50, early: true)]));
+        Assert.Same(close[0], tuner.Choose([close[0], Trial(new Candidate(ReplicaPlan.Cpu(1), 2, 1), 50)]));
+        Assert.Same(close[0], new Tuner(model, TimeProvider.System).Choose(close));
+        // A margin of zero: the fastest always.
+        Assert.Same(close[0], new Tuner(model, TimeProvider.System) { Baseline = defaults, Margin = 0 }.Choose(close));
+    }
+
+    /// <summary>The saved configuration is the fastest trial, or the run's defaults when the fastest beat them by 5% or less.</summary>
+    private static void AssertChosen(TunedConfig config, int? maxModelBatch)
+    {
+        var fastest = config.Trials.MaxBy(t => t.ItemsPerSecond)!;
+        var defaults = Candidate.Defaults(NvmlDeviceInventory.Discover(), maxModelBatch);
+        var baseline = config.Trials.SingleOrDefault(t => (t.Devices, t.Threads, t.Batch, t.PrepareWorkers) == (defaults.Devices, defaults.Threads, defaults.Batch, null));
+        var expected = baseline is { StoppedEarly: false } && fastest.ItemsPerSecond <= baseline.ItemsPerSecond * 1.05 ? baseline : fastest;
+        Assert.Equal((expected.Devices, expected.Threads, expected.Batch, expected.PrepareWorkers), (config.Devices, config.Threads, config.Batch, config.PrepareWorkers));
     }
 
     [Theory]

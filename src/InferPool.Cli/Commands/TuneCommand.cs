@@ -27,6 +27,11 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
             void Measured(TrialResult r) => console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {r.Candidate}: {r.ItemsPerSecond:F1} items/s{(r.Measurements > 1 ? $" (mean of {r.Measurements})" : "")}{(r.StoppedEarly ? ", stopped early: clearly slower" : "")}"));
             string name, sha, modelPath, what;
             IReadOnlyList<TrialResult> results;
+            Tuner tuner;
+
+            // What 'inferpool run' uses on these devices when nothing is tuned.
+            Candidate Baseline(int? maxModelBatch) => Candidate.Defaults(inventory, maxModelBatch, settings.Devices);
+
             if (settings.IsText)
             {
                 // A text model: tokenized texts, windows of 256 and the default sorted by length into calls of the token budget.
@@ -36,7 +41,9 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
                 var candidates = Candidate.For(selection, inventory.CpuCores, text.MaxBatchSize, batches: [256, TextEngine.DefaultBatch]);
                 (name, sha, modelPath, what) = (text.Name, text.Fingerprint, text.Text.Model.Path, "tokenized texts");
                 console.WriteLine($"Tuning {name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {sample.Count} text(s) of {input.Description}: {candidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
-                results = await new Tuner(text.Text.Model, time).TuneAsync(candidates, sample, text.Batching, budget, Measured, cancellationToken).ConfigureAwait(false);
+                var defaults = Baseline(text.MaxBatchSize);
+                tuner = new Tuner(text.Text.Model, time) { Baseline = defaults with { Batch = text.DefaultBatchSize(defaults.Plan) ?? defaults.Batch } };
+                results = await tuner.TuneAsync(candidates, sample, text.Batching, budget, Measured, cancellationToken).ConfigureAwait(false);
             }
             else
             {
@@ -50,7 +57,8 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
                     var tensorCandidates = Candidate.For(selection, inventory.CpuCores, onnx.MaxBatchSize);
                     (name, sha, modelPath, what) = (model.Name, onnx.Sha256, model.Path, "records' tensors");
                     console.WriteLine($"Tuning {model.Name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {tensors.Count} item(s) of {input.Description}: {tensorCandidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
-                    results = await new Tuner(onnx, time).TuneAsync(tensorCandidates, tensors, engine.TensorBatching, budget, Measured, cancellationToken).ConfigureAwait(false);
+                    tuner = new Tuner(onnx, time) { Baseline = Baseline(onnx.MaxBatchSize) };
+                    results = await tuner.TuneAsync(tensorCandidates, tensors, engine.TensorBatching, budget, Measured, cancellationToken).ConfigureAwait(false);
                     return await SaveAsync(results).ConfigureAwait(false);
                 }
 
@@ -61,14 +69,16 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
                 console.WriteLine(
                     $"Tuning {model.Name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {sample.Tensors.Count} item(s) of {input.Description}" +
                     $"{(sample.Unusable > 0 ? $" ({sample.Unusable} unusable skipped)" : "")}: {candidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
-                results = await new Tuner(onnx, time).TuneAsync(candidates, sample.Items, inputs.Prepare, budget, Measured, cancellationToken).ConfigureAwait(false);
+                tuner = new Tuner(onnx, time) { Baseline = Baseline(onnx.MaxBatchSize) };
+                results = await tuner.TuneAsync(candidates, sample.Items, inputs.Prepare, budget, Measured, cancellationToken).ConfigureAwait(false);
             }
 
             return await SaveAsync(results).ConfigureAwait(false);
 
             async Task<int> SaveAsync(IReadOnlyList<TrialResult> results)
             {
-                var winner = results[0];
+                var winner = tuner.Choose(results);
+                var fastest = results[0];
                 var table = new Table().AddColumns("", "devices", "threads", "batch", "prepare workers", "items/s", "vs best", "note");
                 foreach (var r in results)
                 {
@@ -84,7 +94,7 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
                     }
 
                     table.AddRow(
-                        r == winner ? "best" : "",
+                        r == winner ? "chosen" : r == fastest ? "fastest" : "",
                         Markup.Escape(r.Candidate.Plan.ToString()),
                         r.Candidate.Threads.ToString(CultureInfo.InvariantCulture),
                         r.Candidate.Batch.ToString(CultureInfo.InvariantCulture),
@@ -110,7 +120,14 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
                 };
                 var path = settings.Output ?? TunedConfig.BesideModel(modelPath);
                 await config.SaveAsync(path, cancellationToken).ConfigureAwait(false);
-                console.WriteLine($"Best: {winner.Candidate} at {winner.ItemsPerSecond:F1} items/s (model inference on {what}). Saved to {Path.GetFullPath(path)}.");
+                if (winner != fastest)
+                {
+                    console.WriteLine(string.Create(
+                        CultureInfo.InvariantCulture,
+                        $"Kept the defaults: the fastest, {fastest.Candidate}, measured {fastest.ItemsPerSecond / winner.ItemsPerSecond - 1:P1} faster than them, within the {tuner.Margin:P0} that short trials on this machine can differ by."));
+                }
+
+                console.WriteLine($"{(winner == fastest ? "Best" : "Chosen")}: {winner.Candidate} at {winner.ItemsPerSecond:F1} items/s (model inference on {what}). Saved to {Path.GetFullPath(path)}.");
                 console.WriteLine(settings.Output is null
                     ? "'inferpool run' with this model uses it from there unless the command line says otherwise."
                     : $"Use it with 'inferpool run --config {path}', or name it {TunedConfig.FileName} in the output folder.");

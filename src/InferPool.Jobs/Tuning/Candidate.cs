@@ -36,13 +36,15 @@ public sealed record Candidate(ReplicaPlan Plan, int Threads, int Batch)
         TimeProvider = time ?? TimeProvider.System,
     };
 
-    /// <summary>What a job uses when nothing is tuned: every device with its default replicas, threads and batch (<see cref="JobDefaults"/>).</summary>
+    /// <summary>What a job uses when nothing is tuned: the devices with their default replicas, threads and batch (<see cref="JobDefaults"/>).</summary>
     /// <param name="inventory">The machine's devices.</param>
     /// <param name="maxModelBatch">The most items the model takes per call, or null.</param>
-    public static Candidate Defaults(IDeviceInventory inventory, int? maxModelBatch)
+    /// <param name="devices">Which devices, as a devices spec (<c>auto</c>: every device).</param>
+    /// <exception cref="FormatException"><paramref name="devices"/> cannot be read.</exception>
+    public static Candidate Defaults(IDeviceInventory inventory, int? maxModelBatch, string devices = "auto")
     {
         ArgumentNullException.ThrowIfNull(inventory);
-        var plan = JobDefaults.Plan(inventory);
+        var plan = JobDefaults.Plan(inventory, devices);
         return new Candidate(plan, JobDefaults.ThreadsPerReplica(plan, inventory.CpuCores), JobDefaults.Batch(plan, maxModelBatch));
     }
 

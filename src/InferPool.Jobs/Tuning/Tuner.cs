@@ -17,7 +17,8 @@ public sealed record TrialResult(Candidate Candidate, double ItemsPerSecond, int
 /// Each configuration's replicas are built before it is timed (building is not what a long job waits on) and
 /// warmed up with two batches per replica. A first pass gives each configuration an equal slice of 60% of the
 /// budget and stops a configuration at half its slice when it is clearly slower (under 60% of the best so far);
-/// the rest of the budget measures the three best again, in the opposite order, and their two figures are averaged.
+/// the rest of the budget measures the three best again (and the <see cref="Baseline"/> when it came close), in the
+/// opposite order, and their two figures are averaged.
 /// </summary>
 public sealed class Tuner
 {
@@ -34,6 +35,39 @@ public sealed class Tuner
     {
         _model = model;
         _time = time;
+    }
+
+    /// <summary>
+    /// The configuration a job uses when nothing is tuned (<see cref="Candidate.Defaults"/>), if it is among the candidates.
+    /// When it measures within <see cref="Margin"/> of the fastest in the first pass, the second pass measures it again
+    /// beside the finalists, and <see cref="Choose"/> keeps it unless another is faster by more than the margin.
+    /// </summary>
+    public Candidate? Baseline { get; init; }
+
+    /// <summary>
+    /// How much faster than <see cref="Baseline"/> another configuration must measure to be chosen over it: 0.05 (5%) by
+    /// default. Short trials on a shared machine differ by a few percent from run to run; a configuration that wins by
+    /// less than that may well be slower over a whole job, and saving it would change what every later run uses.
+    /// </summary>
+    public double Margin { get; init; } = 0.05;
+
+    /// <summary>
+    /// The configuration to use from a search's results (fastest first): the fastest, unless <see cref="Baseline"/> was
+    /// measured and the fastest beats it by no more than <see cref="Margin"/>; then the baseline.
+    /// </summary>
+    /// <param name="results">What <c>TuneAsync</c> returned.</param>
+    /// <exception cref="ArgumentException">There are no results.</exception>
+    public TrialResult Choose(IReadOnlyList<TrialResult> results)
+    {
+        ArgumentNullException.ThrowIfNull(results);
+        if (results.Count == 0)
+        {
+            throw new ArgumentException("There are no results to choose from.", nameof(results));
+        }
+
+        var fastest = results[0];
+        var baseline = results.FirstOrDefault(r => IsBaseline(r.Candidate));
+        return baseline is not null && !baseline.StoppedEarly && fastest.ItemsPerSecond <= baseline.ItemsPerSecond * (1 + Margin) ? baseline : fastest;
     }
 
     /// <summary>Measures every candidate on an image model (flat float inputs) and returns them fastest first.</summary>
@@ -160,8 +194,14 @@ public sealed class Tuner
             }
         }
 
-        // Second pass: the three best again, in the opposite order, while the budget lasts.
+        // Second pass: the three best again, in the opposite order, while the budget lasts; and the baseline too when it
+        // came within the margin, so that the choice between it and the fastest rests on two measurements each.
         var finalists = rates.Where(kv => !stoppedEarly.Contains(kv.Key)).OrderByDescending(kv => kv.Value[0]).Take(3).Select(kv => kv.Key).Reverse().ToList();
+        if (rates.Keys.FirstOrDefault(IsBaseline) is { } baseline && !finalists.Contains(baseline) && !stoppedEarly.Contains(baseline) && rates[baseline][0] * (1 + Margin) >= best)
+        {
+            finalists.Insert(0, baseline);
+        }
+
         for (var i = 0; i < finalists.Count; i++)
         {
             var left = budget - _time.GetElapsedTime(started);
@@ -305,6 +345,9 @@ public sealed class Tuner
 
         await Task.CompletedTask.ConfigureAwait(false);
     }
+
+    private bool IsBaseline(Candidate candidate) =>
+        Baseline is { } b && candidate.Devices == b.Devices && candidate.Threads == b.Threads && candidate.Batch == b.Batch && candidate.PrepareWorkers == b.PrepareWorkers;
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 }
