@@ -98,6 +98,65 @@ public sealed class ImagePreparationTests
         Assert.All(raw.AsSpan(2 * plane, plane).ToArray(), v => Assert.InRange(v, 24 / 255f, 27 / 255f));
     }
 
+    [Fact]
+    public void Prepare_ImageOfResizeSide_IsItsCentreCropPixelForPixel()
+    {
+        // 256 x 256 resized to 256 is itself: every sample falls on a pixel centre, so the 224 crop must be exactly the
+        // source's pixels 16..239 (a sampling grid off by half a pixel or one would blend neighbours instead).
+        var random = new Random(7);
+        using var bitmap = new SKBitmap(new SKImageInfo(256, 256, SKColorType.Rgba8888, SKAlphaType.Opaque));
+        random.NextBytes(bitmap.GetPixelSpan());
+        var pixels = bitmap.GetPixelSpan().ToArray();
+
+        var raw = new ImagePreprocessor(new RawRgb()).Prepare(EncodePng(bitmap));
+
+        var plane = 224 * 224;
+        for (var y = 0; y < 224; y++)
+        {
+            for (var x = 0; x < 224; x++)
+            {
+                var source = (((y + 16) * 256) + x + 16) * 4;
+                for (var c = 0; c < 3; c++)
+                {
+                    Assert.Equal(pixels[source + c] / 255f, raw[(c * plane) + (y * 224) + x]);
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("chelsea.png")] // 451 x 300: one bilinear step of 0.85
+    [InlineData("astronaut.png")] // 512 x 512: exactly half
+    [InlineData("motorcycle_left.png")] // 741 x 500
+    public void Prepare_SamplesAsSkiasBilinearDrawDoes(string file)
+    {
+        // The resize matches Skia's own bilinear draw of the same source square to within one level of 255.
+        var path = Path.Combine(TestFiles.SampleImages, file);
+        using var decoded = SKBitmap.Decode(path).Copy(SKColorType.Rgba8888);
+        var scale = 256.0 / Math.Min(decoded.Width, decoded.Height);
+        var side = 224 / scale;
+        using var reference = new SKBitmap(new SKImageInfo(224, 224, SKColorType.Rgba8888, SKAlphaType.Premul));
+        using (var canvas = new SKCanvas(reference))
+        using (var image = SKImage.FromBitmap(decoded))
+        using (var paint = new SKPaint { BlendMode = SKBlendMode.Src })
+        {
+            var square = SKRect.Create((float)((decoded.Width - side) / 2), (float)((decoded.Height - side) / 2), (float)side, (float)side);
+            canvas.DrawImage(image, square, SKRect.Create(0, 0, 224, 224), new SKSamplingOptions(SKFilterMode.Linear, SKMipmapMode.None), paint);
+        }
+
+        var raw = new ImagePreprocessor(new RawRgb()).PrepareFile(path);
+
+        var expected = reference.GetPixelSpan();
+        var plane = 224 * 224;
+        for (var p = 0; p < plane; p++)
+        {
+            for (var c = 0; c < 3; c++)
+            {
+                Assert.InRange(Math.Abs((raw[(c * plane) + p] * 255) - expected[(p * 4) + c]), 0, 1.001);
+            }
+        }
+    }
+
     private static byte[] EncodePng(SKBitmap bitmap)
     {
         using var image = SKImage.FromBitmap(bitmap);
