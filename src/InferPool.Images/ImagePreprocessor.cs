@@ -215,36 +215,34 @@ public sealed class ImagePreprocessor
         var scale = (double)ResizeShorter / Math.Min(source.Width, source.Height);
         var side = Size / scale;
         var (left, top) = ((source.Width - side) / 2, (source.Height - side) / 2);
-        ReadOnlySpan<byte> pixels = source.GetPixelSpan();
-        var (width, height, stride) = (source.Width, source.Height, source.RowBytes);
-        byte[]? halved = null;
+        var current = source;
         try
         {
             while (side > 2 * Size)
             {
-                // An even, pixel-aligned block around the square, averaged 2×2 into a block of half the size.
-                var (x, w) = EvenSpan(left, left + side, width);
-                var (y, h) = EvenSpan(top, top + side, height);
-                var next = ArrayPool<byte>.Shared.Rent(w * h);
-                Resampling.Halve(pixels, stride, x, y, w, h, next);
-                if (halved is not null)
+                // An even, pixel-aligned block around the square, averaged 2×2 into a block of half the size. The
+                // blocks live in native memory (a bitmap each, freed at once): a large photo's are megabytes, which a
+                // shared array pool would keep a copy of on every thread that prepared one.
+                var (x, w) = EvenSpan(left, left + side, current.Width);
+                var (y, h) = EvenSpan(top, top + side, current.Height);
+                var next = new SKBitmap(new SKImageInfo(w / 2, h / 2, SKColorType.Rgba8888, SKAlphaType.Premul));
+                Resampling.Halve(current.GetPixelSpan(), current.RowBytes, x, y, w, h, next.GetPixelSpan());
+                if (!ReferenceEquals(current, source))
                 {
-                    ArrayPool<byte>.Shared.Return(halved);
+                    current.Dispose();
                 }
 
-                halved = next;
-                pixels = next;
-                (width, height, stride) = (w / 2, h / 2, w / 2 * 4);
+                current = next;
                 (left, top, side) = ((left - x) / 2, (top - y) / 2, side / 2);
             }
 
-            Resampling.Bilinear(pixels, width, height, stride, left, top, side, Size, target);
+            Resampling.Bilinear(current.GetPixelSpan(), current.Width, current.Height, current.RowBytes, left, top, side, Size, target);
         }
         finally
         {
-            if (halved is not null)
+            if (!ReferenceEquals(current, source))
             {
-                ArrayPool<byte>.Shared.Return(halved);
+                current.Dispose();
             }
         }
     }
