@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+
 namespace InferPool.Images;
 
 /// <summary>How 8-bit RGB pixels become the model's input floats (channel order and scaling).</summary>
@@ -26,12 +28,20 @@ public abstract class PixelNormalization
                 throw new InvalidOperationException($"The mean image has {meanBgrChw.Length} values; a {size}x{size} input needs {3 * plane}.");
             }
 
-            for (var p = 0; p < plane; p++)
+            // Each pixel read once as a little-endian uint (R in the low byte), each plane written through its own span.
+            var pixels = MemoryMarshal.Cast<byte, uint>(rgba[..(4 * plane)]);
+            var blue = chw[..plane];
+            var green = chw.Slice(plane, plane);
+            var red = chw.Slice(2 * plane, plane);
+            var meanBlue = meanBgrChw.AsSpan(0, plane);
+            var meanGreen = meanBgrChw.AsSpan(plane, plane);
+            var meanRed = meanBgrChw.AsSpan(2 * plane, plane);
+            for (var p = 0; p < pixels.Length; p++)
             {
-                var px = rgba.Slice(p * 4, 3);
-                chw[p] = px[2] - meanBgrChw[p];
-                chw[plane + p] = px[1] - meanBgrChw[plane + p];
-                chw[(2 * plane) + p] = px[0] - meanBgrChw[(2 * plane) + p];
+                var px = pixels[p];
+                blue[p] = ((px >> 16) & 0xFF) - meanBlue[p];
+                green[p] = ((px >> 8) & 0xFF) - meanGreen[p];
+                red[p] = (px & 0xFF) - meanRed[p];
             }
         }
     }
@@ -46,12 +56,16 @@ public abstract class PixelNormalization
         public override void Write(ReadOnlySpan<byte> rgba, int size, Span<float> chw)
         {
             var plane = size * size;
-            for (var p = 0; p < plane; p++)
+            var pixels = MemoryMarshal.Cast<byte, uint>(rgba[..(4 * plane)]);
+            var red = chw[..plane];
+            var green = chw.Slice(plane, plane);
+            var blue = chw.Slice(2 * plane, plane);
+            for (var p = 0; p < pixels.Length; p++)
             {
-                for (var c = 0; c < 3; c++)
-                {
-                    chw[(c * plane) + p] = ((rgba[(p * 4) + c] / 255f) - Mean[c]) / Std[c];
-                }
+                var px = pixels[p];
+                red[p] = (((px & 0xFF) / 255f) - Mean[0]) / Std[0];
+                green[p] = ((((px >> 8) & 0xFF) / 255f) - Mean[1]) / Std[1];
+                blue[p] = ((((px >> 16) & 0xFF) / 255f) - Mean[2]) / Std[2];
             }
         }
     }

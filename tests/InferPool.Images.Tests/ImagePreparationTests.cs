@@ -157,6 +157,30 @@ public sealed class ImagePreparationTests
         }
     }
 
+    [Fact]
+    public void Normalizations_WriteEachChannelToItsPlane()
+    {
+        // Two pixels (R, G, B, A): ImageNet's planes are R, G, B scaled by their mean and deviation; the mean-image
+        // normalisation's are B, G, R in 0-255 minus the mean image's value at the same place.
+        byte[] rgba = [10, 20, 30, 255, 200, 150, 100, 0];
+        var imageNet = new float[3 * 2];
+        var bgr = new float[3 * 2];
+        float[] mean = [1, 2, 3, 4, 5, 6];
+
+        new PixelNormalization.ImageNet().Write(rgba, 1, imageNet.AsSpan(0, 3));
+        new PixelNormalization.ImageNet().Write(rgba.AsSpan(4), 1, imageNet.AsSpan(3, 3));
+        new PixelNormalization.BgrMeanImage([.. mean[..3]]).Write(rgba, 1, bgr.AsSpan(0, 3));
+        new PixelNormalization.BgrMeanImage([.. mean[3..]]).Write(rgba.AsSpan(4), 1, bgr.AsSpan(3, 3));
+
+        float[] expectedImageNet =
+        [
+            ((10 / 255f) - 0.485f) / 0.229f, ((20 / 255f) - 0.456f) / 0.224f, ((30 / 255f) - 0.406f) / 0.225f,
+            ((200 / 255f) - 0.485f) / 0.229f, ((150 / 255f) - 0.456f) / 0.224f, ((100 / 255f) - 0.406f) / 0.225f,
+        ];
+        Assert.Equal(expectedImageNet, imageNet);
+        Assert.Equal([30 - 1f, 20 - 2f, 10 - 3f, 100 - 4f, 150 - 5f, 200 - 6f], bgr);
+    }
+
     private static byte[] EncodePng(SKBitmap bitmap)
     {
         using var image = SKImage.FromBitmap(bitmap);
