@@ -37,8 +37,7 @@ internal sealed class BenchCommand(IAnsiConsole console, ErrorOutput errors) : A
                 input = InputSource.OpenTexts(settings.Input ?? ToolFiles.SampleTexts);
                 items = await ThreeWayBenchmark.CycledTextsAsync(input, settings.Items, cancellationToken).ConfigureAwait(false);
                 tuned = RunCommand.FindTuned(settings.Config, null, text, inventory, logger);
-                var defaults = Candidate.Defaults(inventory, text.MaxBatchSize);
-                pooled = tuned is null ? defaults with { Batch = text.DefaultBatchSize(defaults.Plan) ?? defaults.Batch } : Candidate.From(tuned, inventory);
+                pooled = tuned is null ? Candidate.Defaults(inventory, text) : Candidate.From(tuned, inventory);
                 engine = text;
             }
             else
@@ -49,7 +48,7 @@ internal sealed class BenchCommand(IAnsiConsole console, ErrorOutput errors) : A
                     ? await ThreeWayBenchmark.CycledItemsAsync(input, new OnnxInputs(onnx), settings.Items, cancellationToken).ConfigureAwait(false)
                     : await ThreeWayBenchmark.CycledRecordsAsync(input, new OnnxInputs(onnx), settings.Items, cancellationToken).ConfigureAwait(false);
                 tuned = RunCommand.FindTuned(settings.Config, null, onnx, inventory, logger);
-                pooled = tuned is null ? Candidate.Defaults(inventory, onnx.Onnx.MaxBatchSize) : Candidate.From(tuned, inventory);
+                pooled = tuned is null ? Candidate.Defaults(inventory, onnx) : Candidate.From(tuned, inventory);
                 engine = onnx;
             }
 

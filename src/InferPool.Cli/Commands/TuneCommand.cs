@@ -30,7 +30,7 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
             Tuner tuner;
 
             // What 'inferpool run' uses on these devices when nothing is tuned.
-            Candidate Baseline(int? maxModelBatch) => Candidate.Defaults(inventory, maxModelBatch, settings.Devices);
+            Candidate Baseline(JobEngine engine) => Candidate.Defaults(inventory, engine, settings.Devices);
 
             if (settings.IsText)
             {
@@ -41,8 +41,7 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
                 var candidates = Candidate.For(selection, inventory.CpuCores, text.MaxBatchSize, batches: [256, TextEngine.DefaultBatch]);
                 (name, sha, modelPath, what) = (text.Name, text.Fingerprint, text.Text.Model.Path, "tokenized texts");
                 console.WriteLine($"Tuning {name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {sample.Count} text(s) of {input.Description}: {candidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
-                var defaults = Baseline(text.MaxBatchSize);
-                tuner = new Tuner(text.Text.Model, time) { Baseline = defaults with { Batch = text.DefaultBatchSize(defaults.Plan) ?? defaults.Batch } };
+                tuner = new Tuner(text.Text.Model, time) { Baseline = Baseline(text) };
                 results = await tuner.TuneAsync(candidates, sample, text.Batching, budget, Measured, cancellationToken).ConfigureAwait(false);
             }
             else
@@ -57,7 +56,7 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
                     var tensorCandidates = Candidate.For(selection, inventory.CpuCores, onnx.MaxBatchSize);
                     (name, sha, modelPath, what) = (model.Name, onnx.Sha256, model.Path, "records' tensors");
                     console.WriteLine($"Tuning {model.Name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {tensors.Count} item(s) of {input.Description}: {tensorCandidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
-                    tuner = new Tuner(onnx, time) { Baseline = Baseline(onnx.MaxBatchSize) };
+                    tuner = new Tuner(onnx, time) { Baseline = Baseline(engine) };
                     results = await tuner.TuneAsync(tensorCandidates, tensors, engine.TensorBatching, budget, Measured, cancellationToken).ConfigureAwait(false);
                     return await SaveAsync(results).ConfigureAwait(false);
                 }
@@ -69,7 +68,7 @@ internal sealed class TuneCommand(IAnsiConsole console, ErrorOutput errors, Time
                 console.WriteLine(
                     $"Tuning {model.Name} on {string.Join(", ", selection.Devices.Select(d => d.Device))} ({TunedConfig.MachineOf(inventory)}) with {sample.Tensors.Count} item(s) of {input.Description}" +
                     $"{(sample.Unusable > 0 ? $" ({sample.Unusable} unusable skipped)" : "")}: {candidates.Count} configurations, at most {budget.TotalSeconds:F0}s.");
-                tuner = new Tuner(onnx, time) { Baseline = Baseline(onnx.MaxBatchSize) };
+                tuner = new Tuner(onnx, time) { Baseline = Baseline(engine) };
                 results = await tuner.TuneAsync(candidates, sample.Items, inputs.Prepare, budget, Measured, cancellationToken).ConfigureAwait(false);
             }
 

@@ -1,4 +1,5 @@
 using InferPool.Devices;
+using InferPool.Jobs.Engines;
 using InferPool.Results;
 
 namespace InferPool.Jobs.Tuning;
@@ -46,6 +47,22 @@ public sealed record Candidate(ReplicaPlan Plan, int Threads, int Batch)
         ArgumentNullException.ThrowIfNull(inventory);
         var plan = JobDefaults.Plan(inventory, devices);
         return new Candidate(plan, JobDefaults.ThreadsPerReplica(plan, inventory.CpuCores), JobDefaults.Batch(plan, maxModelBatch));
+    }
+
+    /// <summary>
+    /// What a job with <paramref name="engine"/> uses when nothing is tuned: as <see cref="Defaults(IDeviceInventory, int?, string)"/>
+    /// with the engine's largest batch, and its own default batch where it has one (a text model's window), as
+    /// <see cref="InferenceJob"/> chooses it.
+    /// </summary>
+    /// <param name="inventory">The machine's devices.</param>
+    /// <param name="engine">The job's engine.</param>
+    /// <param name="devices">Which devices, as a devices spec (<c>auto</c>: every device).</param>
+    /// <exception cref="FormatException"><paramref name="devices"/> cannot be read.</exception>
+    public static Candidate Defaults(IDeviceInventory inventory, JobEngine engine, string devices = "auto")
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        var defaults = Defaults(inventory, engine.MaxBatchSize, devices);
+        return engine.DefaultBatchSize(defaults.Plan) is { } batch ? defaults with { Batch = Math.Min(batch, engine.MaxBatchSize ?? batch) } : defaults;
     }
 
     /// <summary>The configuration a tuned config saved.</summary>

@@ -38,7 +38,7 @@ public sealed class Tuner
     }
 
     /// <summary>
-    /// The configuration a job uses when nothing is tuned (<see cref="Candidate.Defaults"/>), if it is among the candidates.
+    /// The configuration a job uses when nothing is tuned (<see cref="Candidate.Defaults(InferPool.Devices.IDeviceInventory, Engines.JobEngine, string)"/>), if it is among the candidates.
     /// When it measures within <see cref="Margin"/> of the fastest in the first pass, the second pass measures it again
     /// beside the finalists, and <see cref="Choose"/> keeps it unless another is faster by more than the margin.
     /// </summary>
