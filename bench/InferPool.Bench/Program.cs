@@ -248,10 +248,12 @@ async Task<double> WholeCommandAsync(string tool)
 // An installed tool's command is a launcher; its model lies in the tool store under the same folder.
 static string CommandConfiguration(string tool)
 {
-    var model = Path.Combine(Path.GetDirectoryName(tool)!, "models", "resnet18", "ResNet18.onnx");
-    if (!File.Exists(model) && Directory.Exists(Path.Combine(Path.GetDirectoryName(tool)!, ".store")))
+    var folder = Path.GetDirectoryName(tool)!;
+    var model = Path.Combine(folder, "models", "resnet18", "ResNet18.onnx");
+    var store = Path.Combine(folder, ".store");
+    if (!File.Exists(model) && Directory.Exists(store))
     {
-        model = Directory.EnumerateFiles(Path.Combine(Path.GetDirectoryName(tool)!, ".store"), "ResNet18.onnx", SearchOption.AllDirectories).FirstOrDefault() ?? model;
+        model = Directory.EnumerateFiles(store, "ResNet18.onnx", SearchOption.AllDirectories).FirstOrDefault() ?? model;
     }
 
     var path = TunedConfig.BesideModel(model);
