@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reruns the figures in README.md's performance section on this machine (about 45 minutes on 2 cores).
+# Reruns the figures in README.md's performance section on this machine (about 31 minutes on 2 cores on 2026-12-01).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet build InferPool.slnx -c Release -v quiet -nologo
