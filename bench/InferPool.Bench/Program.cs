@@ -50,13 +50,15 @@ var preprocessor = new ImagePreprocessor(choice.Normalization);
 var decoded = files.Select(preprocessor.PrepareFile).ToArray();
 if (args.Contains("--memory"))
 {
+    // --sizes 1000000,3000000: other input counts (to see whether a growth levels off past a million, say).
+    int[]? sizes = args.Contains("--sizes") ? [.. args[Array.IndexOf(args, "--sizes") + 1].Split(',').Select(n => int.Parse(n, CultureInfo.InvariantCulture))] : null;
     if (args.Contains("--text"))
     {
-        await MemoryBench.RunTextAsync(work, args.Contains("--quick") ? [2_000, 20_000] : [10_000, 100_000, 1_000_000]);
+        await MemoryBench.RunTextAsync(work, sizes ?? (args.Contains("--quick") ? [2_000, 20_000] : [10_000, 100_000, 1_000_000]));
     }
     else
     {
-        await MemoryBench.RunAsync(work, args.Contains("--large") ? [10_000, 100_000, 1_000_000] : [10_000, 100_000]);
+        await MemoryBench.RunAsync(work, sizes ?? (args.Contains("--large") ? [10_000, 100_000, 1_000_000] : [10_000, 100_000]));
     }
 
     if (!args.Contains("--keep"))
