@@ -214,6 +214,7 @@ for (var round = 0; round < rounds; round++)
 
 best.Dispose();
 var baseline = results[bestName];
+var baselineCpu = MedianCpu(baseline);
 Console.WriteLine();
 Console.WriteLine($"| way | img/s (median of {rounds}) | × best raw (median of the rounds' ratios) | CPU ms per image (median) | best raw's CPU per image ÷ this |");
 Console.WriteLine("| --- | ---: | ---: | ---: | ---: |");
@@ -221,14 +222,18 @@ var summaries = new List<string>();
 foreach (var (name, measurements) in results)
 {
     var ratios = measurements.Select((m, r) => m.Rate / baseline[r].Rate).ToList();
-    var cpu = measurements.All(m => m.CpuMsPerItem is not null) ? Median([.. measurements.Select(m => m.CpuMsPerItem!.Value)]) : double.NaN;
-    var cpuRatio = Median([.. baseline.Select(m => m.CpuMsPerItem ?? double.NaN)]) / cpu;
-    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {name} | {Median([.. measurements.Select(m => m.Rate)]):F1} | {Median(ratios):F2} | {cpu:F1} | {cpuRatio:F2} |"));
+    var ratio = Median(ratios);
+    var cpu = MedianCpu(measurements);
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {name} | {Median([.. measurements.Select(m => m.Rate)]):F1} | {ratio:F2} | {cpu:F1} | {baselineCpu / cpu:F2} |"));
     if (name != bestName)
     {
-        summaries.Add(string.Create(CultureInfo.InvariantCulture, $"{name}: {Median(ratios):P1} of the best raw loop (rounds: {string.Join(", ", ratios.Select(r => r.ToString("F2", CultureInfo.InvariantCulture)))}); by CPU time per image, {cpuRatio:F2}."));
+        summaries.Add(string.Create(CultureInfo.InvariantCulture, $"{name}: {ratio:P1} of the best raw loop (rounds: {string.Join(", ", ratios.Select(r => r.ToString("F2", CultureInfo.InvariantCulture)))}); by CPU time per image, {baselineCpu / cpu:F2}."));
     }
 }
+
+// The median CPU time per image of a way's rounds, or NaN where any of them could not be read.
+static double MedianCpu(List<Measurement> measurements) =>
+    measurements.All(m => m.CpuMsPerItem is not null) ? Median([.. measurements.Select(m => m.CpuMsPerItem!.Value)]) : double.NaN;
 
 Console.WriteLine();
 summaries.ForEach(Console.WriteLine);
