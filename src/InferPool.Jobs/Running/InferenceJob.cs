@@ -47,7 +47,7 @@ public sealed partial class InferenceJob
         _logger = logger ?? NullLogger.Instance;
         _timeProvider = timeProvider ?? TimeProvider.System;
         Plan = options.Plan ?? JobDefaults.Plan(NvmlDeviceInventory.Discover(), threads: options.IntraOpThreads);
-        var batch = options.BatchSize ?? options.Engine.DefaultBatchSize(Plan) ?? JobDefaults.Batch(Plan);
+        var batch = options.BatchSize ?? JobDefaults.Batch(Plan, options.Engine);
         BatchSize = Math.Min(batch, options.Engine.MaxBatchSize ?? batch);
         if (BatchSize < batch && options.BatchSize is not null)
         {

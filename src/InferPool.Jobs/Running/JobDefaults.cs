@@ -76,6 +76,19 @@ public static class JobDefaults
         return Math.Min(batch, modelMaxBatch ?? batch);
     }
 
+    /// <summary>
+    /// Batch size when none is given for a job with <paramref name="engine"/>: the engine's own default where it has one (a
+    /// text model's window, a worker's), else <see cref="Batch(ReplicaPlan, int?)"/>; never more than the engine takes.
+    /// </summary>
+    /// <param name="plan">Where the replicas run.</param>
+    /// <param name="engine">The job's engine.</param>
+    public static int Batch(ReplicaPlan plan, Engines.JobEngine engine)
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        var batch = engine.DefaultBatchSize(plan) ?? Batch(plan);
+        return Math.Min(batch, engine.MaxBatchSize ?? batch);
+    }
+
     /// <summary>Threads per CPU replica when none are given: the cores shared out among the CPU replicas of <paramref name="plan"/>.</summary>
     /// <param name="plan">Where the replicas run.</param>
     /// <param name="cores">The machine's cores.</param>

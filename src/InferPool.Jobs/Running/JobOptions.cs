@@ -11,7 +11,7 @@ namespace InferPool.Jobs;
 /// <list type="table">
 /// <listheader><term>option</term><description>default</description></listheader>
 /// <item><term><see cref="Plan"/></term><description>null: every device the machine offers (<see cref="JobDefaults.Plan"/>)</description></item>
-/// <item><term><see cref="BatchSize"/></term><description>null: <see cref="JobDefaults.Batch"/> for the plan and the model</description></item>
+/// <item><term><see cref="BatchSize"/></term><description>null: <see cref="JobDefaults.Batch(ReplicaPlan, JobEngine)"/> for the plan and the engine</description></item>
 /// <item><term><see cref="IntraOpThreads"/></term><description>null: the cores shared out among the CPU replicas</description></item>
 /// <item><term><see cref="Format"/></term><description><see cref="OutputFormat.Parquet"/></description></item>
 /// <item><term><see cref="PrepareWorkers"/></term><description>null: the core count</description></item>

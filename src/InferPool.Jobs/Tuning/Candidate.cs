@@ -50,9 +50,8 @@ public sealed record Candidate(ReplicaPlan Plan, int Threads, int Batch)
     }
 
     /// <summary>
-    /// What a job with <paramref name="engine"/> uses when nothing is tuned: as <see cref="Defaults(IDeviceInventory, int?, string)"/>
-    /// with the engine's largest batch, and its own default batch where it has one (a text model's window), as
-    /// <see cref="InferenceJob"/> chooses it.
+    /// What a job with <paramref name="engine"/> uses when nothing is tuned: as <see cref="Defaults(IDeviceInventory, int?, string)"/>,
+    /// with the batch <see cref="InferenceJob"/> chooses for the engine (<see cref="JobDefaults.Batch(ReplicaPlan, JobEngine)"/>).
     /// </summary>
     /// <param name="inventory">The machine's devices.</param>
     /// <param name="engine">The job's engine.</param>
@@ -62,7 +61,7 @@ public sealed record Candidate(ReplicaPlan Plan, int Threads, int Batch)
     {
         ArgumentNullException.ThrowIfNull(engine);
         var defaults = Defaults(inventory, engine.MaxBatchSize, devices);
-        return engine.DefaultBatchSize(defaults.Plan) is { } batch ? defaults with { Batch = Math.Min(batch, engine.MaxBatchSize ?? batch) } : defaults;
+        return defaults with { Batch = JobDefaults.Batch(defaults.Plan, engine) };
     }
 
     /// <summary>The configuration a tuned config saved.</summary>
